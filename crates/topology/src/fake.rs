@@ -1,0 +1,281 @@
+//! [`FakeTopology`]: a machine built in code, deterministic, for tests and demos.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::virtual_cpu::{nodes_by_distance, VirtualCpus};
+use crate::{
+    CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, Topology,
+    LOCAL_DISTANCE, REMOTE_DISTANCE,
+};
+
+/// The memory a fake node with memory reports by default: 4 GiB, in kB.
+const DEFAULT_NODE_MEM_KB: u64 = 4 << 20;
+
+/// The largest fake machine: enough for any test, small enough to refuse typos.
+const MAX_FAKE_CPUS: usize = 4096;
+
+/// Describes a fake machine; [`FakeBuilder::build`] checks and builds it.
+///
+/// CPUs are numbered node by node: with 2 nodes of 2 CPUs, node 0 has CPUs 0-1 and node 1
+/// has CPUs 2-3. CPU-less nodes come after the nodes with CPUs.
+#[derive(Debug, Clone)]
+pub struct FakeBuilder {
+    nodes: usize,
+    cpus_per_node: usize,
+    cpuless_nodes: usize,
+    memoryless: Vec<NodeId>,
+    node_mem_kb: u64,
+    distances: Vec<(NodeId, NodeId, u32)>,
+}
+
+impl Default for FakeBuilder {
+    fn default() -> Self {
+        Self {
+            nodes: 1,
+            cpus_per_node: 1,
+            cpuless_nodes: 0,
+            memoryless: Vec::new(),
+            node_mem_kb: DEFAULT_NODE_MEM_KB,
+            distances: Vec::new(),
+        }
+    }
+}
+
+impl FakeBuilder {
+    /// The number of nodes that have CPUs (default 1).
+    pub fn nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// CPUs in each node that has CPUs (default 1).
+    pub fn cpus_per_node(mut self, cpus: usize) -> Self {
+        self.cpus_per_node = cpus;
+        self
+    }
+
+    /// Nodes with memory but no CPUs, numbered after the others (default 0).
+    pub fn cpuless_nodes(mut self, count: usize) -> Self {
+        self.cpuless_nodes = count;
+        self
+    }
+
+    /// Makes `node` a node without memory; its CPUs allocate from the nearest memory node.
+    pub fn memoryless_node(mut self, node: NodeId) -> Self {
+        self.memoryless.push(node);
+        self
+    }
+
+    /// `MemTotal` of each node with memory, in kB (default 4 GiB).
+    pub fn node_mem_kb(mut self, kb: u64) -> Self {
+        self.node_mem_kb = kb;
+        self
+    }
+
+    /// Sets the distance between two distinct nodes, both ways (default 20).
+    pub fn distance(mut self, a: NodeId, b: NodeId, distance: u32) -> Self {
+        self.distances.push((a, b, distance));
+        self
+    }
+
+    /// Checks the description and builds the machine, with every CPU online.
+    pub fn build(self) -> Result<FakeTopology> {
+        let node_count = self.nodes + self.cpuless_nodes;
+        let cpu_count = self.nodes * self.cpus_per_node;
+        if self.nodes == 0 || self.cpus_per_node == 0 {
+            return Err(Error::InvalidFake("a machine needs at least one node with one cpu".into()));
+        }
+        if cpu_count > MAX_FAKE_CPUS || node_count > MAX_FAKE_CPUS {
+            return Err(Error::InvalidFake(format!(
+                "{cpu_count} cpus on {node_count} nodes is beyond the limit of {MAX_FAKE_CPUS}"
+            )));
+        }
+        if let Some(&node) = self.memoryless.iter().find(|&&n| n as usize >= node_count) {
+            return Err(Error::InvalidFake(format!("memory-less node {node} does not exist")));
+        }
+        if self.memoryless.len() >= node_count || (0..node_count as u32).all(|n| self.memoryless.contains(&n)) {
+            return Err(Error::InvalidFake("at least one node must have memory".into()));
+        }
+        let mut distance = vec![vec![REMOTE_DISTANCE; node_count]; node_count];
+        (0..node_count).for_each(|n| distance[n][n] = LOCAL_DISTANCE);
+        for &(a, b, d) in &self.distances {
+            let (a, b) = (a as usize, b as usize);
+            if a >= node_count || b >= node_count || a == b || d <= LOCAL_DISTANCE {
+                return Err(Error::InvalidFake(format!(
+                    "distance {d} between nodes {a} and {b}: both must exist, differ, and be farther than {LOCAL_DISTANCE}"
+                )));
+            }
+            distance[a][b] = d;
+            distance[b][a] = d;
+        }
+        let possible = CpuSet::first_n(cpu_count as u32);
+        let cpu_node: Vec<Option<NodeId>> =
+            (0..cpu_count).map(|cpu| Some((cpu / self.cpus_per_node) as NodeId)).collect();
+        let node_cpus: Vec<CpuSet> = (0..node_count)
+            .map(|node| {
+                if node < self.nodes {
+                    let first = (node * self.cpus_per_node) as u32;
+                    (first..first + self.cpus_per_node as u32).collect()
+                } else {
+                    CpuSet::new()
+                }
+            })
+            .collect();
+        let nodes = NodeSet::first_n(node_count as u32);
+        let order = nodes_by_distance(&nodes, node_count, |a, b| Some(distance[a as usize][b as usize]));
+        let node_mem_kb = (0..node_count as u32)
+            .map(|n| if self.memoryless.contains(&n) { 0 } else { self.node_mem_kb })
+            .collect();
+        let cpus = VirtualCpus::new(possible.clone(), &possible, cpu_node.clone(), node_cpus.clone(), order);
+        Ok(FakeTopology {
+            name: format!("fake:{cpu_count}x{}", self.nodes),
+            possible,
+            cpu_node,
+            node_cpus,
+            nodes,
+            node_mem_kb,
+            distance,
+            cpus,
+            change: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// A machine built in code. Every CPU starts online; [`FakeTopology::set_online`] changes
+/// that and tells subscribers at once. Deterministic: the same description and calls give
+/// the same answers.
+#[derive(Debug)]
+pub struct FakeTopology {
+    name: String,
+    possible: CpuSet,
+    cpu_node: Vec<Option<NodeId>>,
+    node_cpus: Vec<CpuSet>,
+    nodes: NodeSet,
+    node_mem_kb: Vec<u64>,
+    distance: Vec<Vec<u32>>,
+    cpus: VirtualCpus,
+    /// Serializes online changes and holds the subscribers they are sent to.
+    change: Mutex<Vec<Sender<OnlineChange>>>,
+}
+
+impl FakeTopology {
+    /// Starts describing a fake machine.
+    pub fn builder() -> FakeBuilder {
+        FakeBuilder::default()
+    }
+
+    /// The seed's test box: 4 CPUs on 2 nodes, node 0 = CPUs 0-1, node 1 = CPUs 2-3.
+    pub fn seed_box() -> Self {
+        Self::from_spec("4x2").expect("the seed box description is valid")
+    }
+
+    /// Builds from `CPUSxNODES`, such as `4x2` (4 CPUs spread evenly over 2 nodes).
+    pub fn from_spec(spec: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidFake(format!("{spec:?}: {reason}"));
+        let (cpus, nodes) = spec.split_once('x').ok_or_else(|| invalid("expected CPUSxNODES, such as 4x2"))?;
+        let cpus: usize = cpus.trim().parse().map_err(|_| invalid("the cpu count is not a number"))?;
+        let nodes: usize = nodes.trim().parse().map_err(|_| invalid("the node count is not a number"))?;
+        if nodes == 0 || cpus == 0 || cpus % nodes != 0 {
+            return Err(invalid("the cpu count must be a positive multiple of the node count"));
+        }
+        Self::builder().nodes(nodes).cpus_per_node(cpus / nodes).build()
+    }
+
+    /// Takes a CPU offline or brings it online, and tells subscribers. Refuses to take
+    /// the last online CPU offline, as the kernel does. Setting a CPU to the state it is
+    /// in changes nothing and sends nothing.
+    pub fn set_online(&self, cpu: CpuId, state: CpuState) -> Result<()> {
+        if !self.possible.contains(cpu) {
+            return Err(Error::UnknownCpu { cpu, possible: self.possible.to_string() });
+        }
+        let mut subscribers = self.change.lock().unwrap_or_else(|poison| poison.into_inner());
+        let online = state == CpuState::Online;
+        if self.cpus.is_online(cpu) == online {
+            return Ok(());
+        }
+        if !online && self.cpus.online_set().len() == 1 {
+            return Err(Error::NotHotpluggable { cpu, reason: "it is the last online cpu".into() });
+        }
+        self.cpus.set_online(cpu, online);
+        subscribers.retain(|tx| tx.send(OnlineChange { cpu, state }).is_ok());
+        Ok(())
+    }
+
+    fn check_node(&self, node: NodeId) -> Option<usize> {
+        self.nodes.contains(node).then_some(node as usize)
+    }
+}
+
+impl Topology for FakeTopology {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn possible_cpus(&self) -> CpuSet {
+        self.possible.clone()
+    }
+
+    fn present_cpus(&self) -> CpuSet {
+        self.possible.clone()
+    }
+
+    fn online_cpus(&self) -> Result<CpuSet> {
+        Ok(self.cpus.online_set())
+    }
+
+    fn cpu_node(&self, cpu: CpuId) -> Option<NodeId> {
+        self.cpu_node.get(cpu as usize).copied().flatten()
+    }
+
+    fn allowed_cpus(&self) -> CpuSet {
+        self.cpus.online_set()
+    }
+
+    fn possible_nodes(&self) -> NodeSet {
+        self.nodes.clone()
+    }
+
+    fn online_nodes(&self) -> NodeSet {
+        self.nodes.clone()
+    }
+
+    fn node_cpus(&self, node: NodeId) -> CpuSet {
+        self.check_node(node).map(|n| self.node_cpus[n].clone()).unwrap_or_default()
+    }
+
+    fn node_mem_total_kb(&self, node: NodeId) -> Option<u64> {
+        self.check_node(node).map(|n| self.node_mem_kb[n])
+    }
+
+    fn distance(&self, from: NodeId, to: NodeId) -> Option<u32> {
+        Some(self.distance[self.check_node(from)?][self.check_node(to)?])
+    }
+
+    fn current_cpu(&self) -> CpuId {
+        self.cpus.current()
+    }
+
+    fn bind_current_thread(&self, cpu: CpuId) -> Result<()> {
+        self.cpus.bind(cpu)
+    }
+
+    fn set_cpu_online(&self, cpu: CpuId, state: CpuState) -> Result<()> {
+        self.set_online(cpu, state)
+    }
+
+    fn sysfs_root(&self) -> Option<&Path> {
+        None
+    }
+
+    fn subscribe(&self) -> Option<Receiver<OnlineChange>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.change.lock().unwrap_or_else(|poison| poison.into_inner()).push(tx);
+        Some(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,68 @@
+use super::*;
+
+#[test]
+fn seed_box_has_two_nodes_of_two_cpus() {
+    let topo = FakeTopology::seed_box();
+    assert_eq!(topo.possible_cpus().to_string(), "0-3");
+    assert_eq!(topo.node_cpus(0).to_string(), "0-1");
+    assert_eq!(topo.node_cpus(1).to_string(), "2-3");
+    assert_eq!(topo.cpu_node(3), Some(1));
+    assert_eq!(topo.distance(0, 1), Some(REMOTE_DISTANCE));
+    assert_eq!(topo.distance(1, 1), Some(LOCAL_DISTANCE));
+    assert_eq!(topo.distance(0, 7), None);
+    assert_eq!(topo.name(), "fake:4x2");
+}
+
+#[test]
+fn set_online_notifies_subscribers_and_keeps_the_node() {
+    let topo = FakeTopology::seed_box();
+    let events = topo.subscribe().unwrap();
+    topo.set_online(3, CpuState::Offline).unwrap();
+    topo.set_online(3, CpuState::Offline).unwrap(); // no change, no event
+    assert_eq!(events.try_recv().unwrap(), OnlineChange { cpu: 3, state: CpuState::Offline });
+    assert!(events.try_recv().is_err());
+    assert_eq!(topo.online_cpus().unwrap().to_string(), "0-2");
+    assert_eq!(topo.cpu_node(3), Some(1), "an offline cpu keeps its node");
+    assert!(matches!(topo.set_online(9, CpuState::Online), Err(Error::UnknownCpu { cpu: 9, .. })));
+}
+
+#[test]
+fn the_last_online_cpu_cannot_go_offline() {
+    let topo = FakeTopology::from_spec("2x1").unwrap();
+    topo.set_online(0, CpuState::Offline).unwrap();
+    let error = topo.set_online(1, CpuState::Offline).unwrap_err();
+    assert!(error.to_string().contains("last online cpu"), "{error}");
+}
+
+#[test]
+fn a_thread_on_an_offline_cpu_moves_to_the_nearest_node() {
+    let topo = FakeTopology::builder().nodes(3).cpus_per_node(1).distance(1, 2, 12).build().unwrap();
+    topo.bind_current_thread(1).unwrap();
+    assert_eq!(topo.current_cpu(), 1);
+    topo.set_online(1, CpuState::Offline).unwrap();
+    assert_eq!(topo.current_cpu(), 2, "node 2 is nearest to node 1");
+    assert!(topo.bind_current_thread(1).is_err(), "binding to an offline cpu is refused");
+}
+
+#[test]
+fn unbound_threads_take_online_cpus_in_turn() {
+    let topo = std::sync::Arc::new(FakeTopology::seed_box());
+    let cpus: Vec<CpuId> = (0..4)
+        .map(|_| {
+            let topo = topo.clone();
+            std::thread::spawn(move || topo.current_cpu()).join().unwrap()
+        })
+        .collect();
+    assert_eq!(cpus, vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn bad_descriptions_are_refused() {
+    assert!(FakeTopology::from_spec("4x3").is_err());
+    assert!(FakeTopology::from_spec("x2").is_err());
+    assert!(FakeTopology::from_spec("0x0").is_err());
+    assert!(FakeTopology::builder().nodes(1).memoryless_node(0).build().is_err());
+    assert!(FakeTopology::builder().nodes(2).memoryless_node(5).build().is_err());
+    assert!(FakeTopology::builder().nodes(2).distance(0, 1, 5).build().is_err());
+    assert!(FakeTopology::builder().nodes(100_000).build().is_err());
+}

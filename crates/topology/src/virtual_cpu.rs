@@ -1,0 +1,172 @@
+//! Virtual current CPUs for backends that do not run on the machine they describe.
+//!
+//! Fixture and fake machines cannot ask the kernel where a thread runs, so each thread
+//! gets a virtual CPU per topology instance: the one a test bound it to, or, for a thread
+//! that never bound itself, the next online CPU in turn. When that CPU goes offline the
+//! thread is "migrated", as the kernel's `migrate_tasks` would, to an online CPU of its
+//! node or else of the nearest node that has one.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::{CpuId, CpuSet, Error, NodeId, Result};
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's virtual CPU in each topology instance it has used: (instance, cpu).
+    static BINDINGS: RefCell<Vec<(u64, CpuId)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The online state and per-thread CPUs of one virtual machine.
+#[derive(Debug)]
+pub(crate) struct VirtualCpus {
+    instance: u64,
+    possible: CpuSet,
+    /// Online CPUs as a bitmap the fast path reads without a lock.
+    online: Vec<AtomicU64>,
+    cpu_node: Vec<Option<NodeId>>,
+    /// For each node id, the nodes in order of distance (itself first): where a thread
+    /// whose CPU went offline is moved.
+    node_order: Vec<Vec<NodeId>>,
+    node_cpus: Vec<CpuSet>,
+    next_default: AtomicUsize,
+}
+
+impl VirtualCpus {
+    /// A machine with these CPUs, each CPU's node, each node's CPUs, and each node's
+    /// nodes in order of distance.
+    pub(crate) fn new(
+        possible: CpuSet,
+        online: &CpuSet,
+        cpu_node: Vec<Option<NodeId>>,
+        node_cpus: Vec<CpuSet>,
+        node_order: Vec<Vec<NodeId>>,
+    ) -> Self {
+        let words = possible.last().map_or(0, |last| last as usize / 64 + 1);
+        let this = Self {
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            possible,
+            online: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            cpu_node,
+            node_order,
+            node_cpus,
+            next_default: AtomicUsize::new(0),
+        };
+        this.set_online_set(online);
+        this
+    }
+
+    /// Replaces the online state (after the fixture read its files).
+    pub(crate) fn set_online_set(&self, online: &CpuSet) {
+        for (index, word) in self.online.iter().enumerate() {
+            let bits = (0..64)
+                .filter(|bit| online.contains(index as u32 * 64 + bit))
+                .fold(0u64, |acc, bit| acc | 1 << bit);
+            word.store(bits, Ordering::Release);
+        }
+    }
+
+    /// Marks one CPU online or offline.
+    pub(crate) fn set_online(&self, cpu: CpuId, online: bool) {
+        let Some(word) = self.online.get(cpu as usize / 64) else { return };
+        if online {
+            word.fetch_or(1 << (cpu % 64), Ordering::AcqRel);
+        } else {
+            word.fetch_and(!(1 << (cpu % 64)), Ordering::AcqRel);
+        }
+    }
+
+    /// Whether a CPU is online in this machine's cached state.
+    pub(crate) fn is_online(&self, cpu: CpuId) -> bool {
+        self.online
+            .get(cpu as usize / 64)
+            .is_some_and(|word| word.load(Ordering::Acquire) & (1 << (cpu % 64)) != 0)
+    }
+
+    /// The cached online CPUs.
+    pub(crate) fn online_set(&self) -> CpuSet {
+        self.possible.iter().filter(|&cpu| self.is_online(cpu)).collect()
+    }
+
+    /// Binds the calling thread to an online CPU.
+    pub(crate) fn bind(&self, cpu: CpuId) -> Result<()> {
+        if !self.possible.contains(cpu) {
+            return Err(Error::UnknownCpu { cpu, possible: self.possible.to_string() });
+        }
+        if !self.is_online(cpu) {
+            return Err(Error::NotHotpluggable {
+                cpu,
+                reason: "a thread cannot be bound to an offline cpu".into(),
+            });
+        }
+        self.store(cpu);
+        Ok(())
+    }
+
+    /// The calling thread's virtual CPU, migrating it first if its CPU went offline.
+    pub(crate) fn current(&self) -> CpuId {
+        let bound = BINDINGS.with(|cell| {
+            cell.borrow().iter().find(|(instance, _)| *instance == self.instance).map(|b| b.1)
+        });
+        match bound {
+            Some(cpu) if self.is_online(cpu) => cpu,
+            Some(cpu) => {
+                let moved = self.migration_target(cpu);
+                self.store(moved);
+                moved
+            }
+            None => {
+                let cpu = self.default_cpu();
+                self.store(cpu);
+                cpu
+            }
+        }
+    }
+
+    /// The next online CPU in turn for a thread that never bound itself.
+    fn default_cpu(&self) -> CpuId {
+        let online = self.online_set();
+        let count = online.len().max(1);
+        let turn = self.next_default.fetch_add(1, Ordering::Relaxed) % count;
+        online.iter().nth(turn).or_else(|| self.possible.first()).unwrap_or(0)
+    }
+
+    /// An online CPU of the nearest node that has one, for a thread on offline `cpu`.
+    fn migration_target(&self, cpu: CpuId) -> CpuId {
+        let node = self.cpu_node.get(cpu as usize).copied().flatten();
+        let order = node.and_then(|node| self.node_order.get(node as usize));
+        for &candidate_node in order.into_iter().flatten() {
+            let cpus = &self.node_cpus[candidate_node as usize];
+            if let Some(online) = cpus.iter().find(|&c| self.is_online(c)) {
+                return online;
+            }
+        }
+        self.online_set().first().unwrap_or(cpu)
+    }
+
+    fn store(&self, cpu: CpuId) {
+        BINDINGS.with(|cell| {
+            let mut bindings = cell.borrow_mut();
+            match bindings.iter_mut().find(|(instance, _)| *instance == self.instance) {
+                Some(binding) => binding.1 = cpu,
+                None => bindings.push((self.instance, cpu)),
+            }
+        });
+    }
+}
+
+/// Each node's nodes in order of distance (itself first, ties by id), for migration.
+pub(crate) fn nodes_by_distance(
+    nodes: &CpuSet,
+    bound: usize,
+    distance: impl Fn(NodeId, NodeId) -> Option<u32>,
+) -> Vec<Vec<NodeId>> {
+    (0..bound as u32)
+        .map(|from| {
+            let mut order: Vec<NodeId> = nodes.iter().collect();
+            order.sort_by_key(|&to| (if to == from { 0 } else { distance(from, to).unwrap_or(u32::MAX) }, to));
+            order
+        })
+        .collect()
+}

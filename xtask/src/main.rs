@@ -1,0 +1,62 @@
+//! numaslab's automation, one place for what CI and developers run alike.
+//!
+//! `cargo xtask ci` is what `.ci/run` and `.github/workflows/ci.yml` call.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        print_usage();
+        bail!("no command given");
+    };
+    match command.as_str() {
+        "ci" => ci(rest),
+        "help" | "--help" | "-h" => {
+            print_usage();
+            Ok(())
+        }
+        other => {
+            print_usage();
+            bail!("unknown command {other:?}")
+        }
+    }
+}
+
+fn print_usage() {
+    eprintln!(
+        "usage: cargo xtask COMMAND\n\n\
+         commands:\n  \
+         ci      formatting, clippy, the test suite and the loom models, as CI runs them\n"
+    );
+}
+
+/// The workspace root (xtask's parent folder).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with the command line if it fails.
+fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci(_args: &[String]) -> Result<()> {
+    run("cargo", &["fmt", "--all", "--check"], &[])?;
+    run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    run("cargo", &["test", "--workspace"], &[])?;
+    Ok(())
+}
