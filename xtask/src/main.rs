@@ -7,6 +7,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod fixture;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
@@ -15,6 +17,8 @@ fn main() -> Result<()> {
     };
     match command.as_str() {
         "ci" => ci(rest),
+        "fixture" => fixture::fixture(&root(), rest),
+        "capture-fixture" => fixture::capture_fixture(&root(), rest),
         "help" | "--help" | "-h" => {
             print_usage();
             Ok(())
@@ -30,7 +34,10 @@ fn print_usage() {
     eprintln!(
         "usage: cargo xtask COMMAND\n\n\
          commands:\n  \
-         ci      formatting, clippy, the test suite and the loom models, as CI runs them\n"
+         ci               formatting, clippy, the test suite and the loom models, as CI runs them\n  \
+         fixture NAME     writes fixtures/NAME/ from fixtures/NAME.machine (--all: every one)\n  \
+         capture-fixture NAME [--from ROOT]\n                   \
+         copies the live machine's topology files into fixtures/NAME/\n"
     );
 }
 

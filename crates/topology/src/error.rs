@@ -99,6 +99,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The calling thread could not be pinned to a CPU (`sched_setaffinity` failed).
+    #[error("cannot bind the calling thread to cpu {cpu}: {source}")]
+    Affinity {
+        /// The CPU.
+        cpu: CpuId,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A fixture could not be found or loaded.
     #[error("fixture {name}: {reason}")]
     Fixture {

@@ -7,8 +7,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::virtual_cpu::{nodes_by_distance, VirtualCpus};
 use crate::{
-    CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, Topology,
-    LOCAL_DISTANCE, REMOTE_DISTANCE,
+    CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, Topology, LOCAL_DISTANCE,
+    REMOTE_DISTANCE,
 };
 
 /// The memory a fake node with memory reports by default: 4 GiB, in kB.
@@ -96,7 +96,8 @@ impl FakeBuilder {
         if let Some(&node) = self.memoryless.iter().find(|&&n| n as usize >= node_count) {
             return Err(Error::InvalidFake(format!("memory-less node {node} does not exist")));
         }
-        if self.memoryless.len() >= node_count || (0..node_count as u32).all(|n| self.memoryless.contains(&n)) {
+        if self.memoryless.len() >= node_count || (0..node_count as u32).all(|n| self.memoryless.contains(&n))
+        {
             return Err(Error::InvalidFake("at least one node must have memory".into()));
         }
         let mut distance = vec![vec![REMOTE_DISTANCE; node_count]; node_count];
@@ -175,7 +176,8 @@ impl FakeTopology {
     /// Builds from `CPUSxNODES`, such as `4x2` (4 CPUs spread evenly over 2 nodes).
     pub fn from_spec(spec: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidFake(format!("{spec:?}: {reason}"));
-        let (cpus, nodes) = spec.split_once('x').ok_or_else(|| invalid("expected CPUSxNODES, such as 4x2"))?;
+        let (cpus, nodes) =
+            spec.split_once('x').ok_or_else(|| invalid("expected CPUSxNODES, such as 4x2"))?;
         let cpus: usize = cpus.trim().parse().map_err(|_| invalid("the cpu count is not a number"))?;
         let nodes: usize = nodes.trim().parse().map_err(|_| invalid("the node count is not a number"))?;
         if nodes == 0 || cpus == 0 || cpus % nodes != 0 {

@@ -112,8 +112,7 @@ impl IdSet {
 
     /// The ids in either set.
     pub fn union(&self, other: &Self) -> Self {
-        let (long, short) =
-            if self.words.len() >= other.words.len() { (self, other) } else { (other, self) };
+        let (long, short) = if self.words.len() >= other.words.len() { (self, other) } else { (other, self) };
         let mut words = long.words.clone();
         words.iter_mut().zip(&short.words).for_each(|(a, b)| *a |= b);
         Self::from_words(words)

@@ -15,7 +15,11 @@
 
 mod error;
 mod fake;
+mod fixture;
 mod idset;
+pub mod machine;
+mod os;
+mod sysfs;
 mod virtual_cpu;
 
 use std::fmt;
@@ -23,7 +27,10 @@ use std::path::Path;
 
 pub use crate::error::{Error, ParseError, Result};
 pub use crate::fake::{FakeBuilder, FakeTopology};
+pub use crate::fixture::{FixtureTopology, FIXTURES_DIR_ENV};
 pub use crate::idset::{CpuSet, IdSet, Iter, NodeSet, ID_LIMIT};
+pub use crate::os::{current_cpu_with_source, rseq_current_cpu, sched_getcpu, CurrentCpuSource};
+pub use crate::sysfs::SysfsTopology;
 
 /// A CPU id, as the kernel numbers them (`cpuN`).
 pub type CpuId = u32;

@@ -106,9 +106,8 @@ impl VirtualCpus {
 
     /// The calling thread's virtual CPU, migrating it first if its CPU went offline.
     pub(crate) fn current(&self) -> CpuId {
-        let bound = BINDINGS.with(|cell| {
-            cell.borrow().iter().find(|(instance, _)| *instance == self.instance).map(|b| b.1)
-        });
+        let bound = BINDINGS
+            .with(|cell| cell.borrow().iter().find(|(instance, _)| *instance == self.instance).map(|b| b.1));
         match bound {
             Some(cpu) if self.is_online(cpu) => cpu,
             Some(cpu) => {
@@ -165,7 +164,8 @@ pub(crate) fn nodes_by_distance(
     (0..bound as u32)
         .map(|from| {
             let mut order: Vec<NodeId> = nodes.iter().collect();
-            order.sort_by_key(|&to| (if to == from { 0 } else { distance(from, to).unwrap_or(u32::MAX) }, to));
+            order
+                .sort_by_key(|&to| (if to == from { 0 } else { distance(from, to).unwrap_or(u32::MAX) }, to));
             order
         })
         .collect()

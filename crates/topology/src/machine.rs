@@ -1,0 +1,353 @@
+//! Machine descriptions: the short text files (`fixtures/NAME.machine`) from which
+//! `cargo xtask fixture NAME` writes a sysfs-shaped tree, so that hand-made machines stay
+//! small and reviewable.
+//!
+//! One statement a line; `#` starts a comment:
+//!
+//! ```text
+//! kernel_max 63                     # cpu/kernel_max (default 8191, x86's MAXSMP NR_CPUS - 1)
+//! possible 0-7                      # cpu/possible (default: present)
+//! present 0-3                       # cpu/present (default: every node's cpus)
+//! offline 3                         # present cpus that are offline (default none)
+//! no_online_file 0                  # cpus without cpuN/online (default 0, as on x86)
+//! node 0 cpus 0-1 mem_kb 4194304    # a node, its cpus (may be empty: "cpus -") and MemTotal
+//! distance 0 1 21                   # both ways (default 10 to itself, 20 to others)
+//! cgroup_cpus 0-2                   # a cgroup v2 cpuset.cpus.effective restriction
+//! ```
+//!
+//! The tree written holds what the kernel writes for such a machine: the summary lists,
+//! `cpuN/online` and (for online CPUs only, as the kernel removes it on offline)
+//! `cpuN/topology/`, `nodeN/{cpulist,cpumap,meminfo,distance}`, the node summary masks,
+//! `proc/meminfo`, `proc/cpuinfo`, `proc/self/{cpuset,cgroup}` and `proc/mounts`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use crate::{
+    CpuId, CpuSet, Error, IdSet, NodeId, NodeSet, Result, ID_LIMIT, LOCAL_DISTANCE, REMOTE_DISTANCE,
+};
+
+/// The description of the seed's test box, compiled in so that
+/// [`FixtureTopology::seed_box`](crate::FixtureTopology::seed_box) needs no file on disk.
+pub const SEED_BOX: &str = include_str!("../../../fixtures/seed-box.machine");
+
+/// The descriptions compiled into the crate, by fixture name.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("seed-box", SEED_BOX),
+    ("memoryless-node", include_str!("../../../fixtures/memoryless-node.machine")),
+    ("cpuless-node", include_str!("../../../fixtures/cpuless-node.machine")),
+    ("large-sparse", include_str!("../../../fixtures/large-sparse.machine")),
+];
+
+/// One node of a description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDescription {
+    /// The node's CPUs (possibly none).
+    pub cpus: CpuSet,
+    /// `MemTotal` in kB (0 for a node without memory).
+    pub mem_kb: u64,
+}
+
+/// A machine, as a description file states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineDescription {
+    /// `cpu/kernel_max`.
+    pub kernel_max: u32,
+    /// `cpu/possible`.
+    pub possible: CpuSet,
+    /// `cpu/present`.
+    pub present: CpuSet,
+    /// Present CPUs that are offline.
+    pub offline: CpuSet,
+    /// CPUs with no `cpuN/online` file.
+    pub no_online_file: CpuSet,
+    /// The nodes by id.
+    pub nodes: BTreeMap<NodeId, NodeDescription>,
+    /// Distances stated between distinct nodes (both ways).
+    pub distances: BTreeMap<(NodeId, NodeId), u32>,
+    /// A cgroup v2 restriction of the process's CPUs.
+    pub cgroup_cpus: Option<CpuSet>,
+}
+
+impl MachineDescription {
+    /// The compiled-in description of a fixture, if there is one.
+    pub fn builtin(name: &str) -> Option<Result<Self>> {
+        BUILTIN.iter().find(|(builtin, _)| *builtin == name).map(|(_, text)| Self::parse(name, text))
+    }
+
+    /// Parses a description; `name` is used in errors.
+    pub fn parse(name: &str, text: &str) -> Result<Self> {
+        let fail = |line: usize, reason: String| Error::Fixture {
+            name: name.to_owned(),
+            reason: format!("line {line}: {reason}"),
+        };
+        let list = |line: usize, word: Option<&str>| -> Result<CpuSet> {
+            match word {
+                Some("-") => Ok(CpuSet::new()),
+                Some(word) => IdSet::parse_list(word, ID_LIMIT).map_err(|e| fail(line, e.to_string())),
+                None => Err(fail(line, "an id list is missing".into())),
+            }
+        };
+        let number = |line: usize, word: Option<&str>| -> Result<u64> {
+            word.and_then(|w| w.parse().ok()).ok_or_else(|| fail(line, format!("{word:?} is not a number")))
+        };
+        let mut kernel_max = 8191;
+        let (mut possible, mut present, mut offline, mut cgroup_cpus) = (None, None, CpuSet::new(), None);
+        let mut no_online_file = CpuSet::first_n(1);
+        let mut nodes = BTreeMap::new();
+        let mut distances = BTreeMap::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let content = raw.split('#').next().unwrap_or("");
+            let mut words = content.split_whitespace();
+            let Some(keyword) = words.next() else { continue };
+            match keyword {
+                "kernel_max" => {
+                    kernel_max = u32::try_from(number(line, words.next())?)
+                        .ok()
+                        .filter(|&max| max < ID_LIMIT)
+                        .ok_or_else(|| fail(line, format!("kernel_max must be below {ID_LIMIT}")))?
+                }
+                "possible" => possible = Some(list(line, words.next())?),
+                "present" => present = Some(list(line, words.next())?),
+                "offline" => offline = list(line, words.next())?,
+                "no_online_file" => no_online_file = list(line, words.next())?,
+                "cgroup_cpus" => cgroup_cpus = Some(list(line, words.next())?),
+                "node" => {
+                    let id = number(line, words.next())?;
+                    let id = NodeId::try_from(id)
+                        .ok()
+                        .filter(|&id| id < ID_LIMIT)
+                        .ok_or_else(|| fail(line, format!("node id {id} is beyond {ID_LIMIT}")))?;
+                    if words.next() != Some("cpus") {
+                        return Err(fail(line, "expected `node N cpus LIST mem_kb KB`".into()));
+                    }
+                    let cpus = list(line, words.next())?;
+                    if words.next() != Some("mem_kb") {
+                        return Err(fail(line, "expected `node N cpus LIST mem_kb KB`".into()));
+                    }
+                    let mem_kb = number(line, words.next())?;
+                    if nodes.insert(id, NodeDescription { cpus, mem_kb }).is_some() {
+                        return Err(fail(line, format!("node {id} is described twice")));
+                    }
+                }
+                "distance" => {
+                    let (a, b, d) = (
+                        number(line, words.next())?,
+                        number(line, words.next())?,
+                        number(line, words.next())?,
+                    );
+                    let d = u32::try_from(d).unwrap_or(u32::MAX);
+                    if a == b || !(u64::from(LOCAL_DISTANCE) + 1..=255).contains(&u64::from(d)) {
+                        return Err(fail(
+                            line,
+                            "expected `distance A B D` with A != B and D in 11..=255".into(),
+                        ));
+                    }
+                    distances.insert((a as NodeId, b as NodeId), d);
+                    distances.insert((b as NodeId, a as NodeId), d);
+                }
+                other => return Err(fail(line, format!("unknown statement {other:?}"))),
+            }
+            if let Some(extra) = words.next() {
+                return Err(fail(line, format!("unexpected {extra:?}")));
+            }
+        }
+        let invalid = |reason: String| Error::Fixture { name: name.to_owned(), reason };
+        if nodes.is_empty() {
+            return Err(invalid("no node is described".into()));
+        }
+        let mut node_cpus = CpuSet::new();
+        for (id, node) in &nodes {
+            if let Some(cpu) = node.cpus.intersection(&node_cpus).first() {
+                return Err(invalid(format!("cpu {cpu} of node {id} is in another node too")));
+            }
+            node_cpus = node_cpus.union(&node.cpus);
+        }
+        let present = present.unwrap_or(node_cpus);
+        let possible = possible.unwrap_or_else(|| present.clone());
+        let description =
+            Self { kernel_max, possible, present, offline, no_online_file, nodes, distances, cgroup_cpus };
+        description.check().map_err(invalid)?;
+        Ok(description)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.possible.last().is_some_and(|last| last > self.kernel_max) {
+            return Err(format!("possible cpus {} go beyond kernel_max {}", self.possible, self.kernel_max));
+        }
+        if let Some(cpu) = self.present.difference(&self.possible).first() {
+            return Err(format!("cpu {cpu} is present but not possible"));
+        }
+        for (id, node) in &self.nodes {
+            if let Some(cpu) = node.cpus.difference(&self.possible).first() {
+                return Err(format!("cpu {cpu} of node {id} is not possible"));
+            }
+        }
+        if let Some(cpu) = self.offline.difference(&self.present).first() {
+            return Err(format!("offline cpu {cpu} is not present"));
+        }
+        if let Some(cpu) = self.no_online_file.intersection(&self.offline).first() {
+            return Err(format!("cpu {cpu} has no online file, so it cannot be offline"));
+        }
+        if self.online().is_empty() {
+            return Err("no cpu is online".into());
+        }
+        if let Some(&(a, b)) =
+            self.distances.keys().find(|(a, b)| !self.nodes.contains_key(a) || !self.nodes.contains_key(b))
+        {
+            return Err(format!("distance between nodes {a} and {b}: both must be described"));
+        }
+        Ok(())
+    }
+
+    /// The online CPUs: present and not offline.
+    pub fn online(&self) -> CpuSet {
+        self.present.difference(&self.offline)
+    }
+
+    /// The distance between two described nodes.
+    pub fn distance(&self, from: NodeId, to: NodeId) -> u32 {
+        match self.distances.get(&(from, to)) {
+            Some(&d) => d,
+            None if from == to => LOCAL_DISTANCE,
+            None => REMOTE_DISTANCE,
+        }
+    }
+
+    /// The node a CPU belongs to.
+    pub fn cpu_node(&self, cpu: CpuId) -> Option<NodeId> {
+        self.nodes.iter().find(|(_, node)| node.cpus.contains(cpu)).map(|(&id, _)| id)
+    }
+
+    /// Writes the machine's tree under `root` (which must exist and should be empty).
+    pub fn write_tree(&self, root: &Path) -> Result<()> {
+        let online = self.online();
+        let node_ids: NodeSet = self.nodes.keys().copied().collect();
+        let mut files: Vec<(String, String)> = Vec::new();
+        let mut file = |path: String, text: String| files.push((path, text));
+        let cpu = "sys/devices/system/cpu";
+        file(format!("{cpu}/kernel_max"), format!("{}\n", self.kernel_max));
+        file(format!("{cpu}/possible"), format!("{}\n", self.possible));
+        file(format!("{cpu}/present"), format!("{}\n", self.present));
+        file(format!("{cpu}/online"), format!("{online}\n"));
+        file(format!("{cpu}/offline"), format!("{}\n", self.possible.difference(&online)));
+        for id in &self.present {
+            if !self.no_online_file.contains(id) {
+                file(format!("{cpu}/cpu{id}/online"), format!("{}\n", u8::from(online.contains(id))));
+            }
+            if !online.contains(id) {
+                continue;
+            }
+            let node = self.cpu_node(id);
+            let siblings =
+                node.map_or_else(|| CpuSet::from_iter([id]), |n| self.nodes[&n].cpus.intersection(&online));
+            // Only the two files that say where the CPU sits; nothing reads more, and large
+            // machines stay a few hundred files.
+            let core = siblings.iter().position(|c| c == id).unwrap_or(0);
+            let topology = format!("{cpu}/cpu{id}/topology");
+            file(format!("{topology}/physical_package_id"), format!("{}\n", node.unwrap_or(0)));
+            file(format!("{topology}/core_id"), format!("{core}\n"));
+        }
+        let node = "sys/devices/system/node";
+        let with_cpus: NodeSet = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.cpus.intersection(&online).is_empty())
+            .map(|(&id, _)| id)
+            .collect();
+        let with_memory: NodeSet =
+            self.nodes.iter().filter(|(_, n)| n.mem_kb > 0).map(|(&id, _)| id).collect();
+        file(format!("{node}/possible"), format!("{node_ids}\n"));
+        file(format!("{node}/online"), format!("{node_ids}\n"));
+        file(format!("{node}/has_cpu"), format!("{with_cpus}\n"));
+        file(format!("{node}/has_memory"), format!("{with_memory}\n"));
+        file(format!("{node}/has_normal_memory"), format!("{with_memory}\n"));
+        let mask_bits = self.possible.last().map_or(32, |last| last + 1);
+        for (&id, description) in &self.nodes {
+            let folder = format!("{node}/node{id}");
+            file(format!("{folder}/cpulist"), format!("{}\n", description.cpus));
+            file(format!("{folder}/cpumap"), format!("{}\n", padded_mask(&description.cpus, mask_bits)));
+            file(format!("{folder}/meminfo"), node_meminfo(id, description.mem_kb));
+            let row: Vec<String> = node_ids.iter().map(|to| self.distance(id, to).to_string()).collect();
+            file(format!("{folder}/distance"), format!("{}\n", row.join(" ")));
+        }
+        let total_kb: u64 = self.nodes.values().map(|n| n.mem_kb).sum();
+        file("proc/meminfo".into(), proc_meminfo(total_kb));
+        file("proc/cpuinfo".into(), online.iter().map(|id| format!("processor\t: {id}\n\n")).collect());
+        file("proc/self/cpuset".into(), "/\n".into());
+        file("proc/self/cgroup".into(), "0::/\n".into());
+        file(
+            "proc/mounts".into(),
+            "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n\
+             proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n\
+             cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n"
+                .into(),
+        );
+        if let Some(cpus) = &self.cgroup_cpus {
+            file("sys/fs/cgroup/cpuset.cpus.effective".into(), format!("{cpus}\n"));
+        }
+        for (relative, text) in files {
+            let path = root.join(relative);
+            let io = |source| Error::Io { path: path.clone(), source };
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+            }
+            fs::write(&path, text).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel's hex mask form padded to `bits` bits: 8-digit words, most significant first.
+fn padded_mask(set: &CpuSet, bits: u32) -> String {
+    let words = bits.div_ceil(32).max(1);
+    let mut out = String::new();
+    for word in (0..words).rev() {
+        let value = (0..32).filter(|bit| set.contains(word * 32 + bit)).fold(0u32, |acc, bit| acc | 1 << bit);
+        let _ = write!(out, "{}{value:08x}", if out.is_empty() { "" } else { "," });
+    }
+    out
+}
+
+/// `nodeN/meminfo` as the kernel's `node_read_meminfo` starts it.
+fn node_meminfo(node: NodeId, mem_kb: u64) -> String {
+    let free = mem_kb / 2;
+    format!(
+        "Node {node} MemTotal:       {mem_kb} kB\nNode {node} MemFree:        {free} kB\nNode {node} MemUsed:        {} kB\n",
+        mem_kb - free
+    )
+}
+
+/// `proc/meminfo` with the fields procfs-core requires.
+fn proc_meminfo(total_kb: u64) -> String {
+    let free = total_kb / 2;
+    let mut text =
+        format!("MemTotal:       {total_kb} kB\nMemFree:        {free} kB\nMemAvailable:   {free} kB\n");
+    for field in [
+        "Buffers",
+        "Cached",
+        "SwapCached",
+        "Active",
+        "Inactive",
+        "SwapTotal",
+        "SwapFree",
+        "Dirty",
+        "Writeback",
+        "Mapped",
+        "Slab",
+        "Committed_AS",
+        "VmallocTotal",
+        "VmallocUsed",
+        "VmallocChunk",
+    ] {
+        let _ = writeln!(text, "{:<16}0 kB", format!("{field}:"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,699 @@
+//! [`SysfsTopology`]: the machine as `/sys/devices/system/{cpu,node}` and `/proc` under a
+//! root folder describe it.
+//!
+//! # How the files are read
+//!
+//! - **Possible CPUs**: `cpu/possible` where it exists; else every CPU the tree names
+//!   anywhere: `cpuN` folders, `cpu/present`, and the node lists (a capture without
+//!   summary files, such as an old ia64 kernel's, still names every CPU it has there).
+//!   With `cpu/possible` present, a `cpuN` folder or a node list naming a CPU outside it
+//!   is an error: the kernel never writes that.
+//! - **Present CPUs**: `cpu/present`, else the `cpuN` folders.
+//! - **Ids** are bounded by `cpu/kernel_max` + 1 where that file exists, else by
+//!   [`ID_LIMIT`](crate::ID_LIMIT); a larger id anywhere is an error.
+//! - **A CPU's node**: the node whose `cpulist` (or, on old kernels, hex `cpumap`) names
+//!   it, also for CPUs that are possible but have no folder (POWER9 lists all 88 possible
+//!   CPUs of a socket, present or not); else a `nodeN` entry (the kernel's symlink) in the
+//!   `cpuN` folder, which is how offline node 0's CPUs are known on a machine whose
+//!   `node0` folder is gone. A CPU in two nodes' lists is an error.
+//! - **Nodes**: `node/possible` and `node/online`, else the `nodeN` folders. A tree without
+//!   a `node/` folder (or with no `nodeN` folder in it) is a kernel without NUMA: one node
+//!   0 with every possible CPU, `MemTotal` from `proc/meminfo`, distance 10.
+//! - **Memory**: `MemTotal` from `nodeN/meminfo` (`Node N MemTotal: X kB`); a node without
+//!   a folder has no known memory (`None`).
+//! - **Distances**: `nodeN/distance` lists one entry per online node in id order (the
+//!   kernel's `node_read_distance` walks `for_each_online_node`); a row whose length does
+//!   not match the online nodes is matched against the possible nodes (captures taken
+//!   before a node went offline), and any other length is an error. A pair no row
+//!   describes takes the reverse pair's distance if known, else 10 to itself and 20
+//!   (`REMOTE_DISTANCE`) to others.
+//! - **Online CPUs** are read anew on every call. On the live root: `cpu/online` where it
+//!   exists, else each `cpuN/online` file, a CPU whose folder has no `online` file (cpu0 on
+//!   x86) being online. On any other root the per-CPU files win over the summary, so that
+//!   writing `cpuN/online` in a copied tree is seen even by a writer that did not update
+//!   `cpu/online`.
+//! - **Allowed CPUs**: online CPUs, restricted by the cpuset or cgroup (see
+//!   `sysfs/cgroup.rs`) and, on the live root only, by `sched_getaffinity`.
+//!
+//! The `topology/` folder of each CPU is not needed and not read: offline CPUs lose it.
+
+mod cgroup;
+mod read;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::virtual_cpu::{nodes_by_distance, VirtualCpus};
+use crate::{
+    os, CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, Topology, ID_LIMIT,
+    LOCAL_DISTANCE, REMOTE_DISTANCE,
+};
+
+/// The largest distance a node row may hold: ACPI's SLIT stores distances in a byte.
+const MAX_DISTANCE: u32 = 255;
+
+/// Whether the root is the machine this process runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RootKind {
+    /// `/`: the kernel's own files; current CPU and affinity come from the kernel.
+    Live,
+    /// Any other folder: a capture or a fixture copy describing another machine; the
+    /// current CPU is virtual and writes to `cpuN/online` also update the summaries.
+    Described,
+}
+
+/// A machine read from sysfs and procfs files under a root folder.
+///
+/// Static facts are read once by [`SysfsTopology::new`]; online CPUs are read anew on
+/// every [`Topology::online_cpus`] call. See the module documentation for how each file
+/// is interpreted.
+#[derive(Debug)]
+pub struct SysfsTopology {
+    root: PathBuf,
+    kind: RootKind,
+    cpu_dir: PathBuf,
+    /// CPU ids are below this: `kernel_max + 1`, or [`ID_LIMIT`].
+    cpu_limit: u32,
+    possible: CpuSet,
+    present: CpuSet,
+    /// CPUs that have a `cpuN` folder.
+    cpu_folders: CpuSet,
+    /// Indexed by CPU id, up to the largest possible CPU.
+    cpu_node: Vec<Option<NodeId>>,
+    possible_nodes: NodeSet,
+    online_nodes: NodeSet,
+    /// Indexed by node id, up to the largest possible node.
+    node_cpus: Vec<CpuSet>,
+    node_mem_kb: BTreeMap<NodeId, u64>,
+    /// Indexed by the position of a node in `possible_nodes`.
+    distance: Vec<Vec<u32>>,
+    restriction: Option<cgroup::Restriction>,
+    /// The virtual current CPUs of a described (not live) machine.
+    virtual_cpus: Option<VirtualCpus>,
+}
+
+impl SysfsTopology {
+    /// Reads the machine described under `root` (`/` for this machine).
+    ///
+    /// Errors: [`Error::NotSysfs`] if `root` has no `sys/devices/system/cpu` folder or it
+    /// names no CPU; [`Error::Io`] or [`Error::Malformed`] naming the file for anything
+    /// missing, unreadable or not what the kernel writes.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root: PathBuf = root.into();
+        let kind = match fs::canonicalize(&root) {
+            Ok(path) if path == Path::new("/") => RootKind::Live,
+            _ => RootKind::Described,
+        };
+        Self::with_kind(root, kind)
+    }
+
+    /// Reads this machine: the root `/`.
+    pub fn detect() -> Result<Self> {
+        Self::new("/")
+    }
+
+    /// The root folder given to [`SysfsTopology::new`].
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether this reads the live machine (the root is `/`).
+    pub fn is_live(&self) -> bool {
+        self.kind == RootKind::Live
+    }
+
+    /// The cgroup or cpuset file that restricts the allowed CPUs, and its CPUs, if any.
+    pub fn cgroup_restriction(&self) -> Option<(&Path, &CpuSet)> {
+        self.restriction.as_ref().map(|r| (r.path.as_path(), &r.cpus))
+    }
+
+    fn with_kind(root: PathBuf, kind: RootKind) -> Result<Self> {
+        let cpu_dir = root.join("sys/devices/system/cpu");
+        let not_sysfs = |reason: String| Error::NotSysfs { root: root.clone(), reason };
+        match fs::metadata(&root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(not_sysfs("it is not a folder".into())),
+            Err(error) => return Err(not_sysfs(format!("it cannot be opened: {error}"))),
+        }
+        if !cpu_dir.is_dir() {
+            return Err(not_sysfs("it has no sys/devices/system/cpu folder".into()));
+        }
+
+        let cpu_limit = match read::number(&cpu_dir.join("kernel_max"), "kernel_max")? {
+            Some(max) if max < u64::from(ID_LIMIT) => max as u32 + 1,
+            Some(max) => {
+                let path = cpu_dir.join("kernel_max");
+                return Err(read::malformed(
+                    &path,
+                    "kernel_max",
+                    &max.to_string(),
+                    format!("beyond the limit of {ID_LIMIT} cpu ids"),
+                ));
+            }
+            None => ID_LIMIT,
+        };
+        let cpu_folders = read::numbered_entries(&cpu_dir, "cpu", cpu_limit, "cpu folder name")?;
+        let possible_file = read::list(&cpu_dir.join("possible"), "cpu list", cpu_limit)?;
+        let present_file = read::list(&cpu_dir.join("present"), "cpu list", cpu_limit)?;
+        if let Some(possible) = &possible_file {
+            let outside = cpu_folders.difference(possible);
+            if let Some(cpu) = outside.first() {
+                return Err(read::malformed(
+                    &cpu_dir.join("possible"),
+                    "cpu list",
+                    &possible.to_string(),
+                    format!("cpu{cpu} has a folder but is not possible"),
+                ));
+            }
+        }
+        let present = present_file.unwrap_or_else(|| cpu_folders.clone());
+
+        let nodes = NodeFacts::read(&root, &cpu_dir, &cpu_folders, cpu_limit, possible_file.as_ref())?;
+        let possible = match possible_file {
+            Some(possible) => possible,
+            None => cpu_folders.union(&present).union(&nodes.listed_cpus),
+        };
+        if let Some(cpu) = present.difference(&possible).first() {
+            return Err(read::malformed(
+                &cpu_dir.join("present"),
+                "cpu list",
+                &present.to_string(),
+                format!("cpu{cpu} is present but not possible ({possible})"),
+            ));
+        }
+        if possible.is_empty() {
+            return Err(not_sysfs("sys/devices/system/cpu names no cpu".into()));
+        }
+        let nodes = if nodes.numa { nodes } else { NodeFacts::without_numa(&root, &possible)? };
+
+        let restriction = cgroup::restriction(&root, cpu_limit)?;
+        let mut topology = Self {
+            root,
+            kind,
+            cpu_dir,
+            cpu_limit,
+            present,
+            cpu_folders,
+            cpu_node: nodes.cpu_node_table(&possible),
+            possible_nodes: nodes.possible,
+            online_nodes: nodes.online,
+            node_cpus: nodes.node_cpus,
+            node_mem_kb: nodes.mem_kb,
+            distance: nodes.distance,
+            possible,
+            restriction,
+            virtual_cpus: None,
+        };
+        if kind == RootKind::Described {
+            let online = topology.read_online()?;
+            let order = nodes_by_distance(&topology.possible_nodes, topology.node_cpus.len(), |a, b| {
+                topology.distance(a, b)
+            });
+            topology.virtual_cpus = Some(VirtualCpus::new(
+                topology.possible.clone(),
+                &online,
+                topology.cpu_node.clone(),
+                topology.node_cpus.clone(),
+                order,
+            ));
+        }
+        Ok(topology)
+    }
+
+    /// Reads the online CPUs (see the module documentation for the rules).
+    fn read_online(&self) -> Result<CpuSet> {
+        let summary_path = self.cpu_dir.join("online");
+        let summary = read::list(&summary_path, "cpu list", self.cpu_limit)?;
+        if self.kind == RootKind::Live {
+            if let Some(summary) = summary {
+                return Ok(summary);
+            }
+        }
+        let mut online = CpuSet::new();
+        for cpu in &self.possible {
+            let file = read::flag(&self.online_file(cpu), "cpu online flag")?;
+            let is_online = match (file, &summary) {
+                (Some(flag), _) => flag,
+                (None, Some(summary)) => summary.contains(cpu),
+                (None, None) => self.cpu_folders.contains(cpu),
+            };
+            if is_online {
+                online.insert(cpu);
+            }
+        }
+        Ok(online)
+    }
+
+    fn online_file(&self, cpu: CpuId) -> PathBuf {
+        self.cpu_dir.join(format!("cpu{cpu}/online"))
+    }
+
+    /// Rewrites `cpu/online` and `cpu/offline`, where they exist, to match `online`, as
+    /// the kernel keeps them; used on described roots, where nothing else does.
+    pub(crate) fn write_summaries(&self, online: &CpuSet) -> Result<()> {
+        let offline = self.possible.difference(online);
+        for (name, set) in [("online", online), ("offline", &offline)] {
+            let path = self.cpu_dir.join(name);
+            let current = read::text(&path, "cpu list")?;
+            let wanted = format!("{set}\n");
+            if current.is_some_and(|text| text != wanted) {
+                fs::write(&path, wanted).map_err(|source| Error::Io { path, source })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_cpu(&self, cpu: CpuId) -> Result<()> {
+        if self.possible.contains(cpu) {
+            Ok(())
+        } else {
+            Err(Error::UnknownCpu { cpu, possible: self.possible.to_string() })
+        }
+    }
+
+    fn node_index(&self, node: NodeId) -> Option<usize> {
+        self.possible_nodes.contains(node).then(|| self.possible_nodes.iter().position(|n| n == node))?
+    }
+}
+
+impl Topology for SysfsTopology {
+    fn name(&self) -> String {
+        format!("sysfs:{}", self.root.display())
+    }
+
+    fn possible_cpus(&self) -> CpuSet {
+        self.possible.clone()
+    }
+
+    fn present_cpus(&self) -> CpuSet {
+        self.present.clone()
+    }
+
+    fn online_cpus(&self) -> Result<CpuSet> {
+        let online = self.read_online()?;
+        if let Some(cpus) = &self.virtual_cpus {
+            cpus.set_online_set(&online);
+        }
+        Ok(online)
+    }
+
+    fn cpu_node(&self, cpu: CpuId) -> Option<NodeId> {
+        self.cpu_node.get(cpu as usize).copied().flatten()
+    }
+
+    /// Online CPUs restricted by the cgroup and, on the live root, by the calling
+    /// thread's affinity. Should the online files become unreadable, the present CPUs
+    /// stand in for the online ones (the trait gives no way to report the error here).
+    fn allowed_cpus(&self) -> CpuSet {
+        let mut allowed = self.online_cpus().unwrap_or_else(|_| self.present.clone());
+        if let Some(restriction) = &self.restriction {
+            allowed = allowed.intersection(&restriction.cpus);
+        }
+        if self.kind == RootKind::Live {
+            if let Ok(affinity) = os::thread_affinity(self.cpu_limit) {
+                allowed = allowed.intersection(&affinity);
+            }
+        }
+        allowed
+    }
+
+    fn possible_nodes(&self) -> NodeSet {
+        self.possible_nodes.clone()
+    }
+
+    fn online_nodes(&self) -> NodeSet {
+        self.online_nodes.clone()
+    }
+
+    fn node_cpus(&self, node: NodeId) -> CpuSet {
+        self.node_cpus.get(node as usize).cloned().unwrap_or_default()
+    }
+
+    fn node_mem_total_kb(&self, node: NodeId) -> Option<u64> {
+        self.node_mem_kb.get(&node).copied()
+    }
+
+    fn distance(&self, from: NodeId, to: NodeId) -> Option<u32> {
+        Some(self.distance[self.node_index(from)?][self.node_index(to)?])
+    }
+
+    /// On the live root: glibc's rseq area where registered, else `sched_getcpu()`; the
+    /// answer may be stale the moment it returns. On other roots: the thread's virtual CPU.
+    fn current_cpu(&self) -> CpuId {
+        match &self.virtual_cpus {
+            Some(cpus) => cpus.current(),
+            None => os::current_cpu_with_source()
+                .map(|(cpu, _)| cpu)
+                .unwrap_or_else(|| self.possible.first().unwrap_or(0)),
+        }
+    }
+
+    fn bind_current_thread(&self, cpu: CpuId) -> Result<()> {
+        self.check_cpu(cpu)?;
+        match &self.virtual_cpus {
+            Some(cpus) => cpus.bind(cpu),
+            None => os::bind_thread(cpu, self.cpu_limit).map_err(|source| Error::Affinity { cpu, source }),
+        }
+    }
+
+    fn set_cpu_online(&self, cpu: CpuId, state: CpuState) -> Result<()> {
+        self.check_cpu(cpu)?;
+        let path = self.online_file(cpu);
+        if !self.cpu_dir.join(format!("cpu{cpu}")).is_dir() {
+            return Err(Error::NotHotpluggable {
+                cpu,
+                reason: format!("cpu{cpu} is not present (no folder)"),
+            });
+        }
+        if !path.exists() {
+            return Err(Error::NotHotpluggable {
+                cpu,
+                reason: format!("{} does not exist: the kernel does not allow it", path.display()),
+            });
+        }
+        let mut online = self.read_online()?;
+        let last_online = state == CpuState::Offline && online.contains(cpu) && online.len() == 1;
+        if self.kind == RootKind::Described && last_online {
+            // The kernel refuses this too (`cpu_down` returns EBUSY for the last CPU).
+            return Err(Error::NotHotpluggable { cpu, reason: "it is the last online cpu".into() });
+        }
+        let text = match state {
+            CpuState::Online => "1",
+            CpuState::Offline => "0",
+        };
+        write_existing(&path, text).map_err(|source| Error::SetOnline {
+            cpu,
+            state: state.as_str(),
+            path: path.clone(),
+            source,
+        })?;
+        if self.kind == RootKind::Described {
+            match state {
+                CpuState::Online => online.insert(cpu),
+                CpuState::Offline => online.remove(cpu),
+            };
+            self.write_summaries(&online)?;
+            if let Some(cpus) = &self.virtual_cpus {
+                cpus.set_online(cpu, state == CpuState::Online);
+            }
+        }
+        Ok(())
+    }
+
+    fn sysfs_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn subscribe(&self) -> Option<crossbeam_channel::Receiver<OnlineChange>> {
+        None
+    }
+}
+
+/// Writes `text` to a file that must already exist, as sysfs attributes do.
+fn write_existing(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new().write(true).truncate(true).open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// What the `node/` folder says.
+#[derive(Debug, Default)]
+struct NodeFacts {
+    /// Whether a `node/` folder with at least one `nodeN` folder exists.
+    numa: bool,
+    possible: NodeSet,
+    online: NodeSet,
+    /// Indexed by node id.
+    node_cpus: Vec<CpuSet>,
+    /// Every CPU some node list names.
+    listed_cpus: CpuSet,
+    /// CPUs known only from a `nodeN` entry in their `cpuN` folder.
+    linked: BTreeMap<CpuId, NodeId>,
+    mem_kb: BTreeMap<NodeId, u64>,
+    /// Indexed by position in `possible`.
+    distance: Vec<Vec<u32>>,
+}
+
+impl NodeFacts {
+    fn read(
+        root: &Path,
+        cpu_dir: &Path,
+        cpu_folders: &CpuSet,
+        cpu_limit: u32,
+        possible_cpus: Option<&CpuSet>,
+    ) -> Result<Self> {
+        let node_dir = root.join("sys/devices/system/node");
+        if !node_dir.is_dir() {
+            return Ok(Self::default());
+        }
+        let folders = read::numbered_entries(&node_dir, "node", ID_LIMIT, "node folder name")?;
+        if folders.is_empty() {
+            return Ok(Self::default());
+        }
+        let possible_path = node_dir.join("possible");
+        let possible = read::list(&possible_path, "node list", ID_LIMIT)?.unwrap_or_else(|| folders.clone());
+        if let Some(node) = folders.difference(&possible).first() {
+            return Err(read::malformed(
+                &possible_path,
+                "node list",
+                &possible.to_string(),
+                format!("node{node} has a folder but is not possible"),
+            ));
+        }
+        let online_path = node_dir.join("online");
+        let online = read::list(&online_path, "node list", ID_LIMIT)?.unwrap_or_else(|| folders.clone());
+        if let Some(node) = online.difference(&possible).first() {
+            return Err(read::malformed(
+                &online_path,
+                "node list",
+                &online.to_string(),
+                format!("node{node} is online but not possible ({possible})"),
+            ));
+        }
+
+        let bound = possible.last().map_or(0, |last| last as usize + 1);
+        let mut facts =
+            Self { numa: true, node_cpus: vec![CpuSet::new(); bound], possible, online, ..Self::default() };
+        let mut rows: BTreeMap<NodeId, (PathBuf, String, Vec<u32>)> = BTreeMap::new();
+        for node in &folders {
+            let folder = node_dir.join(format!("node{node}"));
+            let (list_path, cpus) = node_cpu_list(&folder, cpu_limit)?;
+            for cpu in &cpus {
+                if possible_cpus.is_some_and(|possible| !possible.contains(cpu)) {
+                    return Err(read::malformed(
+                        &list_path,
+                        "cpu list",
+                        &cpus.to_string(),
+                        format!("cpu{cpu} is not a possible cpu"),
+                    ));
+                }
+                if facts.listed_cpus.contains(cpu) {
+                    return Err(read::malformed(
+                        &list_path,
+                        "cpu list",
+                        &cpus.to_string(),
+                        format!("cpu{cpu} is also in another node's list"),
+                    ));
+                }
+                facts.listed_cpus.insert(cpu);
+            }
+            facts.node_cpus[node as usize] = cpus;
+            facts.mem_kb.insert(node, node_mem_total(&folder.join("meminfo"), node)?);
+            let distance_path = folder.join("distance");
+            if let Some(text) = read::text(&distance_path, "distance row")? {
+                let row = parse_distance_row(&distance_path, &text)?;
+                rows.insert(node, (distance_path, text, row));
+            }
+        }
+        // CPUs no list names: look for the kernel's `cpuN/nodeM` link.
+        for cpu in cpu_folders.difference(&facts.listed_cpus).iter() {
+            let cpu_folder = cpu_dir.join(format!("cpu{cpu}"));
+            let links = read::numbered_entries(&cpu_folder, "node", ID_LIMIT, "cpu node link")?;
+            if let Some(node) = links.first() {
+                if !facts.possible.contains(node) || links.len() > 1 {
+                    return Err(read::malformed(
+                        &cpu_folder,
+                        "cpu node link",
+                        &links.to_string(),
+                        format!("expected one link to a possible node ({})", facts.possible),
+                    ));
+                }
+                facts.linked.insert(cpu, node);
+                if !folders.contains(node) {
+                    facts.node_cpus[node as usize].insert(cpu);
+                }
+            }
+        }
+        facts.distance = facts.distance_matrix(&rows)?;
+        Ok(facts)
+    }
+
+    /// A kernel without NUMA: node 0 holds every possible CPU and all of `MemTotal`.
+    fn without_numa(root: &Path, possible_cpus: &CpuSet) -> Result<Self> {
+        let meminfo = root.join("proc/meminfo");
+        let mem_kb = BTreeMap::from([(0, proc_mem_total(&meminfo)?)]);
+        Ok(Self {
+            numa: false,
+            possible: NodeSet::first_n(1),
+            online: NodeSet::first_n(1),
+            node_cpus: vec![possible_cpus.clone()],
+            listed_cpus: possible_cpus.clone(),
+            linked: BTreeMap::new(),
+            mem_kb,
+            distance: vec![vec![LOCAL_DISTANCE]],
+        })
+    }
+
+    fn cpu_node_table(&self, possible_cpus: &CpuSet) -> Vec<Option<NodeId>> {
+        let bound = possible_cpus.last().map_or(0, |last| last as usize + 1);
+        let mut table = vec![None; bound];
+        for (node, cpus) in self.node_cpus.iter().enumerate() {
+            for cpu in cpus.iter().filter(|&cpu| (cpu as usize) < bound) {
+                table[cpu as usize] = Some(node as NodeId);
+            }
+        }
+        for (&cpu, &node) in &self.linked {
+            if let Some(slot) = table.get_mut(cpu as usize) {
+                slot.get_or_insert(node);
+            }
+        }
+        table
+    }
+
+    /// The distance matrix over the possible nodes from the rows that exist.
+    fn distance_matrix(&self, rows: &BTreeMap<NodeId, (PathBuf, String, Vec<u32>)>) -> Result<Vec<Vec<u32>>> {
+        let mut known: BTreeMap<(NodeId, NodeId), u32> = BTreeMap::new();
+        for (&from, (path, text, row)) in rows {
+            let columns = if row.len() == self.online.len() {
+                &self.online
+            } else if row.len() == self.possible.len() {
+                &self.possible
+            } else {
+                return Err(read::malformed(
+                    path,
+                    "distance row",
+                    text,
+                    format!(
+                        "{} entries, but there are {} online nodes ({}) and {} possible nodes ({})",
+                        row.len(),
+                        self.online.len(),
+                        self.online,
+                        self.possible.len(),
+                        self.possible
+                    ),
+                ));
+            };
+            for (to, &distance) in columns.iter().zip(row) {
+                known.insert((from, to), distance);
+            }
+        }
+        let nodes: Vec<NodeId> = self.possible.iter().collect();
+        Ok(nodes
+            .iter()
+            .map(|&from| {
+                nodes
+                    .iter()
+                    .map(|&to| {
+                        known
+                            .get(&(from, to))
+                            .or_else(|| known.get(&(to, from)))
+                            .copied()
+                            .unwrap_or(if from == to { LOCAL_DISTANCE } else { REMOTE_DISTANCE })
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// A node's CPUs: `cpulist`, else the hex `cpumap` of older kernels.
+fn node_cpu_list(folder: &Path, cpu_limit: u32) -> Result<(PathBuf, CpuSet)> {
+    let list_path = folder.join("cpulist");
+    if let Some(cpus) = read::list(&list_path, "cpu list", cpu_limit)? {
+        return Ok((list_path, cpus));
+    }
+    let map_path = folder.join("cpumap");
+    let cpus = read::mask(&map_path, "cpu mask", cpu_limit)?;
+    cpus.map(|cpus| (map_path, cpus)).ok_or_else(|| Error::Io {
+        path: folder.join("cpulist"),
+        source: io::Error::new(io::ErrorKind::NotFound, "neither cpulist nor cpumap exists"),
+    })
+}
+
+/// `MemTotal` of a node, from `Node N MemTotal: X kB` in `nodeN/meminfo`.
+fn node_mem_total(path: &Path, node: NodeId) -> Result<u64> {
+    let text = read::required_text(path, "node meminfo")?;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("Node") {
+            continue;
+        }
+        let (Some(id), Some("MemTotal:"), Some(value), unit) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        if id != node.to_string() {
+            return Err(read::malformed(path, "node meminfo", line, format!("expected node {node}")));
+        }
+        if unit != Some("kB") {
+            return Err(read::malformed(path, "node meminfo", line, "expected a size in kB"));
+        }
+        return value
+            .parse()
+            .map_err(|_| read::malformed(path, "node meminfo", line, "size is not a number"));
+    }
+    Err(read::malformed(path, "node meminfo", &text, format!("no \"Node {node} MemTotal:\" line")))
+}
+
+/// `MemTotal` in kB from `proc/meminfo`, parsed by procfs-core.
+fn proc_mem_total(path: &Path) -> Result<u64> {
+    use procfs_core::FromBufRead;
+    let text = read::required_text(path, "meminfo")?;
+    // procfs-core multiplies each value by its unit without checking for overflow;
+    // refuse such values first so that garbage is an error, not a panic.
+    for line in text.lines() {
+        let mut words = line.split_whitespace().skip(1);
+        let (Some(value), unit) = (words.next(), words.next()) else { continue };
+        let scale: u64 = match unit {
+            None | Some("B") => 1,
+            Some("kB" | "KB" | "KiB" | "kiB") => 1 << 10,
+            Some(_) => 1 << 30,
+        };
+        if value.parse::<u64>().ok().and_then(|v| v.checked_mul(scale)).is_none() {
+            return Err(read::malformed(
+                path,
+                "meminfo",
+                line,
+                "value is not a number of bytes that fits 64 bits",
+            ));
+        }
+    }
+    let meminfo = procfs_core::Meminfo::from_buf_read(io::Cursor::new(text.as_bytes()))
+        .map_err(|error| read::malformed(path, "meminfo", &text, error.to_string()))?;
+    Ok(meminfo.mem_total / 1024)
+}
+
+/// A `nodeN/distance` row: distances separated by spaces, each 10 to 255.
+fn parse_distance_row(path: &Path, text: &str) -> Result<Vec<u32>> {
+    let body = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    if body.is_empty() {
+        return Err(read::malformed(path, "distance row", text, "the row is empty"));
+    }
+    body.split_whitespace()
+        .map(|word| match word.parse::<u32>() {
+            Ok(d) if (LOCAL_DISTANCE..=MAX_DISTANCE).contains(&d) => Ok(d),
+            _ => Err(read::malformed(
+                path,
+                "distance row",
+                text,
+                format!("{word:?} is not a distance from {LOCAL_DISTANCE} to {MAX_DISTANCE}"),
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! The CPU restriction of the process's cpuset or cgroup, read under a root.
+//!
+//! The cgroup path comes from `proc/self/cpuset` where it exists (it names the cpuset
+//! path for cgroup v1 and v2 alike), else from the cpuset line (v1) or the `0::` line (v2)
+//! of `proc/self/cgroup`. The mount that holds it comes from `proc/mounts`: a `cpuset`
+//! file system (the old `/dev/cpuset`, files named `cpus`), a `cgroup` mount with the
+//! `cpuset` option (`cpuset.cpus`), or a `cgroup2` mount (`cpuset.cpus.effective`), in
+//! that order of preference, as hwloc does.
+//!
+//! Absent files mean that no restriction is known: a capture trimmed of its cgroup
+//! folders, a v2 cgroup without the cpuset controller, a kernel without cpusets. An empty
+//! list (v2 writes one for "inherit") is read as no restriction too.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use procfs_core::{FromBufRead, MountEntry, ProcessCGroups};
+
+use super::read;
+use crate::{CpuSet, Result};
+
+/// Which cgroup hierarchy the process's path was found for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hierarchy {
+    /// `proc/self/cpuset`: valid for whichever cpuset hierarchy is mounted.
+    Any,
+    /// The cpuset line of `proc/self/cgroup` (v1).
+    V1,
+    /// The `0::` line of `proc/self/cgroup` (v2).
+    V2,
+}
+
+/// The restriction found: the file it came from and its CPUs.
+#[derive(Debug, Clone)]
+pub(crate) struct Restriction {
+    /// The `cpus`, `cpuset.cpus` or `cpuset.cpus.effective` file.
+    pub(crate) path: PathBuf,
+    /// The CPUs it allows.
+    pub(crate) cpus: CpuSet,
+}
+
+/// Reads the restriction under `root`; `Ok(None)` where none is known.
+pub(crate) fn restriction(root: &Path, limit: u32) -> Result<Option<Restriction>> {
+    let Some((cgroup_path, hierarchy)) = process_cgroup(root)? else { return Ok(None) };
+    let mounts_path = root.join("proc/mounts");
+    let Some(mounts_text) = read::text(&mounts_path, "mount table")? else { return Ok(None) };
+    let mounts = Vec::<MountEntry>::from_buf_read(Cursor::new(mounts_text.as_bytes()))
+        .map_err(|error| read::malformed(&mounts_path, "mount table", &mounts_text, error.to_string()))?;
+
+    let relative = cgroup_path.trim_start_matches('/');
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    let v1 = matches!(hierarchy, Hierarchy::Any | Hierarchy::V1);
+    let v2 = matches!(hierarchy, Hierarchy::Any | Hierarchy::V2);
+    for mount in &mounts {
+        let folder = under_root(root, &mount.fs_file).join(relative);
+        match mount.fs_vfstype.as_str() {
+            "cpuset" if v1 => candidates.push(folder.join("cpus")),
+            "cgroup" if v1 && mount.fs_mntops.contains_key("cpuset") => {
+                candidates.push(folder.join("cpuset.cpus"))
+            }
+            _ => {}
+        }
+    }
+    for mount in mounts.iter().filter(|m| v2 && m.fs_vfstype == "cgroup2") {
+        candidates.push(under_root(root, &mount.fs_file).join(relative).join("cpuset.cpus.effective"));
+    }
+    for path in candidates {
+        if let Some(cpus) = read::list(&path, "cgroup cpu list", limit)? {
+            if !cpus.is_empty() {
+                return Ok(Some(Restriction { path, cpus }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The process's cpuset path and the hierarchy it belongs to.
+fn process_cgroup(root: &Path) -> Result<Option<(String, Hierarchy)>> {
+    let cpuset_path = root.join("proc/self/cpuset");
+    if let Some(text) = read::text(&cpuset_path, "cpuset path")? {
+        let path = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+        if !path.starts_with('/') {
+            return Err(read::malformed(&cpuset_path, "cpuset path", &text, "expected an absolute path"));
+        }
+        return Ok(Some((path.to_owned(), Hierarchy::Any)));
+    }
+    let cgroup_path = root.join("proc/self/cgroup");
+    let Some(text) = read::text(&cgroup_path, "cgroup list")? else { return Ok(None) };
+    let groups = ProcessCGroups::from_buf_read(Cursor::new(text.as_bytes()))
+        .map_err(|error| read::malformed(&cgroup_path, "cgroup list", &text, error.to_string()))?;
+    if let Some(group) = groups.0.iter().find(|g| g.controllers.iter().any(|c| c == "cpuset")) {
+        return Ok(Some((group.pathname.clone(), Hierarchy::V1)));
+    }
+    Ok(groups
+        .0
+        .iter()
+        .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
+        .map(|g| (g.pathname.clone(), Hierarchy::V2)))
+}
+
+/// A mount point of the described machine, as a path under `root`.
+fn under_root(root: &Path, mount_point: &str) -> PathBuf {
+    root.join(mount_point.trim_start_matches('/'))
+}

@@ -1,0 +1,129 @@
+//! Reading one sysfs or procfs file, with errors that name the file and its text.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::{Error, IdSet, ParseError, Result};
+
+/// No topology file is anywhere near this large; a bigger one is not what we expect (a
+/// device node or a runaway capture) and is refused rather than read into memory.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// How much of an offending text an error quotes.
+const EXCERPT_CHARS: usize = 160;
+
+/// The first [`EXCERPT_CHARS`] characters of `text`, for an error message.
+pub(crate) fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// A malformed-file error.
+pub(crate) fn malformed(path: &Path, what: &'static str, text: &str, reason: impl Into<String>) -> Error {
+    Error::Malformed { path: path.to_path_buf(), what, text: excerpt(text), reason: reason.into() }
+}
+
+/// Wraps an id-set parse error with the file it came from.
+pub(crate) fn parse_error(path: &Path, what: &'static str, error: ParseError) -> Error {
+    malformed(path, what, &error.text, error.reason)
+}
+
+/// Reads a text file: `Ok(None)` if it does not exist, [`Error::Io`] if it cannot be read,
+/// [`Error::Malformed`] if it is not UTF-8 text or is absurdly large.
+pub(crate) fn text(path: &Path, what: &'static str) -> Result<Option<String>> {
+    let io_error = |source: io::Error| Error::Io { path: path.to_path_buf(), source };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(error)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        let head = String::from_utf8_lossy(&bytes[..EXCERPT_CHARS.min(bytes.len())]).into_owned();
+        return Err(malformed(path, what, &head, format!("file is larger than {MAX_FILE_BYTES} bytes")));
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) => {
+            let at = error.utf8_error().valid_up_to();
+            let lossy = String::from_utf8_lossy(error.as_bytes()).into_owned();
+            Err(malformed(path, what, &lossy, format!("not text: invalid UTF-8 at byte {at}")))
+        }
+    }
+}
+
+/// Reads a text file that must exist: a missing file is [`Error::Io`] (not found).
+pub(crate) fn required_text(path: &Path, what: &'static str) -> Result<String> {
+    text(path, what)?.ok_or_else(|| Error::Io {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("the {what} file is missing")),
+    })
+}
+
+/// Reads an id list file (`0-3,8`), `Ok(None)` if absent.
+pub(crate) fn list(path: &Path, what: &'static str, limit: u32) -> Result<Option<IdSet>> {
+    text(path, what)?
+        .map(|text| IdSet::parse_list(&text, limit).map_err(|error| parse_error(path, what, error)))
+        .transpose()
+}
+
+/// Reads a hex mask file (`ff,ffffffff`), `Ok(None)` if absent.
+pub(crate) fn mask(path: &Path, what: &'static str, limit: u32) -> Result<Option<IdSet>> {
+    text(path, what)?
+        .map(|text| IdSet::parse_mask(&text, limit).map_err(|error| parse_error(path, what, error)))
+        .transpose()
+}
+
+/// Reads a `0`/`1` file such as `cpuN/online`, `Ok(None)` if absent.
+pub(crate) fn flag(path: &Path, what: &'static str) -> Result<Option<bool>> {
+    let Some(text) = text(path, what)? else { return Ok(None) };
+    match text.trim_matches(|c: char| c.is_whitespace() || c == '\0') {
+        "0" => Ok(Some(false)),
+        "1" => Ok(Some(true)),
+        _ => Err(malformed(path, what, &text, "expected 0 or 1")),
+    }
+}
+
+/// Reads a decimal number file such as `cpu/kernel_max`, `Ok(None)` if absent.
+pub(crate) fn number(path: &Path, what: &'static str) -> Result<Option<u64>> {
+    let Some(text) = text(path, what)? else { return Ok(None) };
+    let body = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed(path, what, &text, "expected a decimal number"));
+    }
+    body.parse().map(Some).map_err(|_| malformed(path, what, &text, "number out of range"))
+}
+
+/// Lists the ids of the entries of `dir` named `prefix` followed by digits (`cpu12`,
+/// `node3`), refusing ids at or beyond `limit`. Other entries (`cpufreq`) are skipped.
+pub(crate) fn numbered_entries(dir: &Path, prefix: &str, limit: u32, what: &'static str) -> Result<IdSet> {
+    let io_error = |source: io::Error| Error::Io { path: dir.to_path_buf(), source };
+    let mut ids = IdSet::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error)? {
+        let entry = entry.map_err(io_error)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(digits) = name.strip_prefix(prefix) else { continue };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        match digits.parse::<u64>() {
+            Ok(id) if id < u64::from(limit) => {
+                ids.insert(id as u32);
+            }
+            _ => {
+                return Err(malformed(
+                    &entry.path(),
+                    what,
+                    name,
+                    format!("id {digits} is beyond the limit of {limit} ids"),
+                ))
+            }
+        }
+    }
+    Ok(ids)
+}
