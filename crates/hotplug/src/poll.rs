@@ -1,0 +1,93 @@
+//! Polling the sysfs `online` files: the fallback where uevents are not available, and
+//! the only source for a fixture copy (whose files no kernel announces).
+//!
+//! A poll reads `sys/devices/system/cpu/online` (the summary the kernel keeps) and every
+//! `cpuN/online` under the root, and compares with the previous poll. A difference is a
+//! wake-up; the machine then reads the truth through the topology. Both kinds of file are
+//! read because a fixture copy's summary is a plain file that writing `cpuN/online` does
+//! not update.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use topology::{CpuId, CpuState, OnlineChange};
+
+/// The folder of CPU devices under a sysfs root.
+const CPU_DIR: &str = "sys/devices/system/cpu";
+
+/// The `online` files of one sysfs tree.
+#[derive(Debug)]
+pub(crate) struct OnlineFiles {
+    summary: PathBuf,
+    /// `cpuN/online` for every CPU that has one (cpu0 often has none).
+    per_cpu: Vec<(CpuId, PathBuf)>,
+}
+
+/// What one poll read: the summary's text and each CPU's state, `None` where a file
+/// could not be read or held neither `0` nor `1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    summary: Option<String>,
+    per_cpu: Vec<(CpuId, Option<CpuState>)>,
+}
+
+impl OnlineFiles {
+    /// Finds the `online` files under `root` (`/` for the live machine).
+    pub(crate) fn new(root: &Path) -> std::io::Result<OnlineFiles> {
+        let dir = root.join(CPU_DIR);
+        let mut per_cpu = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(cpu) = name
+                .to_str()
+                .and_then(|name| name.strip_prefix("cpu"))
+                .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|digits| digits.parse::<CpuId>().ok())
+            else {
+                continue;
+            };
+            let file = entry.path().join("online");
+            if file.exists() {
+                per_cpu.push((cpu, file));
+            }
+        }
+        per_cpu.sort_by_key(|&(cpu, _)| cpu);
+        Ok(OnlineFiles { summary: dir.join("online"), per_cpu })
+    }
+
+    /// Reads every file once.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let summary = fs::read_to_string(&self.summary).ok();
+        let per_cpu = self.per_cpu.iter().map(|(cpu, file)| (*cpu, read_state(file))).collect();
+        Snapshot { summary, per_cpu }
+    }
+}
+
+fn read_state(file: &Path) -> Option<CpuState> {
+    match fs::read_to_string(file).ok()?.trim() {
+        "1" => Some(CpuState::Online),
+        "0" => Some(CpuState::Offline),
+        _ => None,
+    }
+}
+
+impl Snapshot {
+    /// The per-CPU changes from `earlier` to `self`, as hints; empty when only the summary
+    /// changed or a file became unreadable.
+    pub(crate) fn changes_since(&self, earlier: &Snapshot) -> Vec<OnlineChange> {
+        self.per_cpu
+            .iter()
+            .filter_map(|&(cpu, now)| {
+                let before = earlier.per_cpu.iter().find(|&&(c, _)| c == cpu).and_then(|&(_, state)| state);
+                match now {
+                    Some(state) if Some(state) != before => Some(OnlineChange { cpu, state }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,62 @@
+use std::fs;
+
+use topology::{CpuState, OnlineChange};
+
+use super::*;
+
+fn tree(cpus: u32) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(CPU_DIR);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("online"), format!("0-{}\n", cpus - 1)).unwrap();
+    fs::create_dir_all(dir.join("cpufreq")).unwrap();
+    for cpu in 0..cpus {
+        let cpu_dir = dir.join(format!("cpu{cpu}"));
+        fs::create_dir_all(&cpu_dir).unwrap();
+        if cpu != 0 {
+            fs::write(cpu_dir.join("online"), "1\n").unwrap();
+        }
+    }
+    root
+}
+
+#[test]
+fn finds_the_per_cpu_files_but_not_cpu0s_missing_one() {
+    let root = tree(3);
+    let files = OnlineFiles::new(root.path()).unwrap();
+    assert_eq!(files.per_cpu.iter().map(|(cpu, _)| *cpu).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn a_written_file_is_a_change() {
+    let root = tree(3);
+    let files = OnlineFiles::new(root.path()).unwrap();
+    let before = files.snapshot();
+    assert_eq!(files.snapshot(), before);
+    fs::write(root.path().join(CPU_DIR).join("cpu2/online"), "0\n").unwrap();
+    let after = files.snapshot();
+    assert_ne!(after, before);
+    assert_eq!(after.changes_since(&before), [OnlineChange { cpu: 2, state: CpuState::Offline }]);
+    // Only the summary changing is a change without a hint.
+    fs::write(root.path().join(CPU_DIR).join("online"), "0-1\n").unwrap();
+    let summary_only = files.snapshot();
+    assert_ne!(summary_only, after);
+    assert!(summary_only.changes_since(&after).is_empty());
+}
+
+#[test]
+fn garbage_in_a_file_is_no_state() {
+    let root = tree(2);
+    let files = OnlineFiles::new(root.path()).unwrap();
+    let before = files.snapshot();
+    fs::write(root.path().join(CPU_DIR).join("cpu1/online"), "maybe\n").unwrap();
+    let after = files.snapshot();
+    assert_ne!(after, before);
+    assert!(after.changes_since(&before).is_empty());
+}
+
+#[test]
+fn a_missing_tree_is_an_error() {
+    let root = tempfile::tempdir().unwrap();
+    assert!(OnlineFiles::new(root.path()).is_err());
+}

@@ -1,0 +1,272 @@
+//! Kernel uevents over `NETLINK_KOBJECT_UEVENT`: the socket and the message parser.
+//!
+//! The kernel multicasts each uevent to group 1 as one datagram,
+//! `ACTION@DEVPATH\0KEY=VALUE\0...` (`lib/kobject_uevent.c`, `kobject_uevent_env`). A CPU
+//! that goes offline or online sends `ACTION=offline|online`, `SUBSYSTEM=cpu`,
+//! `DEVPATH=/devices/system/cpu/cpuN`. Messages are only a wake-up: the machine reads the
+//! `online` files before acting, so a forged or lost message changes nothing wrong. Still,
+//! only messages whose sender port is 0 (the kernel) are taken, as udev does since
+//! CVE-2009-1185.
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use topology::{CpuId, CpuState, OnlineChange};
+
+use crate::error::UeventError;
+
+/// The multicast group the kernel sends uevents to (`1` in `kobject_uevent_net_broadcast`).
+pub const KERNEL_GROUP: u32 = 1;
+
+/// The largest uevent the kernel builds (`UEVENT_BUFFER_SIZE` = 2048 for the variables,
+/// plus the header); a datagram is read into a buffer twice as large, and a longer one is
+/// reported as truncated.
+pub(crate) const RECEIVE_BUFFER: usize = 8192;
+
+/// The receive buffer asked of the kernel, so that a burst (many CPUs at once) does not
+/// overflow it: 1 MiB. The kernel caps it at `net.core.rmem_max` and may grant less, which
+/// only makes `ENOBUFS` likelier, and that is handled by a full reconcile.
+const SOCKET_BUFFER: libc::c_int = 1 << 20;
+
+/// One parsed uevent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uevent {
+    /// `add`, `remove`, `change`, `online`, `offline`, ...
+    pub action: String,
+    /// The device path under `/sys`, such as `/devices/system/cpu/cpu1`.
+    pub devpath: String,
+    /// The `SUBSYSTEM` variable, if present.
+    pub subsystem: Option<String>,
+    /// The `SEQNUM` variable, if present and a number.
+    pub seqnum: Option<u64>,
+    /// Every `KEY=VALUE` variable, in order.
+    pub vars: Vec<(String, String)>,
+}
+
+impl Uevent {
+    /// Parses one datagram.
+    pub fn parse(bytes: &[u8]) -> Result<Uevent, UeventError> {
+        if bytes.is_empty() {
+            return Err(UeventError::Empty);
+        }
+        if bytes.starts_with(b"libudev\0") {
+            return Err(UeventError::UdevFormat);
+        }
+        let mut fields = bytes.split(|&b| b == 0).filter(|field| !field.is_empty());
+        let header = text(fields.next().ok_or(UeventError::Empty)?)?;
+        let (action, devpath) = header
+            .split_once('@')
+            .filter(|(action, devpath)| !action.is_empty() && devpath.starts_with('/'))
+            .ok_or_else(|| UeventError::BadHeader { header: header.to_string() })?;
+        let mut vars = Vec::new();
+        for field in fields {
+            let field = text(field)?;
+            let (key, value) = field
+                .split_once('=')
+                .filter(|(key, _)| !key.is_empty())
+                .ok_or_else(|| UeventError::BadField { field: field.to_string() })?;
+            vars.push((key.to_string(), value.to_string()));
+        }
+        let event = Uevent {
+            action: action.to_string(),
+            devpath: devpath.to_string(),
+            subsystem: find(&vars, "SUBSYSTEM").map(str::to_string),
+            seqnum: find(&vars, "SEQNUM").and_then(|seq| seq.parse().ok()),
+            vars: vars.clone(),
+        };
+        for (key, expected) in [("ACTION", action), ("DEVPATH", devpath)] {
+            if let Some(value) = find(&vars, key).filter(|&value| value != expected) {
+                return Err(UeventError::Inconsistent {
+                    header: header.to_string(),
+                    key,
+                    value: value.to_string(),
+                });
+            }
+        }
+        Ok(event)
+    }
+
+    /// The online change this uevent announces: `Some` for `SUBSYSTEM=cpu` with
+    /// `ACTION=online|offline`, `None` for anything else; an error for a cpu uevent whose
+    /// device path names no CPU.
+    pub fn cpu_change(&self) -> Result<Option<OnlineChange>, UeventError> {
+        if self.subsystem.as_deref() != Some("cpu") {
+            return Ok(None);
+        }
+        let state = match self.action.as_str() {
+            "online" => CpuState::Online,
+            "offline" => CpuState::Offline,
+            _ => return Ok(None),
+        };
+        let cpu = self
+            .devpath
+            .rsplit('/')
+            .next()
+            .and_then(|last| last.strip_prefix("cpu"))
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<CpuId>().ok())
+            .ok_or_else(|| UeventError::NotACpu { devpath: self.devpath.clone() })?;
+        Ok(Some(OnlineChange { cpu, state }))
+    }
+}
+
+fn text(field: &[u8]) -> Result<&str, UeventError> {
+    std::str::from_utf8(field)
+        .map_err(|_| UeventError::NotUtf8 { field: String::from_utf8_lossy(field).into() })
+}
+
+fn find<'a>(vars: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// What to do with one received datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A CPU went online or offline, says the kernel: wake the reconciler.
+    Cpu(OnlineChange),
+    /// A kernel uevent about something else: ignore quietly.
+    Unrelated,
+    /// Not sent by the kernel (sender port is not 0): ignore, and say so.
+    Forged {
+        /// The sender's port.
+        port: u32,
+    },
+    /// Cut short by the buffer: it may have been about a CPU, so reconcile.
+    Truncated,
+    /// Not a uevent: ignore, and say why.
+    Malformed(UeventError),
+}
+
+/// Sorts one datagram by its sender's port and content.
+pub fn classify(sender_port: u32, bytes: &[u8], truncated: bool) -> Verdict {
+    if sender_port != 0 {
+        return Verdict::Forged { port: sender_port };
+    }
+    if truncated {
+        return Verdict::Truncated;
+    }
+    match Uevent::parse(bytes).and_then(|event| event.cpu_change()) {
+        Ok(Some(change)) => Verdict::Cpu(change),
+        Ok(None) => Verdict::Unrelated,
+        Err(error) => Verdict::Malformed(error),
+    }
+}
+
+/// One datagram as received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Datagram {
+    pub(crate) len: usize,
+    pub(crate) sender_port: u32,
+    pub(crate) truncated: bool,
+}
+
+/// A non-blocking `NETLINK_KOBJECT_UEVENT` socket bound to the kernel's group.
+#[derive(Debug)]
+pub(crate) struct UeventSocket {
+    fd: OwnedFd,
+}
+
+impl UeventSocket {
+    /// Opens and binds the socket (`socket(AF_NETLINK, SOCK_DGRAM|SOCK_CLOEXEC, ...)`).
+    pub(crate) fn open() -> io::Result<UeventSocket> {
+        // SAFETY: socket(2) takes no pointers; the result is checked below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::NETLINK_KOBJECT_UEVENT,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let size = SOCKET_BUFFER;
+        // SAFETY: the option value points to a live c_int of the length given. A refusal
+        // only leaves the default buffer, so the result is ignored on purpose.
+        let _ = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        let mut address = netlink_address();
+        address.nl_groups = KERNEL_GROUP;
+        // SAFETY: `address` is a valid sockaddr_nl and the length is its size.
+        let bound = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&address as *const libc::sockaddr_nl).cast(),
+                mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if bound < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UeventSocket { fd })
+    }
+
+    /// The port id the kernel gave this socket; a test can send to it.
+    pub(crate) fn port(&self) -> io::Result<u32> {
+        let mut address = netlink_address();
+        let mut len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `address` and `len` are live and `len` holds the buffer's size.
+        let got = unsafe {
+            libc::getsockname(self.fd.as_raw_fd(), (&mut address as *mut libc::sockaddr_nl).cast(), &mut len)
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(address.nl_pid)
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Receives one datagram without blocking: `Ok(None)` when none is waiting,
+    /// `Err(ENOBUFS)` when the kernel dropped some because the buffer was full.
+    pub(crate) fn receive(&self, buffer: &mut [u8]) -> io::Result<Option<Datagram>> {
+        let mut sender = netlink_address();
+        let mut iov = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        let mut header: libc::msghdr = unsafe { mem::zeroed() };
+        header.msg_name = (&mut sender as *mut libc::sockaddr_nl).cast();
+        header.msg_namelen = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        loop {
+            // SAFETY: `header` points to `sender` and `iov`, which point to live buffers
+            // of the lengths given, all outliving the call.
+            let got = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut header, libc::MSG_DONTWAIT) };
+            if got >= 0 {
+                return Ok(Some(Datagram {
+                    len: got as usize,
+                    sender_port: sender.nl_pid,
+                    truncated: header.msg_flags & libc::MSG_TRUNC != 0,
+                }));
+            }
+            let error = io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Ok(None),
+                _ => return Err(error),
+            }
+        }
+    }
+}
+
+fn netlink_address() -> libc::sockaddr_nl {
+    // SAFETY: sockaddr_nl is plain data; all-zero is valid (port 0, no groups).
+    let mut address: libc::sockaddr_nl = unsafe { mem::zeroed() };
+    address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    address
+}
+
+#[cfg(test)]
+mod tests;
