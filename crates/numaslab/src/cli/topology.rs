@@ -1,0 +1,197 @@
+//! `numaslab topology`: the machine as a backend sees it, as text in the shape of
+//! `numactl --hardware`, or as JSON.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+use topology::{FakeTopology, FixtureTopology, NodeId, SysfsTopology, Topology};
+
+/// Which machine to describe; with none of `--root`, `--fixture`, `--fake`, this one.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Read sysfs and procfs under this folder instead of `/` (a capture's `fsroot`, say).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["fixture", "fake"])]
+    root: Option<PathBuf>,
+    /// Load a fixture: a name from the project's `fixtures/` (`seed-box`) or a path.
+    #[arg(long, value_name = "NAME|PATH", conflicts_with = "fake")]
+    fixture: Option<String>,
+    /// Build a fake machine: `CPUSxNODES`, such as `4x2`.
+    #[arg(long, value_name = "SPEC")]
+    fake: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command.
+pub(crate) fn run(args: &Args) -> Result<()> {
+    let machine = open(args)?;
+    let report = Report::gather(machine.as_ref())?;
+    let text = if args.json {
+        let mut text = serde_json::to_string_pretty(&report.to_json())?;
+        text.push('\n');
+        text
+    } else {
+        report.to_text()
+    };
+    std::io::stdout().lock().write_all(text.as_bytes()).context("cannot write to stdout")
+}
+
+fn open(args: &Args) -> Result<Box<dyn Topology>> {
+    Ok(match (&args.root, &args.fixture, &args.fake) {
+        (Some(root), _, _) => Box::new(
+            SysfsTopology::new(root)
+                .with_context(|| format!("cannot read the machine under {}", root.display()))?,
+        ),
+        (_, Some(fixture), _) => Box::new(
+            FixtureTopology::load(fixture).with_context(|| format!("cannot load fixture {fixture}"))?,
+        ),
+        (_, _, Some(spec)) => Box::new(FakeTopology::from_spec(spec)?),
+        _ => Box::new(SysfsTopology::detect().context("cannot read this machine's /sys")?),
+    })
+}
+
+/// The facts printed, gathered once so that text and JSON agree.
+struct Report {
+    backend: String,
+    possible_cpus: topology::CpuSet,
+    present_cpus: topology::CpuSet,
+    online_cpus: topology::CpuSet,
+    allowed_cpus: topology::CpuSet,
+    possible_nodes: topology::NodeSet,
+    online_nodes: topology::NodeSet,
+    nodes: Vec<NodeReport>,
+    cpuless_nodes: Vec<NodeId>,
+    memoryless_nodes: Vec<NodeId>,
+}
+
+struct NodeReport {
+    id: NodeId,
+    online: bool,
+    cpus: topology::CpuSet,
+    mem_total_kb: Option<u64>,
+    /// To every possible node, in id order.
+    distance: Vec<Option<u32>>,
+    nearest_memory_node: Option<NodeId>,
+}
+
+impl Report {
+    fn gather(machine: &dyn Topology) -> Result<Self> {
+        let online_cpus = machine.online_cpus().context("cannot read the online cpus")?;
+        let possible_nodes = machine.possible_nodes();
+        let online_nodes = machine.online_nodes();
+        let nodes = possible_nodes
+            .iter()
+            .map(|id| NodeReport {
+                id,
+                online: online_nodes.contains(id),
+                cpus: machine.node_cpus(id),
+                mem_total_kb: machine.node_mem_total_kb(id),
+                distance: possible_nodes.iter().map(|to| machine.distance(id, to)).collect(),
+                nearest_memory_node: machine.nearest_memory_node(id),
+            })
+            .collect();
+        Ok(Self {
+            backend: machine.name(),
+            possible_cpus: machine.possible_cpus(),
+            present_cpus: machine.present_cpus(),
+            allowed_cpus: machine.allowed_cpus(),
+            online_cpus,
+            nodes,
+            cpuless_nodes: machine.cpuless_nodes().iter().collect(),
+            memoryless_nodes: machine.memoryless_nodes().iter().collect(),
+            possible_nodes,
+            online_nodes,
+        })
+    }
+
+    /// `numactl --hardware`'s layout, plus the CPU sets it does not print.
+    fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "machine: {}", self.backend);
+        let _ = writeln!(out, "available: {} nodes ({})", self.online_nodes.len(), self.online_nodes);
+        for node in &self.nodes {
+            let state = if node.online { "" } else { " (offline)" };
+            let cpus: Vec<String> = node.cpus.iter().map(|c| c.to_string()).collect();
+            let _ = writeln!(out, "node {}{state} cpus: {}", node.id, cpus.join(" "));
+            match node.mem_total_kb {
+                Some(kb) => {
+                    let _ = writeln!(out, "node {}{state} size: {} MB", node.id, kb / 1024);
+                }
+                None => {
+                    let _ = writeln!(out, "node {}{state} size: unknown", node.id);
+                }
+            }
+        }
+        let _ = writeln!(out, "node distances:");
+        let ids: Vec<NodeId> = self.possible_nodes.iter().collect();
+        let width = ids.iter().map(|id| id.to_string().len()).max().unwrap_or(1).max(3);
+        // numactl's layout: "node " then "% 3d " per column; rows "% 3d: " then "% 3d ".
+        let mut header = "node ".to_owned();
+        for id in &ids {
+            let _ = write!(header, "{id:>width$} ");
+        }
+        let _ = writeln!(out, "{}", header.trim_end());
+        for node in &self.nodes {
+            let mut row = format!("{:>width$}: ", node.id);
+            for distance in &node.distance {
+                let cell = distance.map_or_else(|| "-".to_owned(), |d| d.to_string());
+                let _ = write!(row, "{cell:>width$} ");
+            }
+            let _ = writeln!(out, "{}", row.trim_end());
+        }
+        let list =
+            |set: &topology::CpuSet| if set.is_empty() { "(none)".to_owned() } else { set.to_string() };
+        let ids_text = |ids: &[NodeId]| {
+            if ids.is_empty() {
+                "(none)".to_owned()
+            } else {
+                ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(" ")
+            }
+        };
+        let _ = writeln!(out, "possible cpus: {}", list(&self.possible_cpus));
+        let _ = writeln!(out, "present cpus: {}", list(&self.present_cpus));
+        let _ = writeln!(out, "online cpus: {}", list(&self.online_cpus));
+        let _ = writeln!(out, "offline cpus: {}", list(&self.possible_cpus.difference(&self.online_cpus)));
+        let _ = writeln!(out, "allowed cpus: {}", list(&self.allowed_cpus));
+        let _ = writeln!(out, "cpu-less nodes: {}", ids_text(&self.cpuless_nodes));
+        let _ = writeln!(out, "memory-less nodes: {}", ids_text(&self.memoryless_nodes));
+        out
+    }
+
+    /// The JSON form. `nodes` is keyed by node id (every possible node); each node's
+    /// `distance` lists its distance to every possible node in ascending id order, the
+    /// order of `possible_nodes`, with `null` where the backend does not know it.
+    fn to_json(&self) -> Value {
+        let mut nodes = Map::new();
+        for node in &self.nodes {
+            nodes.insert(
+                node.id.to_string(),
+                json!({
+                    "online": node.online,
+                    "cpus": node.cpus.to_string(),
+                    "mem_total_kb": node.mem_total_kb,
+                    "distance": node.distance,
+                    "nearest_memory_node": node.nearest_memory_node,
+                }),
+            );
+        }
+        json!({
+            "backend": self.backend,
+            "possible_cpus": self.possible_cpus.to_string(),
+            "present_cpus": self.present_cpus.to_string(),
+            "online_cpus": self.online_cpus.to_string(),
+            "offline_cpus": self.possible_cpus.difference(&self.online_cpus).to_string(),
+            "allowed_cpus": self.allowed_cpus.to_string(),
+            "possible_nodes": self.possible_nodes.to_string(),
+            "online_nodes": self.online_nodes.to_string(),
+            "node_ids": self.possible_nodes.iter().collect::<Vec<_>>(),
+            "nodes": nodes,
+            "cpuless_nodes": self.cpuless_nodes,
+            "memoryless_nodes": self.memoryless_nodes,
+        })
+    }
+}

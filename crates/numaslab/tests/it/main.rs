@@ -1,0 +1,3 @@
+//! End-to-end tests of the `numaslab` binary.
+
+mod topology_command;
