@@ -246,7 +246,8 @@ impl Stopper {
 /// The source a watcher opened.
 enum Opened {
     Uevent(UeventSocket),
-    Poll(OnlineFiles),
+    /// The files, and what they held before the initial reconcile.
+    Poll(OnlineFiles, Snapshot),
     Fake(Receiver<OnlineChange>),
     ReconcileOnly,
 }
@@ -255,7 +256,7 @@ impl Opened {
     fn mode(&self) -> WatchMode {
         match self {
             Opened::Uevent(_) => WatchMode::Uevent,
-            Opened::Poll(_) => WatchMode::Poll,
+            Opened::Poll(..) => WatchMode::Poll,
             Opened::Fake(_) => WatchMode::Fake,
             Opened::ReconcileOnly => WatchMode::ReconcileOnly,
         }
@@ -268,7 +269,10 @@ fn open_source(hotplug: &Hotplug, mode: WatchMode) -> Result<(Opened, Option<Str
     let root = topology.sysfs_root().map(|root| root.to_path_buf());
     let open_poll = |root: &std::path::Path| {
         OnlineFiles::new(root)
-            .map(Opened::Poll)
+            .map(|files| {
+                let snapshot = files.snapshot();
+                Opened::Poll(files, snapshot)
+            })
             .map_err(|source| Error::Watcher { what: "listing the cpu online files to poll", source })
     };
     let resolved = match mode {
@@ -340,7 +344,7 @@ impl Worker {
     fn run(&mut self, source: Opened) {
         match source {
             Opened::Uevent(socket) => self.run_uevent(&socket),
-            Opened::Poll(files) => self.run_poll(&files),
+            Opened::Poll(files, snapshot) => self.run_poll(&files, snapshot),
             Opened::Fake(receiver) => self.run_fake(&receiver),
             Opened::ReconcileOnly => self.run_reconcile_only(),
         }
@@ -451,8 +455,9 @@ impl Worker {
         }
     }
 
-    fn run_poll(&mut self, files: &OnlineFiles) {
-        let mut last: Snapshot = files.snapshot();
+    /// Polls from `last`, read before the initial reconcile, so that a change made
+    /// between that reconcile and this thread's start is seen.
+    fn run_poll(&mut self, files: &OnlineFiles, mut last: Snapshot) {
         let mut next_reconcile = Instant::now() + self.reconcile_interval;
         loop {
             if self.wait(None, self.poll_interval) == Woken::Stop {

@@ -1,0 +1,77 @@
+//! A uevent not sent by the kernel is ignored. Sending one needs `CAP_NET_ADMIN`; the
+//! message is sent to the watcher's own socket (unicast), so no other listener sees it.
+
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hotplug::{wait_for_event, EventKind, Hotplug, Slot, WatchMode, Watcher};
+use topology::FakeTopology;
+
+use crate::support::Log;
+
+/// Sends `bytes` from a new netlink socket to `port`; `Err` says why it could not.
+fn send_to_port(port: u32, bytes: &[u8]) -> Result<(), String> {
+    // SAFETY: socket(2) takes no pointers; the result is checked.
+    let raw = unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_KOBJECT_UEVENT)
+    };
+    if raw < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sockaddr_nl is plain data; all-zero is valid.
+    let mut to: libc::sockaddr_nl = unsafe { mem::zeroed() };
+    to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    to.nl_pid = port;
+    // SAFETY: `bytes` and `to` are live for the call, with the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            0,
+            (&to as *const libc::sockaddr_nl).cast(),
+            mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(format!("sendto: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_forged_uevent_changes_nothing() {
+    let fake = Arc::new(FakeTopology::seed_box());
+    let hotplug = Hotplug::new(fake).unwrap();
+    let log = Log::default();
+    hotplug.setup_state(Slot::OnlineDynamic, log.state("online")).unwrap();
+    log.take();
+    let watcher = match Watcher::builder(&hotplug).mode(WatchMode::Uevent).start() {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            println!("a_forged_uevent_changes_nothing: skipped: no uevent socket here: {error}");
+            return;
+        }
+    };
+    let port = watcher.uevent_port().expect("a uevent watcher has a port");
+    let events = hotplug.events();
+    let forged = b"offline@/devices/system/cpu/cpu1\0ACTION=offline\0DEVPATH=/devices/system/cpu/cpu1\0SUBSYSTEM=cpu\0SEQNUM=1\0";
+    if let Err(reason) = send_to_port(port, forged) {
+        println!("a_forged_uevent_changes_nothing: skipped: cannot send a netlink uevent (needs CAP_NET_ADMIN): {reason}");
+        return;
+    }
+    let ignored = wait_for_event(
+        &events,
+        Duration::from_secs(5),
+        |event| matches!(&event.kind, EventKind::Ignored { reason } if reason.contains("not the kernel")),
+    );
+    assert!(ignored.is_some(), "the forged uevent was not reported as ignored");
+    assert!(log.take().is_empty(), "a forged uevent ran callbacks");
+    assert!(hotplug.online_view().contains(1));
+    let stats = watcher.stop();
+    assert!(stats.ignored >= 1, "{stats:?}");
+}
