@@ -363,3 +363,24 @@ fn slots_are_checked() {
         Err(Error::NoDynamicRank { range: "online", .. })
     ));
 }
+
+#[test]
+fn a_trait_object_serves_as_callbacks() {
+    struct Counter(Mutex<Vec<(bool, CpuId)>>);
+    impl crate::Callbacks for Counter {
+        fn startup(&self, cpu: CpuId) -> Result<(), CallbackError> {
+            self.0.lock().unwrap().push((true, cpu));
+            Ok(())
+        }
+        fn teardown(&self, cpu: CpuId) {
+            self.0.lock().unwrap().push((false, cpu));
+        }
+    }
+    let (_fake, hotplug) = machine("2x1");
+    let counter = Arc::new(Counter(Mutex::new(Vec::new())));
+    let id =
+        hotplug.setup_state(Slot::OnlineDynamic, State::with_callbacks("counted", counter.clone())).unwrap();
+    hotplug.cpu_down(1).unwrap();
+    hotplug.remove_state(id).unwrap();
+    assert_eq!(*counter.0.lock().unwrap(), [(true, 0), (true, 1), (false, 1), (false, 0)]);
+}

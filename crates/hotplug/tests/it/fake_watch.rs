@@ -91,6 +91,7 @@ fn stopping_and_dropping_are_prompt() {
 
 #[test]
 fn polling_needs_a_sysfs_root() {
+    // Also with --cfg numaslab_force_poll: a machine without files keeps its notices.
     let (_fake, hotplug, _log) = machine();
     let error = Watcher::builder(&hotplug).force_poll().start().unwrap_err();
     assert!(error.to_string().contains("has no sysfs root"), "{error}");

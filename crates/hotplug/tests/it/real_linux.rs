@@ -77,6 +77,10 @@ fn real_cpu1_down_and_up_through_the_crate_with_uevents() {
         return;
     };
     let (topology, hotplug, log) = machine();
+    if cfg!(numaslab_force_poll) {
+        println!("real_cpu1_down_and_up_through_the_crate_with_uevents: skipped: built with --cfg numaslab_force_poll");
+        return;
+    }
     let watcher = Watcher::builder(&hotplug).start().unwrap();
     assert_eq!(watcher.mode(), WatchMode::Uevent, "the live root is watched through uevents");
     let events = hotplug.events();
@@ -133,4 +137,16 @@ fn real_cpu0_is_refused_before_any_callback() {
     let error = hotplug.cpu_down(0).unwrap_err();
     assert!(matches!(error, hotplug::Error::NoOnlineFile { cpu: 0, .. }), "{error}");
     assert!(log.take().is_empty());
+}
+
+#[test]
+fn real_auto_mode_follows_the_force_poll_cfg() {
+    let Some(_guard) = Cpu1Guard::acquire("real_auto_mode_follows_the_force_poll_cfg") else {
+        return;
+    };
+    let (_topology, hotplug, _log) = machine();
+    let watcher = Watcher::builder(&hotplug).start().unwrap();
+    let expected = if cfg!(numaslab_force_poll) { WatchMode::Poll } else { WatchMode::Uevent };
+    assert_eq!(watcher.mode(), expected);
+    watcher.stop();
 }
