@@ -1,1 +1,74 @@
-//! The NUMA slab allocator. Its allocator is specified in SPEC section 4 and is built in issue 3.
+//! The NUMA slab allocator, after the Linux kernel's SLAB (`mm/slab.c`, 2.6.15 era) with
+//! the CPU up/down locking of the seed patch "NUMA slab locking fixes".
+//!
+//! An [`Allocator`] owns the cache chain; each [`Cache`] hands out fixed-size objects from
+//! slabs mapped from the OS, through per-CPU array caches, per-node lists with a shared
+//! array and alien caches. [`TypedCache`] wraps a cache for values of one type.
+//! The allocator follows CPU hotplug through its `cpu_*` methods, the kernel's
+//! `cpuup_callback` cases.
+//!
+//! slab-core sees the machine only through [`topology::Topology`]; it never reads sysfs.
+//!
+//! Code map, by kernel concept: `slab.rs` (struct slab, bufctl, cache_estimate),
+//! `array_cache.rs` (struct array_cache and the per-CPU slot protocol), `node.rs` (struct
+//! kmem_list3, free_block), `cache.rs` (struct kmem_cache, the alloc and free paths,
+//! cache_grow), `tune.rs` (enable_cpucache, do_tune_cpucache), `reap.rs` (cache_reap,
+//! drain_cpu_caches, kmem_cache_shrink), `hotplug.rs` (cpuup_callback), `debug.rs` (red
+//! zones, poison, validate), `stats.rs` (slabinfo), `memory.rs` (pages from the OS),
+//! `sync.rs` (every atomic and lock, loom-switchable).
+
+mod allocator;
+mod array_cache;
+mod cache;
+mod debug;
+mod error;
+mod hotplug;
+mod machine;
+mod memory;
+mod node;
+mod reap;
+mod registry;
+mod slab;
+mod stats;
+mod sync;
+mod tune;
+mod typed;
+
+pub use crate::allocator::Allocator;
+pub use crate::cache::Cache;
+pub use crate::error::{Error, RedZoneSide, Result};
+pub use crate::stats::{CacheStats, NodeStats, SLABINFO_HEADER};
+pub use crate::tune::{Tunables, MAX_LIMIT, MAX_SHARED_ENTRIES};
+pub use crate::typed::{Handle, TypedCache};
+
+/// Flags given at cache creation (the kernel's `SLAB_*` flags), combinable with `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CacheFlags(u32);
+
+impl CacheFlags {
+    /// No flag.
+    pub const NONE: CacheFlags = CacheFlags(0);
+    /// Debug mode: red zones, poisoning checked when an object is handed out again,
+    /// double-free, wrong-cache and foreign-pointer detection reported as errors
+    /// (`SLAB_RED_ZONE | SLAB_POISON` and the kernel's DEBUG checks).
+    pub const DEBUG: CacheFlags = CacheFlags(1);
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: CacheFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for CacheFlags {
+    type Output = CacheFlags;
+
+    fn bitor(self, other: CacheFlags) -> CacheFlags {
+        CacheFlags(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for CacheFlags {
+    fn bitor_assign(&mut self, other: CacheFlags) {
+        self.0 |= other.0;
+    }
+}

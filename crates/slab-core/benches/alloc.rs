@@ -1,0 +1,85 @@
+//! Hot alloc/free pair and batch alloc-then-free through the typed cache, side by side
+//! with mimalloc's `Box` of the same size (mimalloc is this binary's global allocator).
+//!
+//! Run: `cargo bench -p slab-core --bench alloc`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use slab_core::{Allocator, CacheFlags};
+use topology::{FakeTopology, SysfsTopology, Topology};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A 64-byte object.
+type Object = [u64; 8];
+
+const BATCH: usize = 1000;
+
+fn machine() -> Arc<dyn Topology> {
+    match SysfsTopology::detect() {
+        Ok(topology) => Arc::new(topology),
+        Err(error) => {
+            eprintln!("live topology unavailable ({error}); benchmarking on a one-CPU fake machine");
+            Arc::new(FakeTopology::builder().build().expect("one cpu, one node"))
+        }
+    }
+}
+
+fn pair(c: &mut Criterion) {
+    let allocator = Allocator::new(machine());
+    let typed = allocator.create_typed::<Object>("bench-pair", CacheFlags::NONE).expect("cache");
+    let cache = Arc::clone(typed.cache());
+    let mut group = c.benchmark_group("alloc_free_pair_64B");
+    group.bench_function("slab_typed", |b| b.iter(|| drop(black_box(typed.alloc([1; 8]).expect("alloc")))));
+    group.bench_function("slab_raw", |b| {
+        b.iter(|| {
+            let ptr = cache.alloc().expect("alloc");
+            // SAFETY: ptr was just allocated from this cache.
+            unsafe { cache.free(black_box(ptr)).expect("free") };
+        })
+    });
+    group.bench_function("mimalloc_box", |b| b.iter(|| drop(black_box(Box::new([1u64; 8])))));
+    group.finish();
+}
+
+fn batch(c: &mut Criterion) {
+    let allocator = Allocator::new(machine());
+    let typed = allocator.create_typed::<Object>("bench-batch", CacheFlags::NONE).expect("cache");
+    let mut group = c.benchmark_group("batch_1000_alloc_then_free_64B");
+    group.bench_function("slab_typed", |b| {
+        b.iter_batched_ref(
+            || Vec::with_capacity(BATCH),
+            |held| {
+                for i in 0..BATCH {
+                    held.push(typed.alloc([i as u64; 8]).expect("alloc"));
+                }
+                held.clear();
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("mimalloc_box", |b| {
+        b.iter_batched_ref(
+            || Vec::with_capacity(BATCH),
+            |held| {
+                for i in 0..BATCH {
+                    held.push(Box::new([i as u64; 8]));
+                }
+                held.clear();
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group! {
+    #![allow(missing_docs)]
+    name = benches;
+    config = Criterion::default();
+    targets = pair, batch
+}
+criterion_main!(benches);

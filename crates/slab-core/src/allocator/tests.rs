@@ -1,0 +1,362 @@
+//! Unit tests of the allocation and free paths, tuning, reaping, stats and debug mode.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use topology::{CpuState, FakeTopology};
+
+use crate::{Allocator, CacheFlags, Error};
+
+fn seed_box() -> (Arc<FakeTopology>, Arc<Allocator>) {
+    let topology = Arc::new(FakeTopology::seed_box());
+    let allocator = Allocator::new(topology.clone());
+    (topology, allocator)
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+#[test]
+fn new_prepares_every_online_cpu() {
+    let (_, allocator) = seed_box();
+    assert_eq!(allocator.prepared_cpus().iter().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    let stats = cache.stats();
+    assert_eq!(stats.cpu_cached.len(), 4, "every prepared CPU has an array");
+    assert!(stats.nodes.iter().all(|n| n.shared_avail == Some(0)), "both nodes have a shared array");
+    assert_eq!((stats.limit, stats.batchcount, stats.sharedfactor), (120, 60, 8));
+}
+
+#[test]
+fn fast_path_is_lifo_per_cpu_and_local() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    let a = cache.alloc_on(2).unwrap();
+    assert_eq!(cache.node_of(a), Some(1), "CPU 2 is on node 1");
+    assert_eq!(cache.cpu_cache_len(2), 15, "a cold refill takes BATCHREFILL_LIMIT objects, one handed out");
+    // SAFETY: a is ours.
+    unsafe { cache.free_on(2, a).unwrap() };
+    assert_eq!(cache.cpu_cache_len(2), 16);
+    assert_eq!(cache.alloc_on(2).unwrap(), a, "LIFO");
+    // SAFETY: a is ours.
+    unsafe { cache.free_on(2, a).unwrap() };
+    cache.validate().unwrap();
+}
+
+#[test]
+fn remote_frees_go_through_the_alien_cache_in_batches() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    let objects: Vec<_> = (0..13).map(|_| cache.alloc_on(2).unwrap()).collect();
+    for (i, &obj) in objects.iter().enumerate() {
+        // SAFETY: ours, freed once, on CPU 0 of node 0.
+        unsafe { cache.free_on(0, obj).unwrap() };
+        let stats = cache.stats();
+        // The alien cache holds 12; the 13th free drains it to node 1 first.
+        assert_eq!(stats.alien_avail, if i < 12 { i + 1 } else { 1 }, "after {} remote frees", i + 1);
+        cache.validate().unwrap();
+    }
+    assert_eq!(cache.stats().in_use, 0);
+}
+
+#[test]
+fn overflow_flushes_to_the_shared_array_then_the_slabs() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    cache.tune(4, 2, 1).unwrap();
+    let objects: Vec<_> = (0..10).map(|_| cache.alloc_on(0).unwrap()).collect();
+    for &obj in &objects {
+        // SAFETY: ours.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.in_cpu_caches(0), 4);
+    assert_eq!(stats.nodes[0].shared_avail, Some(2), "the shared array (1 * 2) filled first");
+    assert_eq!(stats.in_use, 0);
+    cache.validate().unwrap();
+}
+
+#[test]
+fn refill_uses_the_shared_array_first() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    cache.tune(4, 2, 2).unwrap();
+    let objects: Vec<_> = (0..8).map(|_| cache.alloc_on(0).unwrap()).collect();
+    for &o in &objects {
+        // SAFETY: each object is ours and freed once.
+        unsafe { cache.free_on(0, o).unwrap() };
+    }
+    assert_eq!(cache.stats().nodes[0].shared_avail, Some(4));
+    // CPU 1 (same node) refills from the shared array.
+    let got = cache.alloc_on(1).unwrap();
+    assert!(objects.contains(&got));
+    assert_eq!(cache.stats().nodes[0].shared_avail, Some(2));
+    // SAFETY: ours.
+    unsafe { cache.free_on(1, got).unwrap() };
+    cache.validate().unwrap();
+}
+
+#[test]
+fn alloc_node_targets_a_node_and_falls_back_for_memoryless_nodes() {
+    let topology = Arc::new(
+        FakeTopology::builder()
+            .nodes(3)
+            .cpus_per_node(1)
+            .memoryless_node(2)
+            .distance(2, 1, 15)
+            .build()
+            .unwrap(),
+    );
+    let allocator = Allocator::new(topology);
+    let cache = allocator.create_cache("c", layout(32), CacheFlags::NONE).unwrap();
+    let on1 = cache.alloc_node(1).unwrap();
+    assert_eq!(cache.node_of(on1), Some(1));
+    let on2 = cache.alloc_node(2).unwrap();
+    assert_eq!(cache.node_of(on2), Some(1), "node 2 has no memory; node 1 is nearest");
+    let from_cpu2 = cache.alloc_on(2).unwrap();
+    assert_eq!(cache.node_of(from_cpu2), Some(1), "CPUs of a memory-less node allocate from the nearest");
+    assert!(matches!(cache.alloc_node(9), Err(Error::UnknownNode { node: 9, .. })));
+    for obj in [on1, on2, from_cpu2] {
+        // SAFETY: ours.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    cache.validate().unwrap();
+    assert_eq!(cache.stats().in_use, 0);
+}
+
+#[test]
+fn detached_and_unknown_cpus_use_the_slow_path() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    allocator.cpu_dead(3);
+    assert_eq!(cache.cpu_cache_len(3), 0);
+    let obj = cache.alloc_on(3).unwrap();
+    assert_eq!(cache.node_of(obj), Some(1));
+    // SAFETY: ours.
+    unsafe { cache.free_on(3, obj).unwrap() };
+    let far = cache.alloc_on(999).unwrap();
+    // SAFETY: ours.
+    unsafe { cache.free_on(999, far).unwrap() };
+    assert_eq!(cache.cpu_cache_len(3), 0, "no array appears for a dead CPU");
+    cache.validate().unwrap();
+    assert_eq!(cache.stats().in_use, 0);
+}
+
+#[test]
+fn a_held_cpu_slot_sends_others_to_the_slow_path() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    let slot = &cache.kmem().array[0];
+    let guard = slot.try_lock().unwrap();
+    let obj = cache.alloc_on(0).unwrap();
+    // SAFETY: ours.
+    unsafe { cache.free_on(0, obj).unwrap() };
+    drop(guard);
+    assert_eq!(cache.cpu_cache_len(0), 0, "nothing went through the held array");
+    cache.validate().unwrap();
+}
+
+#[test]
+fn tune_refuses_invalid_values_and_applies_valid_ones() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    let held: Vec<_> = (0..5).map(|_| cache.alloc_on(0).unwrap()).collect();
+    assert!(matches!(cache.tune(0, 1, 0), Err(Error::InvalidTunables { .. })));
+    assert!(matches!(cache.tune(4, 8, 0), Err(Error::InvalidTunables { .. })));
+    cache.tune(16, 4, 0).unwrap();
+    let t = cache.tunables();
+    assert_eq!((t.limit, t.batchcount, t.shared), (16, 4, 0));
+    let stats = cache.stats();
+    assert!(stats.nodes.iter().all(|n| n.shared_avail.is_none()), "shared 0 removes the shared arrays");
+    assert!(allocator.slabinfo().contains("tunables   16    4    0"), "{}", allocator.slabinfo());
+    for &o in &held {
+        // SAFETY: each object is ours and freed once.
+        unsafe { cache.free_on(0, o).unwrap() };
+    }
+    cache.validate().unwrap();
+}
+
+#[test]
+fn shrink_returns_free_slabs_and_reap_trims_untouched_arrays() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(512), CacheFlags::NONE).unwrap();
+    let objects: Vec<_> = (0..200).map(|_| cache.alloc_on(0).unwrap()).collect();
+    for &o in &objects {
+        // SAFETY: each object is ours and freed once.
+        unsafe { cache.free_on(0, o).unwrap() };
+    }
+    let before = cache.stats().in_cpu_caches(0);
+    assert!(before > 0);
+    allocator.reap();
+    assert_eq!(cache.stats().in_cpu_caches(0), before, "a touched array is spared once");
+    allocator.reap();
+    assert!(cache.stats().in_cpu_caches(0) < before, "then trimmed");
+    let released = cache.shrink();
+    assert!(released > 0);
+    let stats = cache.stats();
+    assert_eq!((stats.num_slabs, stats.in_all_cpu_caches()), (0, 0));
+    cache.validate().unwrap();
+}
+
+#[test]
+fn destroy_refuses_while_objects_are_out_and_keeps_working() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    let obj = cache.alloc_on(1).unwrap();
+    match allocator.destroy_cache(&cache) {
+        Err(Error::ObjectsInUse { cache, count }) => assert_eq!((cache.as_str(), count), ("c", 1)),
+        other => panic!("expected ObjectsInUse, got {other:?}"),
+    }
+    let again = cache.alloc_on(1).unwrap();
+    assert!(cache.cpu_cache_len(1) > 0, "arrays are back after the refused destroy");
+    // SAFETY: ours.
+    unsafe {
+        cache.free_on(1, obj).unwrap();
+        cache.free_on(2, again).unwrap();
+    }
+    cache.validate().unwrap();
+    allocator.destroy_cache(&cache).unwrap();
+    assert!(allocator.caches().is_empty());
+    assert!(matches!(cache.alloc_on(0), Err(Error::CacheDestroyed { .. })));
+    assert!(matches!(allocator.destroy_cache(&cache), Err(Error::NotInChain { .. })));
+}
+
+#[test]
+fn names_are_checked() {
+    let (_, allocator) = seed_box();
+    allocator.create_cache("dup", layout(8), CacheFlags::NONE).unwrap();
+    for bad in ["", "dup", "two words", &"x".repeat(65)] {
+        assert!(
+            matches!(
+                allocator.create_cache(bad, layout(8), CacheFlags::NONE),
+                Err(Error::InvalidName { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    let too_big = allocator.create_cache("big", layout(64 << 20), CacheFlags::NONE);
+    assert!(matches!(too_big, Err(Error::InvalidLayout { .. })));
+}
+
+#[test]
+fn slabinfo_has_the_2_1_format() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("kmalloc-64", layout(64), CacheFlags::NONE).unwrap();
+    let obj = cache.alloc_on(0).unwrap();
+    let text = allocator.slabinfo();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("slabinfo - version: 2.1"));
+    assert!(lines.next().unwrap().starts_with("# name            <active_objs> <num_objs> <objsize>"));
+    let line = lines.next().unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let stats = cache.stats();
+    assert_eq!(fields[0], "kmalloc-64");
+    assert_eq!(fields[1].parse::<usize>().unwrap(), stats.active_objs);
+    assert_eq!(fields[3], "64");
+    assert_eq!(fields[5], "1");
+    assert_eq!(&fields[6..8], &[":", "tunables"]);
+    assert_eq!(&fields[11..13], &[":", "slabdata"]);
+    assert_eq!(fields[13].parse::<usize>().unwrap(), 1, "one active slab");
+    // SAFETY: ours.
+    unsafe { cache.free_on(0, obj).unwrap() };
+}
+
+#[test]
+fn typed_handles_free_on_drop() {
+    let (_, allocator) = seed_box();
+    let typed = allocator.create_typed::<[u64; 4]>("typed", CacheFlags::DEBUG).unwrap();
+    let mut handle = typed.alloc([1, 2, 3, 4]).unwrap();
+    handle[0] = 9;
+    assert_eq!(*handle, [9, 2, 3, 4]);
+    let raw = handle.into_raw();
+    assert_eq!(typed.cache().stats().in_use, 1);
+    // SAFETY: raw came from into_raw of this cache.
+    let back = unsafe { crate::Handle::from_raw(&typed, raw) };
+    drop(back);
+    assert_eq!(typed.cache().stats().in_use, 0);
+    let on_node = typed.alloc_node(1, [0; 4]).unwrap();
+    assert_eq!(typed.cache().node_of(NonNull::from(&*on_node).cast()), Some(1));
+    drop(on_node);
+    typed.cache().validate().unwrap();
+}
+
+#[test]
+fn debug_mode_reports_misuse_and_keeps_working() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("dbg", layout(40), CacheFlags::DEBUG).unwrap();
+    let other = allocator.create_cache("other", layout(40), CacheFlags::DEBUG).unwrap();
+    let obj = cache.alloc_on(0).unwrap();
+    // SAFETY: debug mode checks every pointer.
+    unsafe {
+        cache.free_on(0, obj).unwrap();
+        assert!(matches!(cache.free_on(0, obj), Err(Error::DoubleFree { .. })));
+        let theirs = other.alloc_on(0).unwrap();
+        match cache.free_on(0, theirs) {
+            Err(Error::WrongCache { owner, .. }) => assert_eq!(owner, "other"),
+            e => panic!("expected WrongCache, got {e:?}"),
+        }
+        let mut local = 0u64;
+        assert!(matches!(
+            cache.free_on(0, NonNull::from(&mut local).cast()),
+            Err(Error::ForeignPointer { .. })
+        ));
+        let inside = cache.alloc_on(0).unwrap();
+        assert!(matches!(cache.free_on(0, inside.add(8)), Err(Error::NotAnObject { .. })));
+        // Overflow: the trailing red zone is caught at free, and the object is freed.
+        inside.as_ptr().add(40).write(0);
+        assert!(matches!(
+            cache.free_on(0, inside),
+            Err(Error::RedZone { side: crate::RedZoneSide::After, .. })
+        ));
+        // Write after free: caught when the object is handed out again.
+        let victim = cache.alloc_on(1).unwrap();
+        cache.free_on(1, victim).unwrap();
+        victim.as_ptr().write(1);
+        assert!(matches!(cache.validate(), Err(Error::Poisoned { .. })));
+        assert!(matches!(cache.alloc_on(1), Err(Error::Poisoned { offset: 0, found: 1, .. })));
+        let fine = cache.alloc_on(1).unwrap();
+        assert_eq!(fine, victim, "repainted and handed out again");
+        assert_eq!(fine.as_ptr().read(), crate::debug::POISON_INUSE);
+        cache.free_on(1, fine).unwrap();
+        other.free_on(0, theirs).unwrap();
+    }
+    cache.validate().unwrap();
+    other.validate().unwrap();
+    assert_eq!(cache.stats().in_use, 0);
+}
+
+#[test]
+fn dropping_the_last_cache_handle_with_objects_out_keeps_them_valid() {
+    let (_, allocator) = seed_box();
+    let typed = allocator.create_typed::<u64>("leaky", CacheFlags::NONE).unwrap();
+    let handle = typed.alloc(7).unwrap();
+    drop(typed);
+    drop(allocator);
+    assert_eq!(*handle, 7);
+    drop(handle);
+}
+
+#[test]
+fn the_reaper_runs_and_stops() {
+    let (topology, allocator) = seed_box();
+    let cache = allocator.create_cache("reaped", layout(64), CacheFlags::NONE).unwrap();
+    let objects: Vec<_> = (0..100).map(|_| cache.alloc_on(0).unwrap()).collect();
+    for &o in &objects {
+        // SAFETY: each object is ours and freed once.
+        unsafe { cache.free_on(0, o).unwrap() };
+    }
+    let before = cache.cpu_cache_len(0);
+    allocator.start_reaper(std::time::Duration::from_millis(5));
+    assert!(allocator.reaper_running());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cache.cpu_cache_len(0) >= before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(cache.cpu_cache_len(0) < before, "the background reaper trimmed CPU 0's array");
+    allocator.stop_reaper();
+    assert!(!allocator.reaper_running());
+    let _ = topology.set_online(1, CpuState::Offline);
+    cache.validate().unwrap();
+}

@@ -1,0 +1,670 @@
+//! The cache (`struct kmem_cache`): its allocation and free paths, slab growth, and the
+//! public [`Cache`] handle.
+//!
+//! Allocation: `____cache_alloc` pops the current CPU's array under its slot lock; an
+//! empty array goes to the `#[cold]` `cache_alloc_refill`, which takes a batch from the
+//! node's shared array, else its partial then free slabs, else grows the node
+//! (`cache_grow`) and retries. A CPU whose array is absent (not prepared, or dead) or
+//! taken by another thread holding the same CPU id is served straight from the node lists
+//! (`__cache_alloc_node`).
+//!
+//! Free: the object's node is its slab's node. A local free pushes onto the CPU's array,
+//! flushing a batch to the shared array or the slabs when full (`cache_flusharray`); a
+//! remote free goes to this node's alien cache for the owner node, drained to the owner in
+//! batches (`cache_free_alien`); absent or contended arrays free straight to the slabs.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::{Arc, Weak};
+
+use crossbeam_utils::CachePadded;
+use topology::{CpuId, NodeId};
+
+use crate::allocator::Allocator;
+use crate::array_cache::{ArraySlot, SlotGuard};
+use crate::error::{Error, Result};
+use crate::machine::Machine;
+use crate::memory;
+use crate::node::{free_limit, KmemList3, Refused};
+use crate::registry::{SlabOwner, SlabRegistry};
+use crate::slab::{Geometry, RedZoning, SlabChain, SlabPtr};
+use crate::stats::CacheStats;
+use crate::sync::{next_cache_id, AtomicBool, AtomicU32, Ordering};
+use crate::tune::{TunableCells, Tunables};
+use crate::CacheFlags;
+
+/// The kernel's `BATCHREFILL_LIMIT`: an untouched array refills at most this many objects.
+const BATCHREFILL_LIMIT: u32 = 16;
+
+/// The cache proper (`struct kmem_cache`). Reached through [`Cache`] and typed handles.
+pub(crate) struct KmemCache {
+    /// Unique id, written in each slab descriptor to recognise the owner.
+    pub(crate) id: u64,
+    /// The name, as slabinfo prints it.
+    pub(crate) name: String,
+    /// Creation flags.
+    pub(crate) flags: CacheFlags,
+    /// Debug checks on (red zones, poison, registry-checked frees).
+    pub(crate) debug: bool,
+    /// Object and slab shape.
+    pub(crate) geometry: Geometry,
+    /// Machine facts.
+    pub(crate) machine: Arc<Machine>,
+    /// Slabs of every cache of the allocator.
+    pub(crate) registry: Arc<SlabRegistry>,
+    /// The allocator, for its cache_chain mutex (shrink, tune and validate are serialized
+    /// against hotplug by it).
+    pub(crate) allocator: Weak<Allocator>,
+    /// `cachep->array[cpu]`, indexed by CPU id.
+    pub(crate) array: Box<[CachePadded<ArraySlot>]>,
+    /// `cachep->nodelists[node]`, indexed by node id, every possible node present.
+    pub(crate) nodelists: Box<[CachePadded<KmemList3>]>,
+    /// `limit`, `batchcount`, `shared`.
+    pub(crate) tunables: TunableCells,
+    /// Whether a failed `mbind` was reported already.
+    bind_warned: AtomicBool,
+    /// Corruption found by `free_block` (objects it refused), for `validate` to report.
+    pub(crate) refused: AtomicU32,
+}
+
+// SAFETY: all shared mutable state is behind the slot locks and node locks; slab memory
+// is reached through raw pointers under the rules documented in `slab.rs`.
+unsafe impl Send for KmemCache {}
+// SAFETY: as above.
+unsafe impl Sync for KmemCache {}
+
+impl std::fmt::Debug for KmemCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmemCache")
+            .field("name", &self.name)
+            .field("geometry", &self.geometry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KmemCache {
+    /// A cache with empty node lists for every node and detached CPU arrays
+    /// (`kmem_cache_create` up to `enable_cpucache`). `prepared_per_node[n]` is the
+    /// number of prepared CPUs whose home is node `n`, for `free_limit`.
+    pub(crate) fn new(
+        name: &str,
+        layout: Layout,
+        flags: CacheFlags,
+        allocator: Weak<Allocator>,
+        machine: Arc<Machine>,
+        registry: Arc<SlabRegistry>,
+        prepared_per_node: &[usize],
+    ) -> Result<Self> {
+        let debug = flags.contains(CacheFlags::DEBUG);
+        let red_zoning = if debug { RedZoning::On } else { RedZoning::Off };
+        let geometry = Geometry::new(layout, red_zoning, machine.slab_break_gfp_order).map_err(|reason| {
+            Error::InvalidLayout {
+                cache: name.to_owned(),
+                size: layout.size(),
+                align: layout.align(),
+                reason,
+            }
+        })?;
+        let tunables = Tunables::defaults(geometry.buffer_size, machine.smp, debug);
+        let array = (0..machine.cpu_bound)
+            .map(|cpu| {
+                let home = machine.cpu_home[cpu].unwrap_or(machine.memory_nodes[0]);
+                CachePadded::new(ArraySlot::new(home))
+            })
+            .collect();
+        let nodelists = (0..machine.node_bound)
+            .map(|node| {
+                let cpus = prepared_per_node.get(node).copied().unwrap_or(0);
+                CachePadded::new(KmemList3::new(
+                    free_limit(cpus, tunables.batchcount, geometry.num),
+                    machine.node_bound,
+                ))
+            })
+            .collect();
+        Ok(Self {
+            id: next_cache_id(),
+            name: name.to_owned(),
+            flags,
+            debug,
+            geometry,
+            machine,
+            registry,
+            allocator,
+            array,
+            nodelists,
+            tunables: TunableCells::new(tunables),
+            bind_warned: AtomicBool::new(false),
+            refused: AtomicU32::new(0),
+        })
+    }
+
+    /// The calling thread's CPU, as the topology says (possibly stale: every path is
+    /// correct whatever it returns).
+    #[inline(always)]
+    pub(crate) fn current_cpu(&self) -> CpuId {
+        self.machine.topology.current_cpu()
+    }
+
+    /// A node's lists. Every node id below the bound has them.
+    #[inline(always)]
+    pub(crate) fn l3(&self, node: NodeId) -> &KmemList3 {
+        &self.nodelists[node as usize]
+    }
+
+    /// The node of a CPU id that may be out of range (a topology's odd answer).
+    pub(crate) fn home_or_default(&self, cpu: CpuId) -> NodeId {
+        self.array.get(cpu as usize).map_or(self.machine.memory_nodes[0], |slot| slot.node)
+    }
+
+    // ---------------------------------------------------------------- allocation
+
+    /// `____cache_alloc` on `cpu`: pop the CPU's array; refill when empty.
+    #[inline]
+    pub(crate) fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
+        if let Some(slot) = self.array.get(cpu as usize) {
+            if let Some(mut guard) = slot.try_lock() {
+                let obj = guard.with(|data| {
+                    let obj = data.array.as_mut()?.pop()?;
+                    data.allocs = data.allocs.wrapping_add(1);
+                    Some(obj)
+                });
+                return match obj {
+                    // SAFETY: array entries are object addresses, never null.
+                    Some(obj) if !self.debug => Ok(unsafe { NonNull::new_unchecked(obj) }),
+                    Some(obj) => self.debug_alloc_from_slot(guard, obj),
+                    None => self.cache_alloc_refill(guard),
+                };
+            }
+        }
+        self.alloc_contended(cpu)
+    }
+
+    /// A CPU whose slot is taken by another thread, or an unknown CPU id: allocate from
+    /// the node lists directly.
+    #[cold]
+    #[inline(never)]
+    fn alloc_contended(&self, cpu: CpuId) -> Result<NonNull<u8>> {
+        self.alloc_direct(self.home_or_default(cpu))
+    }
+
+    /// `cache_alloc_refill`: fill the (locked) CPU array from the shared array, else the
+    /// slabs, else grow; then pop. A detached slot is served from the node lists.
+    #[cold]
+    #[inline(never)]
+    fn cache_alloc_refill(&self, mut guard: SlotGuard<'_>) -> Result<NonNull<u8>> {
+        let node = guard.node();
+        loop {
+            {
+                let mut l3 = self.l3(node).list_lock.lock();
+                if l3.destroyed {
+                    return Err(self.destroyed_error());
+                }
+                let attached = guard.with(|data| match data.array.as_mut() {
+                    None => false,
+                    Some(ac) => {
+                        let mut batchcount = ac.batchcount;
+                        if !ac.touched && batchcount > BATCHREFILL_LIMIT {
+                            batchcount = BATCHREFILL_LIMIT;
+                        }
+                        l3.refill(&self.geometry, ac, batchcount);
+                        true
+                    }
+                });
+                if !attached {
+                    drop(l3);
+                    drop(guard);
+                    return self.alloc_direct(node);
+                }
+            }
+            let obj = guard.with(|data| {
+                let obj = data.array.as_mut()?.pop()?;
+                data.allocs = data.allocs.wrapping_add(1);
+                Some(obj)
+            });
+            if let Some(obj) = obj {
+                if self.debug {
+                    return self.debug_alloc_from_slot(guard, obj);
+                }
+                // SAFETY: array entries are object addresses, never null.
+                return Ok(unsafe { NonNull::new_unchecked(obj) });
+            }
+            // Still holding the slot: other threads on this CPU id use the slow path
+            // meanwhile, and hotplug waits for the growth to finish.
+            self.cache_grow(node)?;
+        }
+    }
+
+    /// `__cache_alloc_node`: one object straight from a node's slabs, growing the node
+    /// when it has none free.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn alloc_direct(&self, node: NodeId) -> Result<NonNull<u8>> {
+        loop {
+            {
+                let mut l3 = self.l3(node).list_lock.lock();
+                if l3.destroyed {
+                    return Err(self.destroyed_error());
+                }
+                if let Some(obj) = l3.take_object(&self.geometry) {
+                    l3.direct_allocs = l3.direct_allocs.wrapping_add(1);
+                    drop(l3);
+                    if self.debug {
+                        return self.debug_alloc_direct(node, obj);
+                    }
+                    // SAFETY: objects are slab addresses, never null.
+                    return Ok(unsafe { NonNull::new_unchecked(obj) });
+                }
+            }
+            self.cache_grow(node)?;
+        }
+    }
+
+    /// `kmem_cache_alloc_node`: the CPU's own node goes through the fast path; another
+    /// node (or its nearest memory node, for a node without memory) straight to its lists.
+    pub(crate) fn alloc_node_on(&self, cpu: CpuId, node: NodeId) -> Result<NonNull<u8>> {
+        let target = self.machine.fallback_of(node)?;
+        if self.array.get(cpu as usize).is_some_and(|slot| slot.node == target) {
+            self.alloc_on(cpu)
+        } else {
+            self.alloc_direct(target)
+        }
+    }
+
+    /// `cache_grow`: map a slab for `node`, initialise it, and add it to the node's free
+    /// list. The mapping and initialisation happen with no lock held.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn cache_grow(&self, node: NodeId) -> Result<()> {
+        let colour = {
+            let mut l3 = self.l3(node).list_lock.lock();
+            if l3.destroyed {
+                return Err(self.destroyed_error());
+            }
+            l3.next_colour(&self.geometry)
+        };
+        let bytes = self.geometry.slab_bytes;
+        let block = memory::map_aligned(bytes).map_err(|error| Error::OutOfMemory {
+            cache: self.name.clone(),
+            node,
+            bytes,
+            reason: error.to_string(),
+        })?;
+        if self.machine.numa_binding {
+            if let Err(error) = memory::bind_to_node(block, bytes, node) {
+                if !self.bind_warned.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "slab-core: cache {:?}: cannot bind slabs to node {node} (mbind: {error}); \
+                         they stay where the kernel puts them",
+                        self.name
+                    );
+                }
+            }
+        }
+        // SAFETY: the block is fresh, ours, slab_bytes long and aligned to that size;
+        // the colour comes from next_colour, below geometry.colour.
+        let slab = unsafe { SlabPtr::init(block, &self.geometry, self.id, node, colour) };
+        if self.debug {
+            // SAFETY: the slab is new and unpublished.
+            unsafe { self.init_objects_debug(slab) };
+        }
+        self.registry.insert(
+            slab.base() as usize,
+            SlabOwner { cache_id: self.id, node, slab_bytes: self.geometry.slab_bytes },
+        );
+        let mut l3 = self.l3(node).list_lock.lock();
+        if l3.destroyed {
+            drop(l3);
+            let mut chain = SlabChain::default();
+            // SAFETY: the slab was never published on a list; it is ours alone.
+            unsafe { chain.push(slab) };
+            self.slabs_destroy(chain);
+            return Err(self.destroyed_error());
+        }
+        // SAFETY: a new detached slab of this node, every object free.
+        unsafe { l3.add_grown_slab(&self.geometry, slab) };
+        Ok(())
+    }
+
+    /// Returns collected slabs to the OS (`slabs_destroy` / `slab_destroy`). Called with
+    /// no lock held: the registry entry goes first, then the memory.
+    pub(crate) fn slabs_destroy(&self, mut chain: SlabChain) -> usize {
+        let mut count = 0;
+        while let Some(slab) = chain.pop() {
+            self.registry.remove(slab.base() as usize);
+            // SAFETY: the slab was taken off every list and out of the registry; nobody
+            // can reach it any more.
+            unsafe { memory::unmap(slab.base(), self.geometry.slab_bytes) };
+            count += 1;
+        }
+        count
+    }
+
+    // ---------------------------------------------------------------- free
+
+    /// `kmem_cache_free` on `cpu`.
+    ///
+    /// # Safety
+    /// Outside debug mode, `ptr` must be an object allocated from this cache and not
+    /// freed since. In debug mode any pointer is checked first.
+    #[inline]
+    pub(crate) unsafe fn free_on(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
+        if self.debug {
+            // SAFETY: debug_free checks the pointer against the registry first.
+            return unsafe { self.debug_free(cpu, ptr) };
+        }
+        let obj = ptr.as_ptr();
+        let Some(slab) = SlabPtr::of(obj, self.geometry.slab_bytes) else {
+            return Err(Error::ForeignPointer { cache: self.name.clone(), ptr: obj as usize });
+        };
+        // SAFETY: the caller guarantees obj is one of our objects, so a descriptor is
+        // mapped at its slab base.
+        let (cache_id, nodeid) = unsafe { (slab.cache_id(), slab.nodeid()) };
+        if cache_id != self.id {
+            return Err(self.wrong_cache_error(obj as usize, cache_id));
+        }
+        self.cache_free(cpu, obj, nodeid);
+        Ok(())
+    }
+
+    /// `__cache_free`: the object (a slot start, checks done) goes to the CPU's array
+    /// when local, to the alien cache when remote.
+    #[inline]
+    pub(crate) fn cache_free(&self, cpu: CpuId, obj: *mut u8, nodeid: NodeId) {
+        if let Some(slot) = self.array.get(cpu as usize) {
+            if slot.node != nodeid {
+                return self.cache_free_alien(slot.node, nodeid, obj);
+            }
+            if let Some(mut guard) = slot.try_lock() {
+                let pushed = guard.with(|data| {
+                    let Some(ac) = data.array.as_mut() else { return false };
+                    if !ac.push(obj) {
+                        return false;
+                    }
+                    data.frees = data.frees.wrapping_add(1);
+                    true
+                });
+                if !pushed {
+                    self.cache_flusharray(guard, obj);
+                }
+                return;
+            }
+        }
+        self.free_direct(nodeid, obj);
+    }
+
+    /// `cache_flusharray`: the CPU array is full (or detached): move a batch to the shared
+    /// array, or else to the slabs, then push the object.
+    #[cold]
+    #[inline(never)]
+    fn cache_flusharray(&self, mut guard: SlotGuard<'_>, obj: *mut u8) {
+        let node = guard.node();
+        let mut chain = SlabChain::default();
+        let mut refused = Refused::default();
+        {
+            let mut l3 = self.l3(node).list_lock.lock();
+            let l3 = &mut *l3;
+            let attached = guard.with(|data| {
+                let Some(ac) = data.array.as_mut() else { return false };
+                let batchcount = ac.batchcount.min(ac.avail).max(1);
+                let moved = match l3.shared.as_mut() {
+                    Some(shared) if shared.room() > 0 => shared.take_oldest_from(ac, batchcount),
+                    _ => 0,
+                };
+                if moved == 0 {
+                    let batch = batchcount.min(ac.avail) as usize;
+                    // SAFETY: array entries are objects of this node handed out of its slabs.
+                    refused =
+                        unsafe { l3.free_block(&self.geometry, &ac.objects()[..batch], node, &mut chain) };
+                    ac.remove_oldest(batch as u32);
+                }
+                let pushed = ac.push(obj);
+                debug_assert!(pushed, "a flushed array has room");
+                data.frees = data.frees.wrapping_add(1);
+                true
+            });
+            if !attached {
+                // SAFETY: obj is an object of this node (checked by the caller).
+                refused = unsafe { l3.free_block(&self.geometry, &[obj], node, &mut chain) };
+                l3.direct_frees = l3.direct_frees.wrapping_add(1);
+            }
+        }
+        drop(guard);
+        self.note_refused(refused);
+        self.slabs_destroy(chain);
+    }
+
+    /// `cache_free_alien`: a remote object goes to this node's alien cache for its owner,
+    /// which is drained to the owner's slabs when full (`__drain_alien_cache`). An absent
+    /// or contended alien cache frees straight to the owner's slabs.
+    #[inline(never)]
+    fn cache_free_alien(&self, home: NodeId, owner: NodeId, obj: *mut u8) {
+        if let Some(mut guard) = self.l3(home).alien[owner as usize].try_lock() {
+            let mut chain = SlabChain::default();
+            let mut refused = Refused::default();
+            let done = guard.with(|data| {
+                let Some(ac) = data.array.as_mut() else { return false };
+                if ac.avail == ac.limit {
+                    let mut l3 = self.l3(owner).list_lock.lock();
+                    // SAFETY: alien entries are handed-out objects of `owner`.
+                    refused = unsafe { l3.free_block(&self.geometry, ac.objects(), owner, &mut chain) };
+                    ac.remove_oldest(ac.avail);
+                }
+                ac.push(obj);
+                data.frees = data.frees.wrapping_add(1);
+                true
+            });
+            drop(guard);
+            self.note_refused(refused);
+            self.slabs_destroy(chain);
+            if done {
+                return;
+            }
+        }
+        self.free_direct(owner, obj);
+    }
+
+    /// One object straight back to its node's slabs.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn free_direct(&self, node: NodeId, obj: *mut u8) {
+        let mut chain = SlabChain::default();
+        let refused = {
+            let mut l3 = self.l3(node).list_lock.lock();
+            l3.direct_frees = l3.direct_frees.wrapping_add(1);
+            // SAFETY: obj is a handed-out object of `node`, checked by the caller.
+            unsafe { l3.free_block(&self.geometry, &[obj], node, &mut chain) }
+        };
+        self.note_refused(refused);
+        self.slabs_destroy(chain);
+    }
+
+    /// Records objects `free_block` refused (memory corruption or a double free that
+    /// reached the slabs outside debug mode).
+    pub(crate) fn note_refused(&self, refused: Refused) {
+        if refused.any() {
+            self.refused.fetch_add((refused.already_free + refused.wrong_node) as u32, Ordering::Relaxed);
+        }
+    }
+
+    /// The error for a free of another cache's object.
+    #[cold]
+    pub(crate) fn wrong_cache_error(&self, ptr: usize, owner_id: u64) -> Error {
+        Error::WrongCache { cache: self.name.clone(), owner: self.registry.cache_name(owner_id), ptr }
+    }
+
+    /// The error for any operation on a destroyed cache.
+    #[cold]
+    pub(crate) fn destroyed_error(&self) -> Error {
+        Error::CacheDestroyed { cache: self.name.clone() }
+    }
+
+    /// The node of an object, through the registry (safe for any pointer).
+    pub(crate) fn node_of(&self, ptr: *const u8) -> Option<NodeId> {
+        let base = ptr as usize & !(self.geometry.slab_bytes - 1);
+        let owner = *self.registry.slabs.read().get(&base)?;
+        (owner.cache_id == self.id && owner.slab_bytes == self.geometry.slab_bytes).then_some(owner.node)
+    }
+
+    /// Objects in a CPU's array (0 when detached).
+    pub(crate) fn cpu_cache_len(&self, cpu: CpuId) -> usize {
+        self.array
+            .get(cpu as usize)
+            .map_or(0, |slot| slot.lock().with(|data| data.array.as_ref().map_or(0, |ac| ac.avail as usize)))
+    }
+}
+
+/// A cache of fixed-size objects. Created by [`Allocator::create_cache`]; shared as
+/// `Arc<Cache>`.
+///
+/// The cache proper lives behind a pointer so that it can outlive this handle: when the
+/// last `Arc<Cache>` goes while objects are still out (a typed [`crate::Handle`] does not
+/// hold the `Arc`), the slabs and bookkeeping are leaked rather than freed, so that those
+/// objects stay valid until they are dropped.
+pub struct Cache {
+    kmem: NonNull<KmemCache>,
+}
+
+// SAFETY: KmemCache is Send + Sync; Cache only points at it.
+unsafe impl Send for Cache {}
+// SAFETY: as above.
+unsafe impl Sync for Cache {}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("name", &self.name()).field("object_size", &self.object_size()).finish()
+    }
+}
+
+impl Cache {
+    /// Wraps a new cache.
+    pub(crate) fn new(kmem: KmemCache) -> Self {
+        Self { kmem: NonNull::from(Box::leak(Box::new(kmem))) }
+    }
+
+    /// The cache proper.
+    #[inline(always)]
+    pub(crate) fn kmem(&self) -> &KmemCache {
+        // SAFETY: the KmemCache is freed only in Cache::drop, never while self lives.
+        unsafe { self.kmem.as_ref() }
+    }
+
+    /// A pointer to the cache proper, for typed handles.
+    pub(crate) fn kmem_ptr(&self) -> NonNull<KmemCache> {
+        self.kmem
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.kmem().name
+    }
+
+    /// The object size asked for at creation.
+    pub fn object_size(&self) -> usize {
+        self.kmem().geometry.object_size
+    }
+
+    /// The flags given at creation.
+    pub fn flags(&self) -> CacheFlags {
+        self.kmem().flags
+    }
+
+    /// An object from the current CPU's node (`kmem_cache_alloc`).
+    #[inline]
+    pub fn alloc(&self) -> Result<NonNull<u8>> {
+        let kmem = self.kmem();
+        kmem.alloc_on(kmem.current_cpu())
+    }
+
+    /// An object as if the calling thread ran on `cpu`: for callers that know their CPU
+    /// (and for tests and models). Any CPU id is accepted: one without a prepared array
+    /// is served from its node's lists.
+    #[inline]
+    pub fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
+        self.kmem().alloc_on(cpu)
+    }
+
+    /// An object from `node`, or from the nearest node with memory when `node` has none
+    /// (`kmem_cache_alloc_node`).
+    pub fn alloc_node(&self, node: NodeId) -> Result<NonNull<u8>> {
+        let kmem = self.kmem();
+        kmem.alloc_node_on(kmem.current_cpu(), node)
+    }
+
+    /// Returns an object (`kmem_cache_free`) on the current CPU.
+    ///
+    /// # Safety
+    /// Outside debug mode, `ptr` must come from this cache's `alloc*` and not have been
+    /// freed since; an object of another cache of the same allocator is reported as
+    /// [`Error::WrongCache`], anything else is undefined behaviour. In debug mode
+    /// ([`CacheFlags::DEBUG`]) every pointer is checked before use and misuse (double
+    /// free, another cache's object, a foreign pointer, a pointer into an object) is
+    /// reported as an error, leaving the cache working.
+    #[inline]
+    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<()> {
+        let kmem = self.kmem();
+        // SAFETY: forwarded to the caller.
+        unsafe { kmem.free_on(kmem.current_cpu(), ptr) }
+    }
+
+    /// Returns an object as if the calling thread ran on `cpu`.
+    ///
+    /// # Safety
+    /// As for [`Cache::free`].
+    #[inline]
+    pub unsafe fn free_on(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.kmem().free_on(cpu, ptr) }
+    }
+
+    /// Changes `limit`, `batchcount` and `shared` (`do_tune_cpucache`), refusing invalid
+    /// values with [`Error::InvalidTunables`].
+    pub fn tune(&self, limit: u32, batchcount: u32, shared: u32) -> Result<()> {
+        self.kmem().tune(limit, batchcount, shared)
+    }
+
+    /// The current tunables.
+    pub fn tunables(&self) -> Tunables {
+        self.kmem().tunables.get()
+    }
+
+    /// Drains every array cache to the slabs and returns all free slabs to the OS
+    /// (`kmem_cache_shrink`); returns how many slabs went back.
+    pub fn shrink(&self) -> usize {
+        self.kmem().shrink()
+    }
+
+    /// Checks the cache's bookkeeping: every object accounted for exactly once (per-CPU +
+    /// shared + alien arrays + slab free lists + out with callers = total), every slab on
+    /// its own node's lists and list, and in debug mode red zones and poison intact.
+    pub fn validate(&self) -> Result<()> {
+        self.kmem().validate()
+    }
+
+    /// Counts and slabinfo figures.
+    pub fn stats(&self) -> CacheStats {
+        self.kmem().stats()
+    }
+
+    /// The node of an object of this cache, in O(1); `None` for any pointer that is not
+    /// in one of this cache's slabs.
+    pub fn node_of(&self, ptr: NonNull<u8>) -> Option<NodeId> {
+        self.kmem().node_of(ptr.as_ptr())
+    }
+
+    /// Objects in a CPU's array cache (0 when it has none).
+    pub fn cpu_cache_len(&self, cpu: CpuId) -> usize {
+        self.kmem().cpu_cache_len(cpu)
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // The last Arc<Cache> is gone: nobody can allocate any more; typed handles may
+        // still hold objects. Free everything only if no object is out.
+        if self.kmem().release_if_unused() {
+            // SAFETY: the KmemCache was leaked from a Box in Cache::new, no object of it
+            // is out, and this was the last handle to it.
+            drop(unsafe { Box::from_raw(self.kmem.as_ptr()) });
+        }
+    }
+}

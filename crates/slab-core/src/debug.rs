@@ -1,0 +1,422 @@
+//! Debug mode (`CacheFlags::DEBUG`, the kernel's `SLAB_RED_ZONE | SLAB_POISON` and
+//! DEBUG checks): red zones around every object, poison checked when an object is handed
+//! out again, registry-checked frees that report double frees, wrong-cache and foreign
+//! pointers as errors, and `validate()`.
+//!
+//! States of an object slot in debug mode:
+//!
+//! | where                       | red zones      | body                        |
+//! |-----------------------------|----------------|-----------------------------|
+//! | free (slab or array cache)  | `RED_INACTIVE` | `POISON_FREE`…`POISON_END`  |
+//! | out with a caller           | `RED_ACTIVE`   | the caller's                |
+//!
+//! A free flips the first red zone from `RED_ACTIVE` to `RED_INACTIVE` with one
+//! compare-and-swap, so that of two racing frees of one object exactly one passes.
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+
+use topology::{CpuId, NodeId};
+
+use crate::array_cache::SlotGuard;
+use crate::cache::KmemCache;
+use crate::error::{Error, RedZoneSide, Result};
+use crate::slab::{ListKind, SlabPtr, SLAB_MAGIC};
+use crate::sync::compare_exchange_word;
+
+/// The kernel's `RED_INACTIVE`: the red-zone word of a free object.
+pub(crate) const RED_INACTIVE: u64 = 0x09F9_1102_9D74_E35B;
+/// The kernel's `RED_ACTIVE`: the red-zone word of an object out with a caller.
+pub(crate) const RED_ACTIVE: u64 = 0xD841_56C5_6356_88C0;
+/// The kernel's `POISON_INUSE`: the body of an object just handed out.
+pub(crate) const POISON_INUSE: u8 = 0x5a;
+/// The kernel's `POISON_FREE`: the body of a free object.
+pub(crate) const POISON_FREE: u8 = 0x6b;
+/// The kernel's `POISON_END`: the last byte of a free object's body.
+pub(crate) const POISON_END: u8 = 0xa5;
+
+impl KmemCache {
+    fn redzone1(&self, obj: *mut u8) -> *mut u64 {
+        obj.wrapping_add(self.geometry.obj_offset - 8).cast()
+    }
+
+    fn redzone2(&self, obj: *mut u8) -> *mut u64 {
+        obj.wrapping_add(self.geometry.redzone2_offset()).cast()
+    }
+
+    fn body(&self, obj: *mut u8) -> *mut u8 {
+        obj.wrapping_add(self.geometry.obj_offset)
+    }
+
+    /// Paints a slot as free (`poison_obj(POISON_FREE)` and inactive red zones).
+    ///
+    /// # Safety
+    /// `obj` is a slot of this cache that no other thread touches.
+    unsafe fn paint_free(&self, obj: *mut u8) {
+        let size = self.geometry.object_size;
+        // SAFETY: the slot is ours, buffer_size long, with both red zones inside it.
+        unsafe {
+            std::ptr::write_bytes(self.body(obj), POISON_FREE, size);
+            self.body(obj).add(size - 1).write(POISON_END);
+            self.redzone1(obj).write(RED_INACTIVE);
+            self.redzone2(obj).write(RED_INACTIVE);
+        }
+    }
+
+    /// Debug part of `cache_init_objs`: every slot of a new slab painted free.
+    ///
+    /// # Safety
+    /// `slab` is a new slab of this cache not yet published.
+    pub(crate) unsafe fn init_objects_debug(&self, slab: SlabPtr) {
+        for index in 0..self.geometry.num {
+            // SAFETY: index < num; the slab is ours alone.
+            unsafe { self.paint_free(slab.index_to_obj(&self.geometry, index)) };
+        }
+    }
+
+    /// `check_poison_obj` and the red-zone checks of an object about to be handed out.
+    ///
+    /// # Safety
+    /// `obj` is a free slot of this cache owned by the caller (popped under a lock).
+    unsafe fn check_free_slot(&self, obj: *mut u8) -> Result<()> {
+        let user = self.body(obj) as usize;
+        // SAFETY: the slot is ours; reads stay inside it.
+        unsafe {
+            for (side, zone) in
+                [(RedZoneSide::Before, self.redzone1(obj)), (RedZoneSide::After, self.redzone2(obj))]
+            {
+                let found = zone.read();
+                if found != RED_INACTIVE {
+                    return Err(Error::RedZone { cache: self.name.clone(), ptr: user, side, found });
+                }
+            }
+            let size = self.geometry.object_size;
+            let body = std::slice::from_raw_parts(self.body(obj), size);
+            for (offset, &found) in body.iter().enumerate() {
+                let expected = if offset == size - 1 { POISON_END } else { POISON_FREE };
+                if found != expected {
+                    return Err(Error::Poisoned {
+                        cache: self.name.clone(),
+                        ptr: user,
+                        offset,
+                        found,
+                        expected,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `cache_alloc_debugcheck_after`: red zones active, body `POISON_INUSE`.
+    ///
+    /// # Safety
+    /// As for `check_free_slot`, and the check passed.
+    unsafe fn mark_handed_out(&self, obj: *mut u8) -> NonNull<u8> {
+        // SAFETY: the slot is ours.
+        unsafe {
+            std::ptr::write_bytes(self.body(obj), POISON_INUSE, self.geometry.object_size);
+            self.redzone2(obj).write(RED_ACTIVE);
+            // The first zone last, atomically: a stray racing free of this address must
+            // see either the inactive or the active word, never a torn one.
+            let _ = compare_exchange_word(self.redzone1(obj), RED_INACTIVE, RED_ACTIVE);
+            NonNull::new_unchecked(self.body(obj))
+        }
+    }
+
+    /// The debug end of the fast path: the object popped from the (still locked) CPU
+    /// array is checked; a damaged one is repainted, put back, and reported.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn debug_alloc_from_slot(
+        &self,
+        mut guard: SlotGuard<'_>,
+        obj: *mut u8,
+    ) -> Result<NonNull<u8>> {
+        // SAFETY: popped under the slot lock: the slot is ours.
+        match unsafe { self.check_free_slot(obj) } {
+            // SAFETY: as above, and the check passed.
+            Ok(()) => Ok(unsafe { self.mark_handed_out(obj) }),
+            Err(error) => {
+                // SAFETY: still ours.
+                unsafe { self.paint_free(obj) };
+                guard.with(|data| {
+                    if let Some(ac) = data.array.as_mut() {
+                        ac.push(obj);
+                        data.allocs = data.allocs.wrapping_sub(1);
+                    }
+                });
+                Err(error)
+            }
+        }
+    }
+
+    /// The debug end of a direct allocation from the node lists.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn debug_alloc_direct(&self, node: NodeId, obj: *mut u8) -> Result<NonNull<u8>> {
+        // SAFETY: taken from the slab under the node lock: the slot is ours.
+        match unsafe { self.check_free_slot(obj) } {
+            // SAFETY: as above, and the check passed.
+            Ok(()) => Ok(unsafe { self.mark_handed_out(obj) }),
+            Err(error) => {
+                // SAFETY: still ours.
+                unsafe { self.paint_free(obj) };
+                self.free_direct(node, obj);
+                Err(error)
+            }
+        }
+    }
+
+    /// The debug free: the pointer is checked against the registry before any of its
+    /// memory is read, then as a slot of the slab, then its red zones; only a pointer
+    /// that passes everything is freed (`cache_free_debugcheck`).
+    ///
+    /// # Safety
+    /// None beyond the cache's: any pointer is accepted and checked.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn debug_free(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
+        let user = ptr.as_ptr() as usize;
+        let registry = self.registry.slabs.read();
+        let base = user & !(self.geometry.slab_bytes - 1);
+        let registered = registry
+            .get(&base)
+            .is_some_and(|owner| owner.cache_id == self.id && owner.slab_bytes == self.geometry.slab_bytes);
+        if !registered {
+            drop(registry);
+            return Err(self.unowned_pointer_error(user));
+        }
+        // The read lock keeps the slab mapped: slabs leave the registry under the write
+        // lock before they are unmapped.
+        let slab =
+            SlabPtr::of(ptr.as_ptr(), self.geometry.slab_bytes).expect("a registered slab is not at 0");
+        let obj = ptr.as_ptr().wrapping_sub(self.geometry.obj_offset);
+        // SAFETY: the slab is registered to this cache and mapped while we hold the lock.
+        if let Err(reason) = unsafe { slab.obj_to_index(&self.geometry, obj) } {
+            return Err(Error::NotAnObject { cache: self.name.clone(), ptr: user, reason });
+        }
+        // SAFETY: as above; obj is a slot start, so both red zones are inside the slot.
+        let (nodeid, overflow) = unsafe {
+            match compare_exchange_word(self.redzone1(obj), RED_ACTIVE, RED_INACTIVE) {
+                Ok(_) => {}
+                Err(RED_INACTIVE) => return Err(Error::DoubleFree { cache: self.name.clone(), ptr: user }),
+                // Neither state: the word was overwritten. Whether the object is out or
+                // free cannot be told, so it is left alone (out) and reported.
+                Err(found) => {
+                    return Err(Error::RedZone {
+                        cache: self.name.clone(),
+                        ptr: user,
+                        side: RedZoneSide::Before,
+                        found,
+                    })
+                }
+            }
+            let found = self.redzone2(obj).read();
+            self.paint_free(obj);
+            (slab.nodeid(), (found != RED_ACTIVE).then_some(found))
+        };
+        drop(registry);
+        self.cache_free(cpu, obj, nodeid);
+        match overflow {
+            // The object was out and is now freed; its trailing zone had been overwritten.
+            Some(found) => {
+                Err(Error::RedZone { cache: self.name.clone(), ptr: user, side: RedZoneSide::After, found })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The error for a pointer not in this cache's slabs: another cache's object, or
+    /// foreign.
+    #[cold]
+    fn unowned_pointer_error(&self, ptr: usize) -> Error {
+        match self.registry.find(ptr) {
+            Some(owner) if owner.cache_id != self.id => self.wrong_cache_error(ptr, owner.cache_id),
+            _ => Error::ForeignPointer { cache: self.name.clone(), ptr },
+        }
+    }
+
+    /// `Cache::validate`, serialized against hotplug and tuning by the cache_chain mutex.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let allocator = self.allocator.upgrade();
+        let _chain = allocator.as_ref().map(|allocator| allocator.chain.lock());
+        self.validate_locked()
+    }
+
+    /// Checks every object is accounted for exactly once and every slab is on its own
+    /// node's right list. Takes every lock of the cache (CPU slots, then alien slots,
+    /// then node lists: the lock order of the fast paths), so the picture is consistent
+    /// even while other threads allocate and free.
+    pub(crate) fn validate_locked(&self) -> Result<()> {
+        let corrupted = |reason: String| Error::Corrupted { cache: self.name.clone(), reason };
+        let refused = self.refused.load(crate::sync::Ordering::Relaxed);
+        if refused > 0 {
+            return Err(corrupted(format!(
+                "{refused} objects were refused by free_block (double free or corruption)"
+            )));
+        }
+        let mut cpu_guards: Vec<(usize, SlotGuard<'_>)> =
+            self.array.iter().enumerate().map(|(cpu, slot)| (cpu, slot.lock())).collect();
+        let mut alien_guards: Vec<(usize, SlotGuard<'_>)> = self
+            .nodelists
+            .iter()
+            .enumerate()
+            .flat_map(|(node, l3)| l3.alien.iter().map(move |slot| (node, slot.lock())))
+            .collect();
+        let states: Vec<_> = self.nodelists.iter().map(|l3| l3.list_lock.lock()).collect();
+
+        // Every cached object: where it sits, checked as a handed-out slot of the right node.
+        let mut cached: HashMap<usize, String> = HashMap::new();
+        let mut outstanding: i64 = 0;
+        let mut record = |obj: *mut u8, node: NodeId, place: String| -> Result<()> {
+            self.check_cached_object(obj, node, &place)?;
+            if let Some(first) = cached.insert(obj as usize, place.clone()) {
+                return Err(corrupted(format!("object {obj:p} is cached twice: in {first} and in {place}")));
+            }
+            Ok(())
+        };
+        for (cpu, guard) in cpu_guards.iter_mut() {
+            let node = guard.node();
+            guard.with(|data| -> Result<()> {
+                outstanding += data.net_out();
+                for &obj in data.array.as_ref().map_or(&[][..], |ac| ac.objects()) {
+                    record(obj, node, format!("cpu {cpu}'s array"))?;
+                }
+                Ok(())
+            })?;
+        }
+        for (holder, guard) in alien_guards.iter_mut() {
+            let owner = guard.node();
+            guard.with(|data| -> Result<()> {
+                outstanding += data.net_out();
+                for &obj in data.array.as_ref().map_or(&[][..], |ac| ac.objects()) {
+                    record(obj, owner, format!("node {holder}'s alien cache for node {owner}"))?;
+                }
+                Ok(())
+            })?;
+        }
+        for (node, state) in states.iter().enumerate() {
+            outstanding += state.direct_net_out();
+            for &obj in state.shared.as_ref().map_or(&[][..], |ac| ac.objects()) {
+                record(obj, node as NodeId, format!("node {node}'s shared array"))?;
+            }
+        }
+
+        // Every slab: on its own node's lists, on the list its use calls for, free list
+        // sound, free objects intact in debug mode.
+        let mut in_use = 0usize;
+        let mut slabs = 0usize;
+        for (node, state) in states.iter().enumerate() {
+            let mut free_objects = 0usize;
+            for (kind, list) in [
+                (ListKind::Partial, &state.slabs_partial),
+                (ListKind::Full, &state.slabs_full),
+                (ListKind::Free, &state.slabs_free),
+            ] {
+                // SAFETY: we hold this node's lock.
+                for slab in unsafe { list.iter() } {
+                    slabs += 1;
+                    let (used, free) = self.check_slab(slab, node as NodeId, kind)?;
+                    in_use += used;
+                    free_objects += free;
+                }
+            }
+            if free_objects != state.free_objects {
+                return Err(corrupted(format!(
+                    "node {node}: free_objects is {} but its slabs hold {free_objects} free objects",
+                    state.free_objects
+                )));
+            }
+        }
+        let registered =
+            self.registry.slabs.read().values().filter(|owner| owner.cache_id == self.id).count();
+        if registered != slabs {
+            return Err(corrupted(format!("{slabs} slabs on the lists but {registered} in the registry")));
+        }
+        if outstanding < 0 {
+            return Err(corrupted(format!("more objects freed than allocated ({outstanding})")));
+        }
+        if in_use != cached.len() + outstanding as usize {
+            return Err(corrupted(format!(
+                "{in_use} objects handed out of the slabs, but {} cached + {outstanding} out with callers",
+                cached.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks one cached object: in a live slab of this cache on `node`, a slot start,
+    /// marked handed out, and in debug mode painted free.
+    fn check_cached_object(&self, obj: *mut u8, node: NodeId, place: &str) -> Result<()> {
+        let corrupted = |reason: String| Error::Corrupted { cache: self.name.clone(), reason };
+        let Some(slab) = SlabPtr::of(obj, self.geometry.slab_bytes) else {
+            return Err(corrupted(format!("{place} holds a null object")));
+        };
+        let registered = self.registry.slabs.read().get(&(slab.base() as usize)).map(|owner| owner.cache_id);
+        if registered != Some(self.id) {
+            return Err(corrupted(format!("{place} holds {obj:p}, which is in no slab of this cache")));
+        }
+        // SAFETY: the slab is registered to this cache, so mapped; the caller holds every
+        // lock of the cache.
+        unsafe {
+            if slab.nodeid() != node {
+                return Err(corrupted(format!("{place} holds {obj:p} of node {}", slab.nodeid())));
+            }
+            let index = slab
+                .obj_to_index(&self.geometry, obj)
+                .map_err(|reason| corrupted(format!("{place}: {obj:p}: {reason}")))?;
+            if !slab.is_handed_out(index) {
+                return Err(corrupted(format!(
+                    "{place} holds {obj:p}, which is also on its slab's free list"
+                )));
+            }
+            if self.debug {
+                self.check_free_slot(obj)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one slab on `node`'s `kind` list; returns (objects handed out, free).
+    fn check_slab(&self, slab: SlabPtr, node: NodeId, kind: ListKind) -> Result<(usize, usize)> {
+        let corrupted = |reason: String| Error::Corrupted { cache: self.name.clone(), reason };
+        let base = slab.base();
+        // SAFETY: the slab is on a list of this cache whose lock the caller holds.
+        unsafe {
+            if slab.magic() != SLAB_MAGIC || slab.cache_id() != self.id {
+                return Err(corrupted(format!("slab {base:p} on node {node} has a foreign descriptor")));
+            }
+            if slab.nodeid() != node {
+                return Err(corrupted(format!(
+                    "slab {base:p} of node {} sits on node {node}'s lists",
+                    slab.nodeid()
+                )));
+            }
+            if slab.list() != kind {
+                return Err(corrupted(format!("slab {base:p} on the {kind:?} list says {:?}", slab.list())));
+            }
+            let free = slab
+                .free_indices(&self.geometry)
+                .map_err(|reason| corrupted(format!("slab {base:p}: {reason}")))?;
+            let used = slab.inuse() as usize;
+            let expected = match kind {
+                ListKind::Full => used == self.geometry.num as usize,
+                ListKind::Partial => used > 0 && used < self.geometry.num as usize,
+                ListKind::Free => used == 0,
+                ListKind::Detached => false,
+            };
+            if !expected {
+                return Err(corrupted(format!(
+                    "slab {base:p} with {used} objects in use sits on the {kind:?} list"
+                )));
+            }
+            if self.debug {
+                for index in &free {
+                    self.check_free_slot(slab.index_to_obj(&self.geometry, *index))?;
+                }
+            }
+            Ok((used, free.len()))
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Errors of the slab allocator.
+
+use topology::{CpuId, NodeId};
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which red zone of an object (debug mode) was found overwritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedZoneSide {
+    /// The word just before the object: an underflow, or a write into the previous object's tail.
+    Before,
+    /// The word just after the object: an overflow.
+    After,
+}
+
+impl std::fmt::Display for RedZoneSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RedZoneSide::Before => "before",
+            RedZoneSide::After => "after",
+        })
+    }
+}
+
+/// Everything the slab allocator can report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A CPU id that the topology does not list as possible.
+    #[error("cpu {cpu} is not a possible cpu of this machine (cpu ids go up to {bound})")]
+    UnknownCpu {
+        /// The CPU asked for.
+        cpu: CpuId,
+        /// One past the largest possible CPU id.
+        bound: usize,
+    },
+    /// A node id that the topology does not list as possible.
+    #[error("node {node} is not a possible node of this machine (possible: {possible})")]
+    UnknownNode {
+        /// The node asked for.
+        node: NodeId,
+        /// The possible nodes, in list form.
+        possible: String,
+    },
+    /// `cpu_online` for a CPU whose `cpu_up_prepare` has not run.
+    #[error("cpu {cpu} cannot go online: its caches were not prepared (cpu_up_prepare)")]
+    NotPrepared {
+        /// The CPU.
+        cpu: CpuId,
+    },
+    /// A cache name that is empty, too long, has whitespace, or is taken.
+    #[error("invalid cache name {name:?}: {reason}")]
+    InvalidName {
+        /// The name asked for.
+        name: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An object layout that no slab can hold.
+    #[error("cache {cache:?}: invalid object layout (size {size}, align {align}): {reason}")]
+    InvalidLayout {
+        /// The cache.
+        cache: String,
+        /// The requested size in bytes.
+        size: usize,
+        /// The requested alignment in bytes.
+        align: usize,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Tunables that `tune` refuses (the kernel's `slabinfo_write` checks, and bounds).
+    #[error(
+        "cache {cache:?}: invalid tunables limit {limit} batchcount {batchcount} shared {shared}: {reason}"
+    )]
+    InvalidTunables {
+        /// The cache.
+        cache: String,
+        /// The per-CPU array size asked for.
+        limit: u32,
+        /// The batch size asked for.
+        batchcount: u32,
+        /// The shared factor asked for.
+        shared: u32,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The OS refused memory for a slab or an array cache.
+    #[error("cache {cache:?}: out of memory for {bytes} bytes on node {node}: {reason}")]
+    OutOfMemory {
+        /// The cache.
+        cache: String,
+        /// The node the memory was for.
+        node: NodeId,
+        /// How much was asked.
+        bytes: usize,
+        /// What the OS or the allocator said.
+        reason: String,
+    },
+    /// `destroy_cache` while objects are still allocated.
+    #[error("cache {cache:?} cannot be destroyed: {count} objects are still allocated")]
+    ObjectsInUse {
+        /// The cache.
+        cache: String,
+        /// How many objects are out.
+        count: usize,
+    },
+    /// An operation on a cache that was destroyed.
+    #[error("cache {cache:?} was destroyed")]
+    CacheDestroyed {
+        /// The cache.
+        cache: String,
+    },
+    /// A cache that does not belong to this allocator.
+    #[error("cache {cache:?} does not belong to this allocator")]
+    NotInChain {
+        /// The cache.
+        cache: String,
+    },
+    /// A free of an object that is already free (debug mode).
+    #[error("cache {cache:?}: double free of object {ptr:#x}")]
+    DoubleFree {
+        /// The cache.
+        cache: String,
+        /// The object's address.
+        ptr: usize,
+    },
+    /// A free of an object that belongs to another cache.
+    #[error("cache {cache:?}: object {ptr:#x} belongs to cache {owner:?}")]
+    WrongCache {
+        /// The cache the free was asked of.
+        cache: String,
+        /// The cache that owns the object, where known.
+        owner: String,
+        /// The object's address.
+        ptr: usize,
+    },
+    /// A free of a pointer that no cache of this allocator owns (debug mode).
+    #[error("cache {cache:?}: {ptr:#x} is not an object of any cache of this allocator")]
+    ForeignPointer {
+        /// The cache the free was asked of.
+        cache: String,
+        /// The pointer.
+        ptr: usize,
+    },
+    /// A pointer inside one of this cache's slabs that is not the start of an object.
+    #[error("cache {cache:?}: {ptr:#x} is inside a slab but not an object's start: {reason}")]
+    NotAnObject {
+        /// The cache.
+        cache: String,
+        /// The pointer.
+        ptr: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A debug red zone was overwritten.
+    #[error("cache {cache:?}: red zone {side} object {ptr:#x} overwritten (found {found:#018x})")]
+    RedZone {
+        /// The cache.
+        cache: String,
+        /// The object's address.
+        ptr: usize,
+        /// Which red zone.
+        side: RedZoneSide,
+        /// The word found there.
+        found: u64,
+    },
+    /// A free object was written after it was freed: its poison changed (debug mode).
+    #[error("cache {cache:?}: object {ptr:#x} was written after free: byte {offset} is {found:#04x}, expected {expected:#04x}")]
+    Poisoned {
+        /// The cache.
+        cache: String,
+        /// The object's address.
+        ptr: usize,
+        /// The first changed byte's offset in the object.
+        offset: usize,
+        /// The byte found.
+        found: u8,
+        /// The poison byte expected.
+        expected: u8,
+    },
+    /// `validate` found the cache's bookkeeping inconsistent.
+    #[error("cache {cache:?}: corrupted: {reason}")]
+    Corrupted {
+        /// The cache.
+        cache: String,
+        /// What is inconsistent.
+        reason: String,
+    },
+}

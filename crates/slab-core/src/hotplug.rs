@@ -1,0 +1,165 @@
+//! The seed's CPU hotplug rules, per cache (`cpuup_callback` in `mm/slab.c` after the
+//! patch "NUMA slab locking fixes: fix cpu down and up locking"). The allocator's
+//! `cpu_*` methods take the cache_chain mutex and call these for every cache; see
+//! `docs/hotplug-locking.md` for the rule-by-rule map.
+
+use topology::{CpuId, NodeId};
+
+use crate::array_cache::ArrayCache;
+use crate::cache::KmemCache;
+use crate::error::{Error, Result};
+use crate::node::free_limit;
+use crate::slab::SlabChain;
+
+/// The kernel's alien array size (`alloc_alien_cache`: "if (limit > 1) limit = 12").
+const ALIEN_LIMIT: u32 = 12;
+
+/// The arrays `cpu_up_prepare` allocates for one cache before taking any lock.
+struct Prepared {
+    nc: Option<ArrayCache>,
+    shared: Option<ArrayCache>,
+    alien: Vec<(NodeId, Option<ArrayCache>)>,
+}
+
+impl KmemCache {
+    fn oom(&self, node: NodeId, entries: u32) -> Error {
+        Error::OutOfMemory {
+            cache: self.name.clone(),
+            node,
+            bytes: entries as usize * std::mem::size_of::<*mut u8>(),
+            reason: "the array cache could not be allocated".into(),
+        }
+    }
+
+    /// CPU_UP_PREPARE for one cache: allocate the CPU's array cache and the node's shared
+    /// and alien caches *before* taking the node's list lock, install them under it only
+    /// where still absent, and free the spares after unlocking. `cpus_on_node` counts the
+    /// node's prepared CPUs including this one, for `free_limit`.
+    pub(crate) fn cpu_up_prepare(&self, cpu: CpuId, home: NodeId, cpus_on_node: usize) -> Result<()> {
+        let tunables = self.tunables.get();
+        // alloc_arraycache(node, limit, batchcount), then the shared and alien arrays:
+        // all allocation happens here, with no lock held.
+        let nc = ArrayCache::new(tunables.limit, tunables.batchcount)
+            .map_err(|_| self.oom(home, tunables.limit))?;
+        let shared_entries = tunables.shared * tunables.batchcount;
+        let shared = match shared_entries {
+            0 => None,
+            entries => Some(ArrayCache::new(entries, 0xbaad_f00d).map_err(|_| self.oom(home, entries))?),
+        };
+        let alien_limit = if tunables.limit > 1 { ALIEN_LIMIT } else { tunables.limit };
+        let mut alien = Vec::new();
+        for &owner in self.machine.memory_nodes.iter().filter(|&&n| n != home) {
+            let ac = ArrayCache::new(alien_limit, 0xbaad_f00d).map_err(|_| self.oom(home, alien_limit))?;
+            alien.push((owner, Some(ac)));
+        }
+        let mut prepared = Prepared { nc: Some(nc), shared, alien };
+        self.install(cpu, home, cpus_on_node, &mut prepared);
+        // Spares (a node that had its shared or alien caches already) are freed here,
+        // after every lock was released.
+        drop(prepared);
+        Ok(())
+    }
+
+    /// The installing half of `cpu_up_prepare`: `cachep->array[cpu] = nc`, then under
+    /// the list lock `l3->shared` and `l3->alien` where absent. What was installed is
+    /// taken out of `prepared`; what is left there are spares.
+    fn install(&self, cpu: CpuId, home: NodeId, cpus_on_node: usize, prepared: &mut Prepared) {
+        if let Some(slot) = self.array.get(cpu as usize) {
+            let mut guard = slot.lock();
+            guard.with(|data| {
+                if data.array.is_none() {
+                    data.array = prepared.nc.take();
+                }
+            });
+        }
+        let l3 = self.l3(home);
+        let mut state = l3.list_lock.lock();
+        let tunables = self.tunables.get();
+        state.free_limit = free_limit(cpus_on_node, tunables.batchcount, self.geometry.num);
+        if state.shared.is_none() {
+            state.shared = prepared.shared.take();
+        }
+        for (owner, spare) in prepared.alien.iter_mut() {
+            let mut guard = l3.alien[*owner as usize].lock();
+            guard.with(|data| {
+                if data.array.is_none() {
+                    data.array = spare.take();
+                }
+            });
+        }
+        drop(state);
+    }
+
+    /// CPU_DEAD and CPU_UP_CANCELED for one cache, first pass: detach the CPU's array and
+    /// return its objects to the slabs under the node's list lock. If the node has no
+    /// prepared CPU left (`last`), detach the shared and alien caches under the same lock:
+    /// the shared objects are `free_block`-ed under it, and only after unlocking is the
+    /// shared array freed, the alien caches drained to their owners and freed, and the
+    /// CPU's array freed. The node lists themselves are never freed.
+    pub(crate) fn cpu_dead(&self, cpu: CpuId, home: NodeId, remaining_cpus: usize) {
+        let last = remaining_cpus == 0;
+        // "cpu is dead; no one can alloc from it": detach under the slot lock, waiting
+        // for any thread still holding the dead CPU's id to finish its operation.
+        let nc = self.array.get(cpu as usize).and_then(|slot| slot.lock().with(|data| data.array.take()));
+        let mut chain = SlabChain::default();
+        let mut shared = None;
+        let mut alien = Vec::new();
+        let l3 = self.l3(home);
+        {
+            let mut state = l3.list_lock.lock();
+            let tunables = self.tunables.get();
+            state.free_limit = free_limit(remaining_cpus, tunables.batchcount, self.geometry.num);
+            if let Some(nc) = nc.as_ref() {
+                // SAFETY: the array held handed-out objects of its home node.
+                let refused = unsafe { state.free_block(&self.geometry, nc.objects(), home, &mut chain) };
+                self.note_refused(refused);
+            }
+            if last {
+                shared = state.shared.take();
+                if let Some(shared) = shared.as_ref() {
+                    // SAFETY: the shared array held handed-out objects of this node.
+                    let refused =
+                        unsafe { state.free_block(&self.geometry, shared.objects(), home, &mut chain) };
+                    self.note_refused(refused);
+                }
+                for slot in l3.alien.iter() {
+                    if let Some(ac) = slot.lock().with(|data| data.array.take()) {
+                        alien.push((slot.node, ac));
+                    }
+                }
+            }
+        }
+        // kfree(shared), after unlocking.
+        drop(shared);
+        // drain_alien_cache + free_alien_cache, after unlocking.
+        for (owner, ac) in alien {
+            self.drain_detached(owner, ac, &mut chain);
+        }
+        // kfree(nc).
+        drop(nc);
+        self.slabs_destroy(chain);
+    }
+
+    /// Returns a detached array's objects to their node's slabs and frees the array.
+    pub(crate) fn drain_detached(&self, node: NodeId, ac: ArrayCache, chain: &mut SlabChain) {
+        if ac.avail > 0 {
+            let mut state = self.l3(node).list_lock.lock();
+            // SAFETY: the array held handed-out objects of `node`.
+            let refused = unsafe { state.free_block(&self.geometry, ac.objects(), node, chain) };
+            self.note_refused(refused);
+        }
+        drop(ac);
+    }
+
+    /// CPU_DEAD second pass: "all the objects were freed to the respective cache's slabs,
+    /// now we can go ahead and shrink each nodelist to its limit" (`__node_shrink`).
+    /// The slabs are unmapped after the lock is released. Returns how many.
+    pub(crate) fn shrink_node(&self, node: NodeId) -> usize {
+        let mut chain = SlabChain::default();
+        self.l3(node).list_lock.lock().node_shrink(&self.geometry, &mut chain);
+        self.slabs_destroy(chain)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! Per-node lists (`struct kmem_list3`): the node's partial, full and free slabs,
+//! `free_objects`, `free_limit`, the colour cursor, the shared array cache and the alien
+//! caches, and the operations the kernel does under `l3->list_lock`.
+//!
+//! Node lists are created for every possible node when the cache is created and live
+//! until the cache is dropped: CPU hotplug never frees or clears them (the seed's rule:
+//! another CPU may be allocating node-local memory for a node whose CPUs are all down).
+
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
+
+use crate::array_cache::{ArrayCache, ArraySlot};
+use crate::slab::{Geometry, ListKind, SlabChain, SlabList, SlabPtr};
+use crate::sync::Lock;
+
+/// `struct kmem_list3`.
+#[derive(Debug)]
+pub(crate) struct KmemList3 {
+    /// `l3->list_lock` and what it protects.
+    pub(crate) list_lock: Lock<NodeState>,
+    /// `l3->alien`: for each other node, the array collecting objects of that node freed
+    /// by CPUs of this one. The slots live as long as the cache; the arrays in them are
+    /// installed by `cpu_up_prepare` and detached when this node loses its last CPU.
+    pub(crate) alien: Box<[CachePadded<ArraySlot>]>,
+}
+
+impl KmemList3 {
+    /// Empty lists for a node, with alien slots for every node id below `node_bound`.
+    pub(crate) fn new(free_limit: usize, node_bound: usize) -> Self {
+        Self {
+            list_lock: Lock::new(NodeState::new(free_limit)),
+            alien: (0..node_bound as u32).map(|node| CachePadded::new(ArraySlot::new(node))).collect(),
+        }
+    }
+}
+
+/// Everything under `l3->list_lock`.
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    /// `slabs_partial`.
+    pub(crate) slabs_partial: SlabList,
+    /// `slabs_full`.
+    pub(crate) slabs_full: SlabList,
+    /// `slabs_free`.
+    pub(crate) slabs_free: SlabList,
+    /// Free objects on this node's slabs (`l3->free_objects`).
+    pub(crate) free_objects: usize,
+    /// Free objects above which empty slabs go back to the OS (`l3->free_limit`).
+    pub(crate) free_limit: usize,
+    /// The next slab's colour (`l3->colour_next`).
+    pub(crate) colour_next: u32,
+    /// A refill took a free slab since the last reap (`l3->free_touched`).
+    pub(crate) free_touched: bool,
+    /// When the reaper next does this node's periodic work (`l3->next_reap`).
+    pub(crate) next_reap: Option<Instant>,
+    /// `l3->shared`: absent when the node has no prepared CPU or `shared` is 0.
+    pub(crate) shared: Option<ArrayCache>,
+    /// Objects handed to callers straight from this node's slabs (no CPU array).
+    pub(crate) direct_allocs: u64,
+    /// Objects taken back from callers straight into this node's slabs.
+    pub(crate) direct_frees: u64,
+    /// Set by `destroy_cache` while it tears the cache down: no slab may be added.
+    pub(crate) destroyed: bool,
+    /// Slabs grown on this node (`STATS_INC_GROWN`).
+    pub(crate) grown: u64,
+    /// Slabs returned to the OS from this node (`STATS_INC_REAPED` and destroys).
+    pub(crate) released: u64,
+}
+
+/// What a `free_block` call refused.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused {
+    /// Objects already on their slab's free list (a double free that reached the slab).
+    pub(crate) already_free: usize,
+    /// Objects whose slab belongs to another node (never happens unless memory is corrupt).
+    pub(crate) wrong_node: usize,
+}
+
+impl Refused {
+    /// Whether anything was refused.
+    pub(crate) fn any(&self) -> bool {
+        self.already_free + self.wrong_node > 0
+    }
+}
+
+impl NodeState {
+    fn new(free_limit: usize) -> Self {
+        Self {
+            slabs_partial: SlabList::new(ListKind::Partial),
+            slabs_full: SlabList::new(ListKind::Full),
+            slabs_free: SlabList::new(ListKind::Free),
+            free_objects: 0,
+            free_limit,
+            colour_next: 0,
+            free_touched: false,
+            next_reap: None,
+            shared: None,
+            direct_allocs: 0,
+            direct_frees: 0,
+            destroyed: false,
+            grown: 0,
+            released: 0,
+        }
+    }
+
+    fn list_mut(&mut self, kind: ListKind) -> Option<&mut SlabList> {
+        match kind {
+            ListKind::Partial => Some(&mut self.slabs_partial),
+            ListKind::Full => Some(&mut self.slabs_full),
+            ListKind::Free => Some(&mut self.slabs_free),
+            ListKind::Detached => None,
+        }
+    }
+
+    /// Unlinks a slab from whichever list holds it (`list_del(&slabp->list)`).
+    ///
+    /// # Safety
+    /// `slab` is a live slab of this node.
+    unsafe fn unlink(&mut self, slab: SlabPtr) {
+        // SAFETY: we hold the lock (we are `&mut NodeState`); the slab is ours.
+        unsafe {
+            if let Some(list) = self.list_mut(slab.list()) {
+                list.remove(slab);
+            }
+        }
+    }
+
+    /// The colour of the next slab, advancing the cursor (the start of `cache_grow`).
+    pub(crate) fn next_colour(&mut self, geometry: &Geometry) -> u32 {
+        let colour = self.colour_next;
+        self.colour_next += 1;
+        if self.colour_next >= geometry.colour {
+            self.colour_next = 0;
+        }
+        if geometry.colour == 0 {
+            0
+        } else {
+            colour
+        }
+    }
+
+    /// Adds a freshly grown slab (the end of `cache_grow`).
+    ///
+    /// # Safety
+    /// `slab` is a new, detached slab of this node with every object free.
+    pub(crate) unsafe fn add_grown_slab(&mut self, geometry: &Geometry, slab: SlabPtr) {
+        // SAFETY: forwarded; lock held.
+        unsafe { self.slabs_free.push_back(slab) };
+        self.free_objects += geometry.num as usize;
+        self.grown += 1;
+    }
+
+    /// Returns objects to their slabs (`free_block`). Empty slabs beyond `free_limit` go
+    /// to `chain`, to be unmapped by the caller once it holds no lock.
+    ///
+    /// # Safety
+    /// Every object is a slot start of a live slab of this cache (handed out from it).
+    pub(crate) unsafe fn free_block(
+        &mut self,
+        geometry: &Geometry,
+        objects: &[*mut u8],
+        node: u32,
+        chain: &mut SlabChain,
+    ) -> Refused {
+        let mut refused = Refused::default();
+        for &obj in objects {
+            let Some(slab) = SlabPtr::of(obj, geometry.slab_bytes) else { continue };
+            // SAFETY: the caller vouches for obj; we hold the node lock.
+            unsafe {
+                if slab.nodeid() != node {
+                    refused.wrong_node += 1;
+                    continue;
+                }
+                self.unlink(slab);
+                if !slab.put_obj(geometry, obj) {
+                    refused.already_free += 1;
+                    self.relink(slab);
+                    continue;
+                }
+                self.free_objects += 1;
+                if slab.inuse() == 0 {
+                    if self.free_objects > self.free_limit {
+                        self.free_objects -= geometry.num as usize;
+                        chain.push(slab);
+                    } else {
+                        self.slabs_free.push_front(slab);
+                    }
+                } else {
+                    // "Unconditionally move a slab to the end of the partial list on
+                    // free - maximum time for the other objects to be freed, too."
+                    self.slabs_partial.push_back(slab);
+                }
+            }
+        }
+        self.released += chain.len() as u64;
+        refused
+    }
+
+    /// Puts a detached slab back on the list its state calls for.
+    ///
+    /// # Safety
+    /// `slab` is a live, detached slab of this node.
+    unsafe fn relink(&mut self, slab: SlabPtr) {
+        // SAFETY: forwarded; lock held.
+        unsafe {
+            if slab.inuse() == 0 {
+                self.slabs_free.push_front(slab);
+            } else if slab.is_full() {
+                self.slabs_full.push_front(slab);
+            } else {
+                self.slabs_partial.push_front(slab);
+            }
+        }
+    }
+
+    /// Takes one object from the partial slabs, else the free slabs; `None` when the
+    /// node must grow. The core of `cache_alloc_refill`'s loop and of
+    /// `__cache_alloc_node`.
+    pub(crate) fn take_object(&mut self, geometry: &Geometry) -> Option<*mut u8> {
+        let slab = match self.slabs_partial.first() {
+            Some(slab) => slab,
+            None => {
+                self.free_touched = true;
+                self.slabs_free.first()?
+            }
+        };
+        // SAFETY: lock held; the slab is on a partial or free list so it has a free object.
+        unsafe {
+            self.unlink(slab);
+            let obj = slab.get_obj(geometry);
+            if slab.is_full() {
+                self.slabs_full.push_front(slab);
+            } else {
+                self.slabs_partial.push_front(slab);
+            }
+            self.free_objects -= 1;
+            Some(obj)
+        }
+    }
+
+    /// Fills `ac` with up to `batchcount` objects: from the shared array first, else from
+    /// the slabs (`cache_alloc_refill` between taking and releasing the list lock).
+    pub(crate) fn refill(&mut self, geometry: &Geometry, ac: &mut ArrayCache, batchcount: u32) {
+        let batchcount = batchcount.min(ac.room());
+        if let Some(shared) = self.shared.as_mut() {
+            if shared.avail > 0 {
+                ac.take_newest_from(shared, batchcount);
+                shared.touched = true;
+                return;
+            }
+        }
+        for _ in 0..batchcount {
+            let Some(obj) = self.take_object(geometry) else { break };
+            ac.push(obj);
+        }
+    }
+
+    /// Takes every free slab off the node (`__node_shrink`, whose kernel version drops
+    /// the lock around each `slab_destroy`; here the caller unmaps them after unlocking).
+    /// Returns whether slabs with objects remain.
+    pub(crate) fn node_shrink(&mut self, geometry: &Geometry, chain: &mut SlabChain) -> bool {
+        // SAFETY: lock held; the slabs come off the free list, so they are ours to give.
+        unsafe {
+            while let Some(slab) = self.slabs_free.last() {
+                self.slabs_free.remove(slab);
+                self.free_objects -= geometry.num as usize;
+                self.released += 1;
+                chain.push(slab);
+            }
+        }
+        !self.slabs_full.is_empty() || !self.slabs_partial.is_empty()
+    }
+
+    /// Takes up to `count` free slabs off the node, oldest first (the reaper's trim).
+    pub(crate) fn trim_free(&mut self, geometry: &Geometry, count: usize, chain: &mut SlabChain) {
+        // SAFETY: as in node_shrink.
+        unsafe {
+            for _ in 0..count {
+                let Some(slab) = self.slabs_free.last() else { break };
+                self.slabs_free.remove(slab);
+                self.free_objects -= geometry.num as usize;
+                self.released += 1;
+                chain.push(slab);
+            }
+        }
+    }
+
+    /// Objects handed out of this node's slabs (the slabs' `inuse` summed).
+    pub(crate) fn objects_in_use(&self, geometry: &Geometry) -> usize {
+        let slabs = self.slabs_full.len() + self.slabs_partial.len() + self.slabs_free.len();
+        slabs * geometry.num as usize - self.free_objects
+    }
+
+    /// Net objects out with callers that passed through this node directly.
+    pub(crate) fn direct_net_out(&self) -> i64 {
+        self.direct_allocs.wrapping_sub(self.direct_frees) as i64
+    }
+}
+
+/// The kernel's `free_limit` formula: `(1 + nr_cpus_node(node)) * batchcount + num`.
+pub(crate) fn free_limit(prepared_cpus: usize, batchcount: u32, num: u32) -> usize {
+    (1 + prepared_cpus) * batchcount as usize + num as usize
+}
+
+#[cfg(test)]
+mod tests;

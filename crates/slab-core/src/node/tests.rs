@@ -1,0 +1,141 @@
+use super::*;
+use crate::memory::{map_aligned, unmap};
+use crate::slab::RedZoning;
+use std::alloc::Layout;
+
+struct Fixture {
+    geometry: Geometry,
+    state: NodeState,
+    slabs: Vec<SlabPtr>,
+}
+
+impl Fixture {
+    fn new(slabs: usize, free_limit: usize) -> Self {
+        let geometry = Geometry::new(Layout::from_size_align(256, 8).unwrap(), RedZoning::Off, 1).unwrap();
+        let mut state = NodeState::new(free_limit);
+        let mut list = Vec::new();
+        for _ in 0..slabs {
+            let block = map_aligned(geometry.slab_bytes).unwrap();
+            // SAFETY: fresh block; lock-free test owns the state.
+            let slab = unsafe { SlabPtr::init(block, &geometry, 1, 0, 0) };
+            // SAFETY: new detached slab of node 0.
+            unsafe { state.add_grown_slab(&geometry, slab) };
+            list.push(slab);
+        }
+        Self { geometry, state, slabs: list }
+    }
+
+    fn release(&self, mut chain: SlabChain) {
+        while let Some(slab) = chain.pop() {
+            // SAFETY: the slab left the lists; nobody uses it.
+            unsafe { unmap(slab.base(), self.geometry.slab_bytes) };
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let mut chain = SlabChain::default();
+        // Objects still handed out are simply unmapped with their slab.
+        // SAFETY: test teardown; the state is ours.
+        unsafe {
+            for list in
+                [&mut self.state.slabs_partial, &mut self.state.slabs_full, &mut self.state.slabs_free]
+            {
+                while let Some(slab) = list.first() {
+                    list.remove(slab);
+                    chain.push(slab);
+                }
+            }
+        }
+        self.release(chain);
+    }
+}
+
+#[test]
+fn take_object_prefers_partial_slabs_and_tracks_lists() {
+    let mut f = Fixture::new(2, 1000);
+    let num = f.geometry.num as usize;
+    let first = f.state.take_object(&f.geometry).unwrap();
+    assert!(f.state.free_touched, "taking from a free slab touches the free list");
+    assert_eq!((f.state.slabs_partial.len(), f.state.slabs_free.len()), (1, 1));
+    let second = f.state.take_object(&f.geometry).unwrap();
+    assert_eq!(
+        SlabPtr::of(first, f.geometry.slab_bytes),
+        SlabPtr::of(second, f.geometry.slab_bytes),
+        "partial first"
+    );
+    assert_eq!(f.state.free_objects, 2 * num - 2);
+    for _ in 2..num {
+        f.state.take_object(&f.geometry).unwrap();
+    }
+    assert_eq!((f.state.slabs_full.len(), f.state.slabs_partial.len()), (1, 0));
+    assert_eq!(f.state.objects_in_use(&f.geometry), num);
+}
+
+#[test]
+fn free_block_releases_empty_slabs_beyond_free_limit() {
+    let mut f = Fixture::new(3, 0);
+    let num = f.geometry.num as usize;
+    let objects: Vec<*mut u8> = (0..num + 1).map(|_| f.state.take_object(&f.geometry).unwrap()).collect();
+    let mut chain = SlabChain::default();
+    // free_limit 0: the first slab to empty goes back to the OS at once.
+    // SAFETY: these objects were handed out of this node's slabs.
+    let refused = unsafe { f.state.free_block(&f.geometry, &objects, 0, &mut chain) };
+    assert!(!refused.any());
+    assert!(chain.len() >= 1, "an empty slab beyond free_limit is released");
+    assert_eq!(f.state.objects_in_use(&f.geometry), 0);
+    f.release(chain);
+    f.slabs.clear();
+}
+
+#[test]
+fn free_block_refuses_double_frees_and_foreign_nodes() {
+    let mut f = Fixture::new(1, 1000);
+    let obj = f.state.take_object(&f.geometry).unwrap();
+    let mut chain = SlabChain::default();
+    // SAFETY: obj was handed out of this node.
+    unsafe {
+        assert!(!f.state.free_block(&f.geometry, &[obj], 0, &mut chain).any());
+        let again = f.state.free_block(&f.geometry, &[obj], 0, &mut chain);
+        assert_eq!(again.already_free, 1);
+        let other = f.state.free_block(&f.geometry, &[obj], 1, &mut chain);
+        assert_eq!(other.wrong_node, 1);
+    }
+    assert_eq!(f.state.free_objects, f.geometry.num as usize);
+}
+
+#[test]
+fn refill_takes_from_shared_first_then_slabs() {
+    let mut f = Fixture::new(1, 1000);
+    let mut shared = ArrayCache::new(8, 0).unwrap();
+    let from_slab: Vec<_> = (0..3).map(|_| f.state.take_object(&f.geometry).unwrap()).collect();
+    from_slab.iter().for_each(|&o| assert!(shared.push(o)));
+    f.state.shared = Some(shared);
+    let mut ac = ArrayCache::new(10, 5).unwrap();
+    f.state.refill(&f.geometry, &mut ac, 5);
+    assert_eq!(ac.avail, 3, "the shared array is used alone when it has objects");
+    f.state.refill(&f.geometry, &mut ac, 5);
+    assert_eq!(ac.avail, 8, "then the slabs");
+    assert_eq!(f.state.free_objects, f.geometry.num as usize - 8);
+}
+
+#[test]
+fn node_shrink_takes_every_free_slab() {
+    let mut f = Fixture::new(3, 1000);
+    let _held = f.state.take_object(&f.geometry).unwrap();
+    let mut chain = SlabChain::default();
+    assert!(f.state.node_shrink(&f.geometry, &mut chain), "a partial slab remains");
+    assert_eq!(chain.len(), 2);
+    assert_eq!(f.state.free_objects, f.geometry.num as usize - 1);
+    f.release(chain);
+    let mut chain = SlabChain::default();
+    f.state.trim_free(&f.geometry, 5, &mut chain);
+    assert_eq!(chain.len(), 0);
+}
+
+#[test]
+fn free_limit_is_the_kernel_formula() {
+    assert_eq!(free_limit(2, 60, 30), 3 * 60 + 30);
+    assert_eq!(free_limit(0, 1, 1), 2);
+}

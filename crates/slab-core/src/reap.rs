@@ -1,0 +1,263 @@
+//! Reaping and draining: `cache_reap` (the periodic drain of untouched arrays, alien
+//! caches and surplus free slabs), `drain_cpu_caches`, `kmem_cache_shrink`, and the
+//! teardown used by `destroy_cache` and by the drop of a cache's last handle.
+
+use std::time::{Duration, Instant};
+
+use topology::{CpuId, NodeId};
+
+use crate::array_cache::ArrayCache;
+use crate::cache::KmemCache;
+use crate::slab::SlabChain;
+
+/// When the node-level part of `cache_reap` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodePass {
+    /// When the node's `next_reap` has passed; then again after this long (the kernel's
+    /// `REAPTIMEOUT_LIST3`).
+    Due(Duration),
+    /// Now (an explicit `reap()`).
+    Now,
+}
+
+/// What `drain_cpu_caches` leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainMode {
+    /// Empty arrays stay attached (`kmem_cache_shrink`).
+    Empty,
+    /// Arrays are detached and freed (destroy, last handle dropped): the fast paths then
+    /// find every slot detached and take the slow path, which refuses a destroyed cache.
+    Detach,
+}
+
+/// How much of an array `drain_array_locked` frees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Force {
+    /// The reaper's pass: spare a touched array once, else free about a fifth.
+    No,
+    /// Everything.
+    Yes,
+}
+
+/// `drain_array_locked`'s choice: how many of the oldest objects to free, clearing
+/// `touched` when a touched array is spared.
+fn objects_to_drain(ac: &mut ArrayCache, force: Force) -> u32 {
+    if ac.avail == 0 {
+        return 0;
+    }
+    if force == Force::No && ac.touched {
+        ac.touched = false;
+        return 0;
+    }
+    if force == Force::Yes {
+        return ac.avail;
+    }
+    let tofree = ac.limit.div_ceil(5);
+    if tofree > ac.avail {
+        ac.avail.div_ceil(2)
+    } else {
+        tofree
+    }
+}
+
+impl KmemCache {
+    /// Whether `destroy_cache` has marked the cache.
+    pub(crate) fn is_destroyed(&self) -> bool {
+        self.nodelists.first().is_some_and(|l3| l3.list_lock.lock().destroyed)
+    }
+
+    /// Returns the oldest objects of an array to `node`'s slabs (`drain_array_locked`),
+    /// taking the node's lock inside the array's.
+    fn drain_array(&self, ac: &mut ArrayCache, node: NodeId, force: Force, chain: &mut SlabChain) {
+        let tofree = objects_to_drain(ac, force);
+        if tofree == 0 {
+            return;
+        }
+        let mut state = self.l3(node).list_lock.lock();
+        // SAFETY: array entries are handed-out objects of `node`.
+        let refused =
+            unsafe { state.free_block(&self.geometry, &ac.objects()[..tofree as usize], node, chain) };
+        drop(state);
+        ac.remove_oldest(tofree);
+        self.note_refused(refused);
+    }
+
+    /// Drains a node's alien caches to their owners (`drain_alien_cache`). The reaper
+    /// skips an alien cache another thread holds.
+    fn drain_alien_cache(&self, node: NodeId, force: Force, chain: &mut SlabChain) {
+        for slot in self.l3(node).alien.iter() {
+            let guard = if force == Force::Yes { Some(slot.lock()) } else { slot.try_lock() };
+            let Some(mut guard) = guard else { continue };
+            let owner = guard.node();
+            guard.with(|data| {
+                if let Some(ac) = data.array.as_mut() {
+                    self.drain_array(ac, owner, Force::Yes, chain);
+                }
+            });
+        }
+    }
+
+    /// `cache_reap`'s per-CPU part, done on behalf of `cpu`: drain its node's alien
+    /// caches, then spare or trim its array.
+    pub(crate) fn reap_cpu(&self, cpu: CpuId) {
+        let Some(slot) = self.array.get(cpu as usize) else { return };
+        let mut chain = SlabChain::default();
+        self.drain_alien_cache(slot.node, Force::No, &mut chain);
+        if let Some(mut guard) = slot.try_lock() {
+            let node = guard.node();
+            guard.with(|data| {
+                if let Some(ac) = data.array.as_mut() {
+                    self.drain_array(ac, node, Force::No, &mut chain);
+                }
+            });
+        }
+        self.slabs_destroy(chain);
+    }
+
+    /// `cache_reap`'s per-node part: when due, trim the shared array and, unless a refill
+    /// took a free slab since last time (`free_touched`), return about a fifth of
+    /// `free_limit` worth of free slabs. Returns how many slabs went to the OS.
+    pub(crate) fn reap_node(&self, node: NodeId, pass: NodePass) -> usize {
+        let mut chain = SlabChain::default();
+        {
+            let mut guard = self.l3(node).list_lock.lock();
+            let state = &mut *guard;
+            if let NodePass::Due(period) = pass {
+                let now = Instant::now();
+                match state.next_reap {
+                    Some(next) if next > now => return 0,
+                    _ => state.next_reap = Some(now + period),
+                }
+            }
+            if let Some(shared) = state.shared.as_mut() {
+                let tofree = objects_to_drain(shared, Force::No);
+                if tofree > 0 {
+                    let objects: Vec<*mut u8> = shared.objects()[..tofree as usize].to_vec();
+                    shared.remove_oldest(tofree);
+                    // SAFETY: shared entries are handed-out objects of this node.
+                    let refused = unsafe { state.free_block(&self.geometry, &objects, node, &mut chain) };
+                    self.note_refused(refused);
+                }
+            }
+            if state.free_touched {
+                state.free_touched = false;
+            } else {
+                let num = self.geometry.num as usize;
+                let tofree = state.free_limit.div_ceil(5 * num);
+                state.trim_free(&self.geometry, tofree, &mut chain);
+            }
+        }
+        self.slabs_destroy(chain)
+    }
+
+    /// `drain_cpu_caches`: every CPU array, then every alien cache, then every shared
+    /// array back to the slabs ("drains alien caches before shared ones").
+    pub(crate) fn drain_cpu_caches(&self, mode: DrainMode) {
+        let mut chain = SlabChain::default();
+        for slot in self.array.iter() {
+            let node = slot.node;
+            let mut guard = slot.lock();
+            match mode {
+                DrainMode::Empty => guard.with(|data| {
+                    if let Some(ac) = data.array.as_mut() {
+                        self.drain_array(ac, node, Force::Yes, &mut chain);
+                    }
+                }),
+                DrainMode::Detach => {
+                    let detached = guard.with(|data| data.array.take());
+                    drop(guard);
+                    if let Some(ac) = detached {
+                        self.drain_detached(node, ac, &mut chain);
+                    }
+                }
+            }
+        }
+        for node in 0..self.nodelists.len() as NodeId {
+            match mode {
+                DrainMode::Empty => self.drain_alien_cache(node, Force::Yes, &mut chain),
+                DrainMode::Detach => {
+                    for slot in self.l3(node).alien.iter() {
+                        let detached = slot.lock().with(|data| data.array.take());
+                        if let Some(ac) = detached {
+                            self.drain_detached(slot.node, ac, &mut chain);
+                        }
+                    }
+                }
+            }
+        }
+        for node in 0..self.nodelists.len() as NodeId {
+            let detached = {
+                let mut guard = self.l3(node).list_lock.lock();
+                let state = &mut *guard;
+                let mut shared = state.shared.take();
+                if let Some(shared) = shared.as_mut() {
+                    // SAFETY: shared entries are handed-out objects of this node.
+                    let refused =
+                        unsafe { state.free_block(&self.geometry, shared.objects(), node, &mut chain) };
+                    self.note_refused(refused);
+                    shared.remove_oldest(shared.avail);
+                }
+                match mode {
+                    DrainMode::Empty => {
+                        state.shared = shared;
+                        None
+                    }
+                    DrainMode::Detach => shared,
+                }
+            };
+            drop(detached);
+        }
+        self.slabs_destroy(chain);
+    }
+
+    /// `__cache_shrink`: drain every array and return every free slab; the caller holds
+    /// the cache_chain mutex. Returns how many slabs went to the OS.
+    pub(crate) fn shrink_locked(&self) -> usize {
+        self.drain_cpu_caches(DrainMode::Empty);
+        (0..self.nodelists.len() as NodeId).map(|node| self.shrink_node(node)).sum()
+    }
+
+    /// `kmem_cache_shrink`, serialized against hotplug by the cache_chain mutex.
+    pub(crate) fn shrink(&self) -> usize {
+        let allocator = self.allocator.upgrade();
+        let _chain = allocator.as_ref().map(|allocator| allocator.chain.lock());
+        self.shrink_locked()
+    }
+
+    /// Objects handed out of all slabs (in arrays or with callers).
+    pub(crate) fn objects_in_slabs_in_use(&self) -> usize {
+        self.nodelists.iter().map(|l3| l3.list_lock.lock().objects_in_use(&self.geometry)).sum()
+    }
+
+    /// Marks every node destroyed (or not).
+    pub(crate) fn set_destroyed(&self, destroyed: bool) {
+        for l3 in self.nodelists.iter() {
+            l3.list_lock.lock().destroyed = destroyed;
+        }
+    }
+
+    /// Returns every slab to the OS; only when no object is handed out.
+    pub(crate) fn release_all_slabs(&self) -> usize {
+        let released = (0..self.nodelists.len() as NodeId).map(|node| self.shrink_node(node)).sum();
+        self.registry.forget_cache(self.id);
+        released
+    }
+
+    /// The drop of the last handle: detach and drain everything, then free all slabs if
+    /// no object is out. Returns whether the cache's memory may be freed.
+    pub(crate) fn release_if_unused(&self) -> bool {
+        if self.is_destroyed() {
+            return true;
+        }
+        self.drain_cpu_caches(DrainMode::Detach);
+        if self.objects_in_slabs_in_use() > 0 {
+            return false;
+        }
+        self.set_destroyed(true);
+        self.release_all_slabs();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

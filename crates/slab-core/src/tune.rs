@@ -1,0 +1,172 @@
+//! Tunables: the kernel's defaults by object size (`enable_cpucache`) and run-time
+//! changes (`do_tune_cpucache`, checked as `slabinfo_write` checks them).
+
+use topology::{CpuId, CpuSet};
+
+use crate::array_cache::ArrayCache;
+use crate::cache::KmemCache;
+use crate::error::{Error, Result};
+use crate::memory::page_size;
+use crate::node::free_limit;
+use crate::slab::SlabChain;
+use crate::sync::Lock;
+
+/// The largest `limit` accepted: far above the kernel's defaults (120 at most), low
+/// enough that a typo cannot ask for gigabytes of array caches.
+pub const MAX_LIMIT: u32 = 1 << 15;
+/// The largest shared array (`shared * batchcount`) accepted.
+pub const MAX_SHARED_ENTRIES: u32 = 1 << 20;
+
+/// A cache's per-CPU array tunables, as `/proc/slabinfo` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    /// Objects a CPU's array holds at most.
+    pub limit: u32,
+    /// Objects moved per refill or flush.
+    pub batchcount: u32,
+    /// The shared array of each node holds `shared * batchcount` objects; 0 for none.
+    pub shared: u32,
+}
+
+impl Tunables {
+    /// `enable_cpucache`'s defaults for objects of `buffer_size` bytes: the limit by size
+    /// (">131072: 1, >PAGE_SIZE: 8, >1024: 24, >256: 54, else 120"), batchcount
+    /// `(limit + 1) / 2`, a shared factor of 8 on SMP for objects up to a page, and a limit
+    /// of at most 32 with debugging on ("large batchcount lead to excessively long periods
+    /// with disabled local interrupts").
+    pub(crate) fn defaults(buffer_size: usize, smp: bool, debug: bool) -> Self {
+        let mut limit = if buffer_size > 131072 {
+            1
+        } else if buffer_size > page_size() {
+            8
+        } else if buffer_size > 1024 {
+            24
+        } else if buffer_size > 256 {
+            54
+        } else {
+            120
+        };
+        let shared = if smp && buffer_size <= page_size() { 8 } else { 0 };
+        if debug && limit > 32 {
+            limit = 32;
+        }
+        Self { limit, batchcount: limit.div_ceil(2), shared }
+    }
+
+    /// Checks values given to `tune`, as `slabinfo_write` does ("limit < 1 || batchcount
+    /// < 1 || batchcount > limit" is -EINVAL) plus bounds against absurd sizes.
+    pub(crate) fn check(self, cache: &str) -> Result<Self> {
+        let refuse = |reason: &str| Error::InvalidTunables {
+            cache: cache.to_owned(),
+            limit: self.limit,
+            batchcount: self.batchcount,
+            shared: self.shared,
+            reason: reason.to_owned(),
+        };
+        if self.limit < 1 {
+            return Err(refuse("limit must be at least 1"));
+        }
+        if self.batchcount < 1 {
+            return Err(refuse("batchcount must be at least 1"));
+        }
+        if self.batchcount > self.limit {
+            return Err(refuse("batchcount must not exceed limit"));
+        }
+        if self.limit > MAX_LIMIT {
+            return Err(refuse(&format!("limit must not exceed {MAX_LIMIT}")));
+        }
+        if self.shared.checked_mul(self.batchcount).is_none_or(|entries| entries > MAX_SHARED_ENTRIES) {
+            return Err(refuse(&format!("shared * batchcount must not exceed {MAX_SHARED_ENTRIES}")));
+        }
+        Ok(self)
+    }
+}
+
+/// The cache's current tunables; changed under the cache_chain mutex only.
+#[derive(Debug)]
+pub(crate) struct TunableCells(Lock<Tunables>);
+
+impl TunableCells {
+    pub(crate) fn new(tunables: Tunables) -> Self {
+        Self(Lock::new(tunables))
+    }
+
+    pub(crate) fn get(&self) -> Tunables {
+        *self.0.lock()
+    }
+
+    fn set(&self, tunables: Tunables) {
+        *self.0.lock() = tunables;
+    }
+}
+
+impl KmemCache {
+    /// `Cache::tune`: checks, then `do_tune_cpucache` under the cache_chain mutex.
+    pub(crate) fn tune(&self, limit: u32, batchcount: u32, shared: u32) -> Result<()> {
+        let tunables = Tunables { limit, batchcount, shared }.check(&self.name)?;
+        let allocator = self.allocator.upgrade();
+        let chain = allocator.as_ref().map(|allocator| allocator.chain.lock());
+        let prepared = chain.as_ref().map(|chain| chain.prepared.clone()).unwrap_or_default();
+        if self.is_destroyed() {
+            return Err(self.destroyed_error());
+        }
+        self.do_tune_cpucache(tunables, &prepared)
+    }
+
+    /// `do_tune_cpucache`: new arrays for every prepared CPU, allocated before anything
+    /// changes; swapped in under each slot lock; the old arrays' objects returned to the
+    /// slabs; then `alloc_kmemlist`: new shared arrays and free limits for every node.
+    /// The caller holds the cache_chain mutex (or the allocator is gone).
+    pub(crate) fn do_tune_cpucache(&self, tunables: Tunables, prepared: &CpuSet) -> Result<()> {
+        let cpus: Vec<CpuId> = prepared.iter().filter(|&cpu| (cpu as usize) < self.array.len()).collect();
+        let mut fresh = Vec::with_capacity(cpus.len());
+        for &cpu in &cpus {
+            let home = self.home_or_default(cpu);
+            let ac =
+                ArrayCache::new(tunables.limit, tunables.batchcount).map_err(|_| Error::OutOfMemory {
+                    cache: self.name.clone(),
+                    node: home,
+                    bytes: tunables.limit as usize * std::mem::size_of::<*mut u8>(),
+                    reason: "the array cache could not be allocated".into(),
+                })?;
+            fresh.push(ac);
+        }
+        let mut chain = SlabChain::default();
+        for (&cpu, ac) in cpus.iter().zip(fresh) {
+            let slot = &self.array[cpu as usize];
+            let old = slot.lock().with(|data| data.array.replace(ac));
+            if let Some(old) = old {
+                self.drain_detached(slot.node, old, &mut chain);
+            }
+        }
+        self.tunables.set(tunables);
+        // alloc_kmemlist: each node's shared array and free_limit.
+        for node in 0..self.nodelists.len() as u32 {
+            let cpus_on_node = cpus.iter().filter(|&&cpu| self.home_or_default(cpu) == node).count();
+            let entries = tunables.shared * tunables.batchcount;
+            let shared = if cpus_on_node > 0 && entries > 0 {
+                ArrayCache::new(entries, 0xbaad_f00d).ok()
+            } else {
+                None
+            };
+            let old = {
+                let mut state = self.l3(node).list_lock.lock();
+                state.free_limit = free_limit(cpus_on_node, tunables.batchcount, self.geometry.num);
+                let old = std::mem::replace(&mut state.shared, shared);
+                if let Some(old) = old.as_ref() {
+                    // SAFETY: the shared array held handed-out objects of this node.
+                    let refused =
+                        unsafe { state.free_block(&self.geometry, old.objects(), node, &mut chain) };
+                    self.note_refused(refused);
+                }
+                old
+            };
+            drop(old);
+        }
+        self.slabs_destroy(chain);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
