@@ -65,5 +65,19 @@ fn ci(_args: &[String]) -> Result<()> {
     run("cargo", &["fmt", "--all", "--check"], &[])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     run("cargo", &["test", "--workspace"], &[])?;
+    loom()?;
     Ok(())
+}
+
+/// The loom models of slab-core (`crates/slab-core/tests/loom.rs`): in release, with a
+/// small preemption bound, and in their own target folder because `--cfg loom` rebuilds
+/// every crate.
+fn loom() -> Result<()> {
+    let target = root().join("target/loom");
+    let target = target.to_str().context("the target path is not UTF-8")?;
+    run(
+        "cargo",
+        &["test", "-p", "slab-core", "--release", "--test", "loom", "--target-dir", target],
+        &[("RUSTFLAGS", "--cfg loom"), ("LOOM_MAX_PREEMPTIONS", "2")],
+    )
 }
