@@ -7,6 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
 mod fixture;
 
 fn main() -> Result<()> {
@@ -17,6 +18,7 @@ fn main() -> Result<()> {
     };
     match command.as_str() {
         "ci" => ci(rest),
+        "bench" => bench::bench(rest),
         "fixture" => fixture::fixture(&root(), rest),
         "capture-fixture" => fixture::capture_fixture(&root(), rest),
         "help" | "--help" | "-h" => {
@@ -35,6 +37,8 @@ fn print_usage() {
         "usage: cargo xtask COMMAND\n\n\
          commands:\n  \
          ci               formatting, clippy, the test suite and the loom models, as CI runs them\n  \
+         bench [--quick]  builds bench/ in release, runs every workload for every allocator;\n                   \
+         writes target/bench/results.json and report.md\n  \
          fixture NAME     writes fixtures/NAME/ from fixtures/NAME.machine (--all: every one)\n  \
          capture-fixture NAME [--from ROOT]\n                   \
          copies the live machine's topology files into fixtures/NAME/\n"

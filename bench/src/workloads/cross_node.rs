@@ -1,0 +1,77 @@
+//! Workload 6, frees across nodes on the seed box (node 0 = CPUs 0-1, node 1 = CPUs
+//! 2-3): one worker on CPU 0, one on CPU 2. Each round a worker allocates a batch, sends
+//! `remote_percent` of it to the other worker, frees the rest itself and then frees what
+//! the other sent. For numaslab those frees reach the other node's slabs through the
+//! alien caches; peers, which know no nodes, see the same thread pattern.
+
+use std::sync::Barrier;
+
+use anyhow::{anyhow, Context, Result};
+
+use super::{alloc, check_stamps, join, span, spawn_worker, Machine, Measurement, Scale};
+use crate::impls::Impl;
+
+/// Objects each worker allocates per round.
+const BATCH: usize = 1024;
+
+pub(super) fn run<I: Impl>(
+    imp: &I,
+    machine: &Machine,
+    scale: Scale,
+    remote_percent: u32,
+) -> Result<Measurement> {
+    let rounds: u64 = scale.pick(300, 2000);
+    let (to_one, from_zero) = crossbeam_channel::unbounded::<Vec<I::Handle<'_>>>();
+    let (to_zero, from_one) = crossbeam_channel::unbounded::<Vec<I::Handle<'_>>>();
+    let ends = [(to_one, from_one), (to_zero, from_zero)];
+    let start = Barrier::new(2);
+    let tallies = std::thread::scope(|scope| {
+        let workers: Vec<_> = ends
+            .into_iter()
+            .enumerate()
+            .map(|(index, (to_peer, from_peer))| {
+                spawn_worker(scope, imp, machine, index, &start, move || {
+                    let (mut written, mut read) = (0u64, 0u64);
+                    let mut local = Vec::with_capacity(BATCH);
+                    let mut outgoing = Vec::with_capacity(BATCH);
+                    let mut stamp = (index as u64) << 48;
+                    for _ in 0..rounds {
+                        for slot in 0..BATCH {
+                            stamp += 1;
+                            written = written.wrapping_add(stamp);
+                            let handle = alloc(imp, stamp);
+                            if (slot % 100) < remote_percent as usize {
+                                outgoing.push(handle);
+                            } else {
+                                local.push(handle);
+                            }
+                        }
+                        // Lockstep: one batch each way per round, so neither side runs
+                        // ahead and the channels never hold more than a round.
+                        to_peer
+                            .send(std::mem::take(&mut outgoing))
+                            .map_err(|_| anyhow!("the other worker stopped"))?;
+                        while let Some(handle) = local.pop() {
+                            read = read.wrapping_add(imp.stamp(&handle));
+                            imp.free(handle);
+                        }
+                        let mut incoming = from_peer.recv().context("the other worker stopped")?;
+                        for handle in incoming.drain(..) {
+                            read = read.wrapping_add(imp.stamp(&handle));
+                            imp.free(handle);
+                        }
+                        // The drained vector carries the next round's remote objects.
+                        outgoing = incoming;
+                    }
+                    Ok((written, read))
+                })
+            })
+            .collect();
+        workers.into_iter().map(|worker| join(worker, "cross-node worker")).collect::<Result<Vec<_>>>()
+    })?;
+    let elapsed = span(tallies.iter().map(|t| (&t.begin, &t.end)));
+    let written = tallies.iter().fold(0u64, |sum, t| sum.wrapping_add(t.value.0));
+    let read = tallies.iter().fold(0u64, |sum, t| sum.wrapping_add(t.value.1));
+    check_stamps("cross-node", written, read)?;
+    Ok(Measurement { ops: 2 * rounds * BATCH as u64, elapsed, detail: String::new() })
+}
