@@ -290,6 +290,20 @@ fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
         "- ratio: an implementation's median ns per operation divided by the fastest peer's \
          (peers: every implementation but numaslab); below 1.00 means faster than every peer"
     );
+    let _ = writeln!(
+        md,
+        "- threads: workloads 1-5 run on this machine as sysfs describes it, each worker \
+         pinned to its own CPU (`sched_setaffinity`), for every implementation alike; \
+         workloads 6 and 7 run on the seed box fake (4 CPUs on 2 nodes), whose CPUs are \
+         virtual: the threads float over the real CPUs"
+    );
+    let _ = writeln!(
+        md,
+        "- malloc family: each allocator's `GlobalAlloc` impl called directly; the harness's \
+         own vectors and channels use glibc in every run. rpmalloc's C sources interpose \
+         `pthread_create` (an rpmalloc heap for every new thread) in the harness binary, so \
+         that small cost is in every run, whichever implementation it measures"
+    );
     for (name, reason) in &context.left_out {
         let _ = writeln!(md, "- left out: **{name}**: {reason}");
     }

@@ -43,9 +43,10 @@ impl MallocApi for snmalloc_rs::SnMalloc {
     const NAME: &'static str = "snmalloc";
 }
 
-/// rpmalloc without its `preload` build (which would replace glibc's `malloc` in the
-/// whole binary) needs `rpmalloc_initialize` once and `rpmalloc_thread_initialize` on
-/// every thread before use, as its README says.
+/// rpmalloc needs `rpmalloc_initialize` once and `rpmalloc_thread_initialize` on every
+/// thread before use, as its README says. The C sources rpmalloc-sys compiles also do
+/// both by themselves on Linux (a constructor, and an interposed `pthread_create`); the
+/// explicit calls keep the harness correct should a build not.
 #[cfg(feature = "rpmalloc")]
 impl MallocApi for rpmalloc::RpMalloc {
     const NAME: &'static str = "rpmalloc";
