@@ -41,6 +41,14 @@ fn pair(c: &mut Criterion) {
             unsafe { cache.free(black_box(ptr)).expect("free") };
         })
     });
+    // The same pair with the CPU given, to show what asking the topology costs.
+    group.bench_function("slab_raw_cpu_given", |b| {
+        b.iter(|| {
+            let ptr = cache.alloc_on(0).expect("alloc");
+            // SAFETY: ptr was just allocated from this cache.
+            unsafe { cache.free_on(0, black_box(ptr)).expect("free") };
+        })
+    });
     group.bench_function("mimalloc_box", |b| b.iter(|| drop(black_box(Box::new([1u64; 8])))));
     group.finish();
 }
@@ -55,6 +63,23 @@ fn batch(c: &mut Criterion) {
             |held| {
                 for i in 0..BATCH {
                     held.push(typed.alloc([i as u64; 8]).expect("alloc"));
+                }
+                held.clear();
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // With the default tunables (limit 120) a batch of 1000 goes through the shared array
+    // and the slabs, and empty slabs beyond free_limit go back to the OS as in the kernel;
+    // with a limit above the batch, every object stays in the CPU's array.
+    let roomy = allocator.create_typed::<Object>("bench-batch-limit-1024", CacheFlags::NONE).expect("cache");
+    roomy.cache().tune(1024, 512, 8).expect("tunables");
+    group.bench_function("slab_typed_limit_1024", |b| {
+        b.iter_batched_ref(
+            || Vec::with_capacity(BATCH),
+            |held| {
+                for i in 0..BATCH {
+                    held.push(roomy.alloc([i as u64; 8]).expect("alloc"));
                 }
                 held.clear();
             },

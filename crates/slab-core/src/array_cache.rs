@@ -63,8 +63,8 @@ impl ArrayCache {
         }
         self.avail -= 1;
         self.touched = true;
-        // SAFETY-free: avail < limit == entry.len() by the push invariant.
-        Some(self.entry[self.avail as usize])
+        // SAFETY: avail < limit == entry.len(): push never lets avail pass limit.
+        Some(unsafe { *self.entry.get_unchecked(self.avail as usize) })
     }
 
     /// Adds an object if there is room (`ac->entry[ac->avail++] = objp`).
@@ -73,7 +73,8 @@ impl ArrayCache {
         if self.avail >= self.limit {
             return false;
         }
-        self.entry[self.avail as usize] = obj;
+        // SAFETY: avail < limit == entry.len().
+        unsafe { *self.entry.get_unchecked_mut(self.avail as usize) = obj };
         self.avail += 1;
         true
     }

@@ -250,9 +250,35 @@ impl NodeState {
                 return;
             }
         }
-        for _ in 0..batchcount {
-            let Some(obj) = self.take_object(geometry) else { break };
-            ac.push(obj);
+        // The kernel's loop: take objects from one slab while it has some, then move
+        // it to the full or partial list.
+        let mut want = batchcount;
+        while want > 0 {
+            let slab = match self.slabs_partial.first() {
+                Some(slab) => slab,
+                None => {
+                    self.free_touched = true;
+                    match self.slabs_free.first() {
+                        Some(slab) => slab,
+                        None => break,
+                    }
+                }
+            };
+            // SAFETY: lock held; the slab is on a partial or free list so it has a free
+            // object, and get_obj is called only while it is not full.
+            unsafe {
+                self.unlink(slab);
+                while want > 0 && !slab.is_full() {
+                    ac.push(slab.get_obj(geometry));
+                    self.free_objects -= 1;
+                    want -= 1;
+                }
+                if slab.is_full() {
+                    self.slabs_full.push_front(slab);
+                } else {
+                    self.slabs_partial.push_front(slab);
+                }
+            }
         }
     }
 

@@ -86,6 +86,22 @@ pub(crate) struct Geometry {
     pub(crate) colour: u32,
     /// Colour step in bytes (`cachep->colour_off`).
     pub(crate) colour_off: usize,
+    /// `cachep->reciprocal_buffer_size`: divides an offset by `buffer_size` with a
+    /// multiplication (see [`reciprocal`]).
+    pub(crate) reciprocal_buffer_size: u64,
+}
+
+/// The multiplier that turns a division by `d` into `(n * m) >> 64`, exact for every
+/// `n` with `n * d < 2^64` (later kernels' `reciprocal_value` for `obj_to_index`: a
+/// hardware division per freed object is most of `free_block`'s cost).
+pub(crate) fn reciprocal(d: usize) -> u64 {
+    ((1u128 << 64) / d as u128 + 1) as u64
+}
+
+/// `n / d` through the reciprocal of `d`; exact while `n * d < 2^64`.
+#[inline(always)]
+pub(crate) fn reciprocal_divide(n: usize, reciprocal: u64) -> usize {
+    ((n as u128 * reciprocal as u128) >> 64) as usize
 }
 
 const fn align_up(value: usize, align: usize) -> usize {
@@ -186,6 +202,7 @@ impl Geometry {
             ),
             colour: (left_over / colour_off) as u32,
             colour_off,
+            reciprocal_buffer_size: reciprocal(buffer_size),
         })
     }
 
@@ -399,16 +416,22 @@ impl SlabPtr {
     }
 
     /// Puts an object back on the free list (`slab_put_obj`). Returns `false`, changing
-    /// nothing, when the object is already on it: a double free that reached the slab.
+    /// nothing, when the object is already on it (a double free that reached the slab)
+    /// or lies beyond the slab's objects.
     ///
     /// # Safety
     /// The caller holds the list_lock of the slab's node and `obj` is a slot start of
-    /// this slab (`obj_to_index` succeeds).
+    /// this slab (the paths that take pointers from callers check that first).
     pub(crate) unsafe fn put_obj(self, geometry: &Geometry, obj: *const u8) -> bool {
         let slab = self.0.as_ptr();
         // SAFETY: the caller holds the lock and vouches for obj being a slot of ours.
         unsafe {
-            let Ok(index) = self.obj_to_index(geometry, obj) else { return false };
+            let offset = (obj as usize).wrapping_sub(self.s_mem() as usize);
+            let index = reciprocal_divide(offset, geometry.reciprocal_buffer_size);
+            if index >= geometry.num as usize {
+                return false;
+            }
+            let index = index as u32;
             let bufctl = Self::bufctl_base(slab).add(index as usize);
             if bufctl.read() != BUFCTL_FREE {
                 return false;

@@ -106,11 +106,22 @@ impl KmemCache {
         let tunables = Tunables { limit, batchcount, shared }.check(&self.name)?;
         let allocator = self.allocator.upgrade();
         let chain = allocator.as_ref().map(|allocator| allocator.chain.lock());
-        let prepared = chain.as_ref().map(|chain| chain.prepared.clone()).unwrap_or_default();
+        // Without an allocator no hotplug can happen: the CPUs with an array are the prepared ones.
+        let prepared = match chain.as_ref() {
+            Some(chain) => chain.prepared.clone(),
+            None => self.attached_cpus(),
+        };
         if self.is_destroyed() {
             return Err(self.destroyed_error());
         }
         self.do_tune_cpucache(tunables, &prepared)
+    }
+
+    /// CPUs whose slot holds an array.
+    fn attached_cpus(&self) -> CpuSet {
+        (0..self.array.len() as CpuId)
+            .filter(|&cpu| self.array[cpu as usize].lock().with(|data| data.array.is_some()))
+            .collect()
     }
 
     /// `do_tune_cpucache`: new arrays for every prepared CPU, allocated before anything

@@ -194,3 +194,18 @@ fn lists_link_and_unlink_anywhere() {
         assert_eq!(chain.pop(), None);
     }
 }
+
+#[test]
+fn reciprocal_division_is_exact_for_slab_offsets() {
+    for d in [8usize, 24, 40, 56, 64, 72, 100, 192, 200, 4096, 4104, 65536, 1 << 21] {
+        let m = reciprocal(d);
+        let max = page_size() << MAX_GFP_ORDER;
+        let mut n = 0;
+        while n < max {
+            for probe in [n, n + 1, n + d - 1, n + d] {
+                assert_eq!(reciprocal_divide(probe, m), probe / d, "{probe} / {d}");
+            }
+            n += d * 7 + 3;
+        }
+    }
+}
