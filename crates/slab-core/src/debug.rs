@@ -53,12 +53,25 @@ impl KmemCache {
     /// # Safety
     /// `obj` is a slot of this cache that no other thread touches.
     unsafe fn paint_free(&self, obj: *mut u8) {
-        let size = self.geometry.object_size;
         // SAFETY: the slot is ours, buffer_size long, with both red zones inside it.
+        unsafe {
+            self.paint_free_body(obj);
+            self.redzone1(obj).write(RED_INACTIVE);
+        }
+    }
+
+    /// Paints the body and the trailing red zone free; the leading red zone is left to
+    /// the caller (the free path has already flipped it with a compare-and-swap, and a
+    /// racing erroneous free may be reading it).
+    ///
+    /// # Safety
+    /// `obj` is a slot of this cache whose body no other thread touches.
+    unsafe fn paint_free_body(&self, obj: *mut u8) {
+        let size = self.geometry.object_size;
+        // SAFETY: the slot is ours, buffer_size long, with the red zone inside it.
         unsafe {
             std::ptr::write_bytes(self.body(obj), POISON_FREE, size);
             self.body(obj).add(size - 1).write(POISON_END);
-            self.redzone1(obj).write(RED_INACTIVE);
             self.redzone2(obj).write(RED_INACTIVE);
         }
     }
@@ -213,7 +226,7 @@ impl KmemCache {
                 }
             }
             let found = self.redzone2(obj).read();
-            self.paint_free(obj);
+            self.paint_free_body(obj);
             (slab.nodeid(), (found != RED_ACTIVE).then_some(found))
         };
         drop(registry);
