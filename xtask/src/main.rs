@@ -70,7 +70,21 @@ fn ci(_args: &[String]) -> Result<()> {
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     run("cargo", &["test", "--workspace"], &[])?;
     loom()?;
+    fallbacks()?;
     Ok(())
+}
+
+/// Tests the portable fallbacks on Linux, as mio forces its portable backend: the current
+/// CPU from `sched_getcpu` instead of rseq, and hotplug found by polling instead of
+/// uevents. Built in its own target folder so the main build's cache stays valid.
+fn fallbacks() -> Result<()> {
+    let target = root().join("target/fallbacks");
+    let target = target.to_str().context("the target path is not UTF-8")?;
+    run(
+        "cargo",
+        &["test", "-p", "topology", "-p", "hotplug", "--target-dir", target],
+        &[("RUSTFLAGS", "--cfg numaslab_force_getcpu --cfg numaslab_force_poll")],
+    )
 }
 
 /// The loom models of slab-core (`crates/slab-core/tests/loom.rs`): in release, with a

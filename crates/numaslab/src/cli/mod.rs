@@ -2,7 +2,10 @@
 //! (clap derive) and a `run` function; adding one is a new module and a new variant of
 //! [`Command`].
 
+mod machine;
 mod topology;
+mod torture;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -13,30 +16,35 @@ use clap::{Parser, Subcommand};
 #[command(name = "numaslab", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
-/// The subcommands.
-///
-/// `torture` (the allocator under concurrent load and hotplug) and `watch` (hotplug
-/// events as they happen) are to join here as variants beside `Topology`; `torture` is
-/// then to become the default when no subcommand is given, which is why `command` is the
-/// only place that decides what runs.
+/// The subcommands; with none, `torture` runs with its defaults.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The seed's torture test (the default): workers allocate and free while CPUs, the
+    /// last one of a node included, go offline and online; exits 0 only if every check
+    /// passes.
+    Torture(torture::TortureArgs),
+    /// Follows hotplug events live with the allocator's callbacks attached.
+    Watch(watch::WatchArgs),
     /// Prints the machine's CPUs, nodes, memory and distances, like `numactl --hardware`.
     Topology(topology::Args),
 }
 
 /// Parses the command line, runs the subcommand, and turns an error into a message on
-/// stderr and exit status 1 (clap's own usage errors exit with 2).
+/// stderr and exit status 1 (clap's own usage errors exit with 2); a torture whose
+/// checks failed exits with 3.
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Topology(args) => topology::run(&args),
+    let result = match cli.command.unwrap_or_else(|| Command::Torture(torture::TortureArgs::default())) {
+        Command::Torture(args) => torture::run(&args),
+        Command::Watch(args) => watch::run(&args).map(|()| true),
+        Command::Topology(args) => topology::run(&args).map(|()| true),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(3),
         Err(error) => {
             eprintln!("numaslab: error: {error:#}");
             ExitCode::FAILURE

@@ -3,24 +3,18 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
-use topology::{FakeTopology, FixtureTopology, NodeId, SysfsTopology, Topology};
+use topology::{NodeId, Topology};
+
+use super::machine::{DefaultMachine, MachineArgs};
 
 /// Which machine to describe; with none of `--root`, `--fixture`, `--fake`, this one.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Read sysfs and procfs under this folder instead of `/` (a capture's `fsroot`, say).
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["fixture", "fake"])]
-    root: Option<PathBuf>,
-    /// Load a fixture: a name from the project's `fixtures/` (`seed-box`) or a path.
-    #[arg(long, value_name = "NAME|PATH", conflicts_with = "fake")]
-    fixture: Option<String>,
-    /// Build a fake machine: `CPUSxNODES`, such as `4x2`.
-    #[arg(long, value_name = "SPEC")]
-    fake: Option<String>,
+    #[command(flatten)]
+    machine: MachineArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -28,7 +22,7 @@ pub(crate) struct Args {
 
 /// Runs the command.
 pub(crate) fn run(args: &Args) -> Result<()> {
-    let machine = open(args)?;
+    let machine = args.machine.open(DefaultMachine::Live)?;
     let report = Report::gather(machine.as_ref())?;
     let text = if args.json {
         let mut text = serde_json::to_string_pretty(&report.to_json())?;
@@ -38,20 +32,6 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         report.to_text()
     };
     std::io::stdout().lock().write_all(text.as_bytes()).context("cannot write to stdout")
-}
-
-fn open(args: &Args) -> Result<Box<dyn Topology>> {
-    Ok(match (&args.root, &args.fixture, &args.fake) {
-        (Some(root), _, _) => Box::new(
-            SysfsTopology::new(root)
-                .with_context(|| format!("cannot read the machine under {}", root.display()))?,
-        ),
-        (_, Some(fixture), _) => Box::new(
-            FixtureTopology::load(fixture).with_context(|| format!("cannot load fixture {fixture}"))?,
-        ),
-        (_, _, Some(spec)) => Box::new(FakeTopology::from_spec(spec)?),
-        _ => Box::new(SysfsTopology::detect().context("cannot read this machine's /sys")?),
-    })
 }
 
 /// The facts printed, gathered once so that text and JSON agree.

@@ -1,3 +1,7 @@
 //! End-to-end tests of the `numaslab` binary.
 
+mod real_hotplug;
+mod support;
 mod topology_command;
+mod torture_command;
+mod watch_command;

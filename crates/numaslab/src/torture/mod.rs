@@ -1,0 +1,238 @@
+//! The seed's torture test, generalised: workers allocate, touch and free objects of
+//! several caches, handing some to workers on other nodes, while a hotplug thread takes
+//! CPUs offline and online, the last CPU of a node included. At the end every object is
+//! accounted for and the allocator validated.
+//!
+//! The seed patch "survived onlining and offlining on a 4 core 2 node Tyan box with a 4
+//! dbench process running all the time"; the defaults here are that box and four workers.
+
+mod onoff;
+mod pattern;
+mod report;
+mod worker;
+
+use std::alloc::Layout;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+use slab_core::{Cache, CacheFlags};
+use topology::{CpuId, CpuSet, Topology};
+
+pub use self::onoff::TransitionStats;
+pub use self::report::{Check, LatencySummary, Report};
+use self::worker::{Shared, Worker, WorkerPlan};
+use crate::{Error, NumaSlab, Result};
+
+/// A fault the torture injects on purpose, so that tests can prove its checks fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// One worker forgets one object instead of freeing it.
+    LeakOne,
+}
+
+/// How a torture run is set up.
+#[derive(Debug, Clone)]
+pub struct TortureConfig {
+    /// How long the workers run.
+    pub duration: Duration,
+    /// Worker threads, bound to the machine's CPUs in turn, spread over nodes.
+    pub workers: usize,
+    /// Time between two hotplug steps; zero turns hotplug off.
+    pub interval: Duration,
+    /// Object sizes, one cache each; each is rounded up to a multiple of 8.
+    pub sizes: Vec<usize>,
+    /// Creates the caches in debug mode (red zones, poison, misuse detection).
+    pub debug: bool,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Objects each worker keeps alive at most.
+    pub max_live: usize,
+    /// Share of frees handed to a worker on another node, in percent.
+    pub remote_percent: u32,
+    /// CPUs the hotplug thread may switch; `None` for every possible CPU but cpu0.
+    pub hotplug_cpus: Option<CpuSet>,
+    /// A fault to inject, for tests.
+    pub fault: Option<Fault>,
+}
+
+impl Default for TortureConfig {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(10),
+            workers: 4,
+            interval: Duration::from_millis(20),
+            sizes: vec![32, 192, 1024, 4096],
+            debug: false,
+            seed: 0x5eed,
+            max_live: 512,
+            remote_percent: 25,
+            hotplug_cpus: None,
+            fault: None,
+        }
+    }
+}
+
+/// Live figures a front end can show while the torture runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Allocations and frees so far.
+    pub ops: AtomicU64,
+    /// Completed transitions so far.
+    pub transitions: Arc<AtomicU64>,
+}
+
+/// Runs the torture on `slab` until `config.duration` passes or `stop` is set, then checks
+/// every invariant and reports. Every CPU the run took offline is back online when this
+/// returns, also when a worker panics.
+pub fn run(
+    slab: &Arc<NumaSlab>,
+    config: &TortureConfig,
+    stop: &AtomicBool,
+    progress: &Progress,
+) -> Result<Report> {
+    if config.workers == 0 || config.sizes.is_empty() {
+        return Err(Error::Config("the torture needs at least one worker and one object size".into()));
+    }
+    let topology = slab.topology().clone();
+    let caches = create_caches(slab, config)?;
+    let shared = Arc::new(Shared {
+        topology: topology.clone(),
+        allocated: caches.iter().map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+        freed: caches.iter().map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+        caches,
+        handed_over: AtomicU64::new(0),
+        corrupted: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+        ops: CachePadded::new(AtomicU64::new(0)),
+        stop: AtomicBool::new(false),
+        stopped_sending: AtomicUsize::new(0),
+        fault: config.fault,
+    });
+    let plans = plan_workers(&*topology, config)?;
+    let started = Instant::now();
+    let hotplug_stop = AtomicBool::new(false);
+    let (stats, live) = std::thread::scope(|scope| {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            plans.iter().map(|_| crossbeam_channel::unbounded()).unzip();
+        let workers: Vec<_> = plans
+            .iter()
+            .cloned()
+            .zip(receivers)
+            .map(|(plan, inbox)| {
+                let name = format!("torture-worker-{}", plan.index);
+                let worker = Worker::new(plan, shared.clone(), inbox, senders.clone());
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn_scoped(scope, move || worker.run())
+                    .expect("spawning a torture worker")
+            })
+            .collect();
+        drop(senders);
+        let onoff = onoff::OnOff {
+            slab: slab.clone(),
+            candidates: hotplug_candidates(&*topology, config),
+            interval: config.interval,
+            seed: config.seed,
+            progress: progress.transitions.clone(),
+        };
+        let hotplug = (!config.interval.is_zero()).then(|| scope.spawn(|| onoff.run(&hotplug_stop)));
+        while started.elapsed() < config.duration && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20).min(config.duration));
+            progress.ops.store(shared.ops.load(Ordering::Relaxed), Ordering::Relaxed);
+            if workers.iter().any(|worker| worker.is_finished()) {
+                break; // A worker panicked: stop everything and report.
+            }
+        }
+        // Hotplug stops first and brings its CPUs back, then the workers stop.
+        hotplug_stop.store(true, Ordering::Relaxed);
+        let stats = hotplug.map(|handle| handle.join()).transpose();
+        shared.stop.store(true, Ordering::Relaxed);
+        let live: Vec<_> = workers.into_iter().map(|worker| worker.join()).collect();
+        (stats, live)
+    });
+    let elapsed = started.elapsed();
+    let stats = stats.unwrap_or_else(|_| {
+        let mut stats = TransitionStats::default();
+        stats.errors.push("the hotplug thread panicked".into());
+        stats.failed += 1;
+        Some(stats)
+    });
+    let panicked = live.iter().filter(|result| result.is_err()).count();
+    let live: Vec<_> = live.into_iter().filter_map(|result| result.ok()).collect();
+    Ok(report::finish(slab, config, &shared, stats.unwrap_or_default(), live, panicked, elapsed))
+}
+
+/// Creates one cache per object size.
+fn create_caches(slab: &NumaSlab, config: &TortureConfig) -> Result<Vec<Arc<Cache>>> {
+    let flags = if config.debug { CacheFlags::DEBUG } else { CacheFlags::NONE };
+    config
+        .sizes
+        .iter()
+        .map(|&size| {
+            let size = size.max(8).next_multiple_of(8);
+            let layout = Layout::from_size_align(size, 8)
+                .map_err(|_| Error::Config(format!("object size {size} is too large")))?;
+            Ok(slab.allocator().create_cache(&format!("torture-{size}"), layout, flags)?)
+        })
+        .collect()
+}
+
+/// Binds workers to allowed online CPUs, alternating nodes so that cross-node frees have
+/// somewhere to go, and gives each its peers on other nodes.
+fn plan_workers(topology: &dyn Topology, config: &TortureConfig) -> Result<Vec<WorkerPlan>> {
+    let mut allowed = topology.allowed_cpus();
+    if allowed.is_empty() {
+        allowed = topology.online_cpus()?;
+    }
+    let mut by_node: Vec<Vec<CpuId>> = Vec::new();
+    for node in topology.online_nodes().iter() {
+        let cpus: Vec<CpuId> = topology.node_cpus(node).intersection(&allowed).iter().collect();
+        if !cpus.is_empty() {
+            by_node.push(cpus);
+        }
+    }
+    let depth = by_node.iter().map(Vec::len).max().unwrap_or(0);
+    let order: Vec<CpuId> =
+        (0..depth).flat_map(|i| by_node.iter().filter_map(move |cpus| cpus.get(i).copied())).collect();
+    if order.is_empty() {
+        return Err(Error::Config(format!("{} has no CPU this process may run on", topology.name())));
+    }
+    let cpus: Vec<CpuId> = (0..config.workers).map(|i| order[i % order.len()]).collect();
+    let node_of = |cpu: CpuId| topology.cpu_node(cpu);
+    let nodes: Vec<_> = topology.online_nodes().iter().collect();
+    Ok((0..config.workers)
+        .map(|index| {
+            let remote: Vec<usize> =
+                (0..config.workers).filter(|&other| node_of(cpus[other]) != node_of(cpus[index])).collect();
+            let peers = if remote.is_empty() {
+                (0..config.workers).filter(|&other| other != index).collect()
+            } else {
+                remote
+            };
+            WorkerPlan {
+                index,
+                cpu: cpus[index],
+                peers,
+                max_live: config.max_live.max(4),
+                remote_percent: config.remote_percent.min(100),
+                nodes: nodes.clone(),
+                seed: config.seed.wrapping_add(index as u64 * 0x9e37_79b9),
+            }
+        })
+        .collect())
+}
+
+/// The CPUs the hotplug thread may switch: as configured, else every possible CPU but
+/// cpu0 (which real machines usually cannot take offline).
+fn hotplug_candidates(topology: &dyn Topology, config: &TortureConfig) -> CpuSet {
+    let mut candidates = config.hotplug_cpus.clone().unwrap_or_else(|| topology.present_cpus());
+    if config.hotplug_cpus.is_none() {
+        candidates.remove(0);
+    }
+    candidates
+}

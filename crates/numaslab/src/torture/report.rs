@@ -1,0 +1,284 @@
+//! The torture's checks and its report, as text and as JSON.
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::onoff::TransitionStats;
+use super::worker::{count_by_cache, free_checked, Object, Shared};
+use super::TortureConfig;
+use crate::NumaSlab;
+
+/// One invariant the torture checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked, in words.
+    pub name: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// Median and maximum of the callback times of completed transitions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencySummary {
+    /// Transitions measured.
+    pub count: usize,
+    /// Median callback time, microseconds.
+    pub median_us: u64,
+    /// Longest callback time, microseconds.
+    pub max_us: u64,
+}
+
+impl LatencySummary {
+    /// Summarises a list of microsecond figures.
+    pub fn of(samples: &[u64]) -> Self {
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        Self {
+            count: sorted.len(),
+            median_us: sorted.get(sorted.len() / 2).copied().unwrap_or(0),
+            max_us: sorted.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// What a torture run did and whether every check passed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The machine, as its backend names it.
+    pub machine: String,
+    /// Wall time the workers ran, seconds.
+    pub duration_secs: f64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Allocations plus frees.
+    pub ops: u64,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// Frees of objects that another worker allocated.
+    pub handed_over: u64,
+    /// What the hotplug thread did.
+    pub transitions: TransitionStats,
+    /// Callback times of the transitions.
+    pub callback_latency: LatencySummary,
+    /// The allocator's slabinfo at the end of the run, before the workers' objects were
+    /// freed.
+    pub slabinfo: String,
+    /// The process's peak resident memory, bytes (`VmHWM`).
+    pub peak_rss_bytes: Option<u64>,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+    /// Whether every check passed.
+    pub checks_passed: bool,
+}
+
+/// Checks every invariant, frees what the workers still hold, destroys the caches and
+/// builds the report.
+pub(super) fn finish(
+    slab: &Arc<NumaSlab>,
+    config: &TortureConfig,
+    shared: &Shared,
+    transitions: TransitionStats,
+    live: Vec<Vec<Object>>,
+    panicked: usize,
+    elapsed: Duration,
+) -> Report {
+    let mut checks = Vec::new();
+    let mut check = |name: &str, passed: bool, detail: String| {
+        checks.push(Check { name: name.to_owned(), passed, detail });
+    };
+    check(
+        "every worker finished",
+        panicked == 0,
+        format!("{panicked} of {} workers panicked", config.workers),
+    );
+    let corrupted = shared.corrupted.load(Ordering::Relaxed);
+    check("no worker saw a corrupted pattern", corrupted == 0, format!("{corrupted} corrupted objects"));
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let first = shared.first_error.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
+    check(
+        "the allocator served every request",
+        errors == 0,
+        match first {
+            Some(first) => format!("{errors} errors, the first: {first}"),
+            None => "no errors".into(),
+        },
+    );
+
+    // Conservation: each object allocated was freed exactly once or is still held.
+    let held = count_by_cache(&live, shared.caches.len());
+    let mut lost = Vec::new();
+    let mut in_use_mismatch = Vec::new();
+    for (index, cache) in shared.caches.iter().enumerate() {
+        let allocated = shared.allocated[index].load(Ordering::Relaxed);
+        let freed = shared.freed[index].load(Ordering::Relaxed);
+        if allocated != freed + held[index] {
+            lost.push(format!(
+                "{}: {allocated} allocated, {freed} freed, {} held",
+                cache.name(),
+                held[index]
+            ));
+        }
+        let in_use = cache.stats().in_use as u64;
+        if in_use != held[index] {
+            in_use_mismatch.push(format!(
+                "{}: allocator counts {in_use} in use, workers hold {}",
+                cache.name(),
+                held[index]
+            ));
+        }
+    }
+    let allocated: u64 = shared.allocated.iter().map(|count| count.load(Ordering::Relaxed)).sum();
+    check(
+        "every object allocated is freed exactly once or still held",
+        lost.is_empty(),
+        if lost.is_empty() {
+            format!("{allocated} objects allocated, all accounted for")
+        } else {
+            lost.join("; ")
+        },
+    );
+    check(
+        "the allocator's in-use count matches the objects held",
+        in_use_mismatch.is_empty(),
+        if in_use_mismatch.is_empty() {
+            format!("{} objects held", held.iter().sum::<u64>())
+        } else {
+            in_use_mismatch.join("; ")
+        },
+    );
+
+    // No object may sit in the array cache of a CPU that is offline.
+    let topology = slab.topology();
+    let online = topology.online_cpus().unwrap_or_default();
+    let mut stranded: Vec<String> = transitions
+        .stranded
+        .iter()
+        .map(|(cpu, count)| format!("cpu {cpu}: {count} objects right after going offline"))
+        .collect();
+    for cpu in topology.possible_cpus().difference(&online).iter() {
+        let count: usize = shared.caches.iter().map(|cache| cache.cpu_cache_len(cpu)).sum();
+        if count > 0 {
+            stranded.push(format!("cpu {cpu}: {count} objects at the end"));
+        }
+    }
+    check(
+        "no object is left in the cache of an offline CPU",
+        stranded.is_empty(),
+        if stranded.is_empty() {
+            format!("{} offline transitions checked", transitions.offline)
+        } else {
+            stranded.join("; ")
+        },
+    );
+    let restore_errors: Vec<&String> =
+        transitions.errors.iter().filter(|e| e.contains("back online")).collect();
+    check(
+        "every CPU taken offline is back online",
+        restore_errors.is_empty(),
+        if restore_errors.is_empty() {
+            format!("online at the end: {online}")
+        } else {
+            format!("{restore_errors:?}")
+        },
+    );
+
+    let slabinfo = slab.allocator().slabinfo();
+    for object in live.into_iter().flatten() {
+        free_checked(shared, object);
+    }
+    let validation = slab.allocator().validate();
+    check(
+        "validate() accounts for every object and slab",
+        validation.is_ok(),
+        match &validation {
+            Ok(()) => format!("{} caches validated", shared.caches.len()),
+            Err(error) => error.to_string(),
+        },
+    );
+    let mut refused = Vec::new();
+    for cache in &shared.caches {
+        if let Err(error) = slab.allocator().destroy_cache(cache) {
+            refused.push(error.to_string());
+        }
+    }
+    check(
+        "every cache is empty and destroyed at the end",
+        refused.is_empty(),
+        if refused.is_empty() {
+            format!("{} caches destroyed", shared.caches.len())
+        } else {
+            refused.join("; ")
+        },
+    );
+
+    let ops = allocated + shared.freed.iter().map(|count| count.load(Ordering::Relaxed)).sum::<u64>();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let checks_passed = checks.iter().all(|check| check.passed);
+    Report {
+        machine: topology.name(),
+        duration_secs: secs,
+        workers: config.workers,
+        ops,
+        ops_per_sec: ops as f64 / secs,
+        handed_over: shared.handed_over.load(Ordering::Relaxed),
+        callback_latency: LatencySummary::of(&transitions.callback_us),
+        transitions,
+        slabinfo,
+        peak_rss_bytes: peak_rss_bytes(),
+        checks,
+        checks_passed,
+    }
+}
+
+/// The process's peak resident set (`VmHWM` of `/proc/self/status`), in bytes.
+fn peak_rss_bytes() -> Option<u64> {
+    use procfs_core::FromRead;
+    let status = procfs_core::process::Status::from_file("/proc/self/status").ok()?;
+    status.vmhwm.map(|kb| kb * 1024)
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.transitions;
+        writeln!(f, "numaslab torture on {}", self.machine)?;
+        writeln!(
+            f,
+            "  {} workers, {:.1} s: {} operations, {:.0} ops/s, {} handed to another worker",
+            self.workers, self.duration_secs, self.ops, self.ops_per_sec, self.handed_over
+        )?;
+        writeln!(
+            f,
+            "  transitions: {} attempted, {} done ({} offline, {} online), {} failed; a node lost its last CPU {} times",
+            t.attempted, t.done, t.offline, t.online, t.failed, t.nodes_emptied
+        )?;
+        writeln!(
+            f,
+            "  callback latency: median {} us, max {} us over {} transitions",
+            self.callback_latency.median_us, self.callback_latency.max_us, self.callback_latency.count
+        )?;
+        for error in &t.errors {
+            writeln!(f, "  transition error: {error}")?;
+        }
+        match self.peak_rss_bytes {
+            Some(bytes) => writeln!(f, "  peak RSS: {:.1} MiB", bytes as f64 / (1 << 20) as f64)?,
+            None => writeln!(f, "  peak RSS: unknown")?,
+        }
+        writeln!(f, "\nslabinfo at the end of the run:")?;
+        let mut table = String::new();
+        for line in self.slabinfo.lines() {
+            let _ = writeln!(table, "  {line}");
+        }
+        f.write_str(&table)?;
+        writeln!(f, "\nchecks:")?;
+        for check in &self.checks {
+            writeln!(f, "  [{}] {}: {}", if check.passed { "ok" } else { "FAIL" }, check.name, check.detail)?;
+        }
+        writeln!(f, "\n{}", if self.checks_passed { "all checks passed" } else { "CHECKS FAILED" })
+    }
+}

@@ -1,0 +1,129 @@
+//! `numaslab torture` end to end: passing runs on the seed box and other fixtures, a
+//! forced check failure, `--real` refused without root, and (opt-in, as root) a real run
+//! that switches cpu1.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::RealCpu1;
+
+fn torture(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_numaslab")).arg("torture").args(args).output().expect("the binary runs")
+}
+
+/// Runs a short torture with `--json` and returns the report and the exit status.
+fn report(args: &[&str]) -> (Value, std::process::ExitStatus) {
+    let mut all = vec!["--json"];
+    if !args.contains(&"--duration") {
+        all.extend(["--duration", "2"]);
+    }
+    all.extend_from_slice(args);
+    let output = torture(&all);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|error| {
+        panic!("{error}: stdout {stdout:?}, stderr {}", String::from_utf8_lossy(&output.stderr))
+    });
+    (report, output.status)
+}
+
+fn assert_passed(args: &[&str]) -> Value {
+    let (report, status) = report(args);
+    let failed: Vec<&Value> =
+        report["checks"].as_array().unwrap().iter().filter(|check| check["passed"] != true).collect();
+    assert!(
+        status.success() && report["checks_passed"] == true,
+        "{args:?}: {status}, failed checks {failed:#?}"
+    );
+    assert!(report["ops"].as_u64().unwrap() > 1000, "{report:#}");
+    report
+}
+
+#[test]
+fn seed_box_torture_passes_with_nodes_losing_their_last_cpu() {
+    let report = assert_passed(&["--debug"]);
+    let transitions = &report["transitions"];
+    assert!(transitions["done"].as_u64().unwrap() >= 10, "{transitions:#}");
+    assert!(transitions["nodes_emptied"].as_u64().unwrap() >= 1, "{transitions:#}");
+    assert!(report["handed_over"].as_u64().unwrap() > 0, "cross-node frees happened: {report:#}");
+    assert!(report["machine"].as_str().unwrap().contains("seed-box"), "{report:#}");
+}
+
+#[test]
+fn torture_passes_on_other_fixtures_and_a_fake() {
+    for fixture in ["memoryless-node", "cpuless-node"] {
+        let report = assert_passed(&["--fixture", fixture, "--debug"]);
+        assert!(report["transitions"]["done"].as_u64().unwrap() > 0, "{fixture}: {report:#}");
+    }
+    assert_passed(&["--fake", "8x4", "--workers", "6"]);
+}
+
+#[test]
+fn a_leaked_object_fails_the_checks_and_the_exit_status() {
+    let (report, status) = report(&["--inject-fault", "leak-one"]);
+    assert!(!status.success(), "a leak must fail the run");
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(report["checks_passed"], false);
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|check| check["passed"] == false)
+        .map(|check| check["name"].as_str().unwrap())
+        .collect();
+    assert!(failed.iter().any(|name| name.contains("freed exactly once")), "{failed:?}");
+    assert!(failed.iter().any(|name| name.contains("destroyed")), "{failed:?}");
+}
+
+#[test]
+fn bad_options_are_refused_with_a_message() {
+    let output = torture(&["--fake", "3x2"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("3x2"));
+    let output = torture(&["--duration", "-1"]);
+    assert!(!output.status.success());
+    let output = torture(&["--cpus", "0-4294967295"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("4294967295"));
+}
+
+/// `--real` without root: run the binary as user `nobody` through `setpriv` when we are
+/// root, or directly when we are not.
+#[test]
+fn real_is_refused_without_root() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let binary = env!("CARGO_BIN_EXE_numaslab");
+    let output = if root {
+        if !Path::new("/usr/bin/setpriv").exists() {
+            eprintln!("skipped: running as root and setpriv is absent, cannot drop privileges");
+            return;
+        }
+        Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", binary, "torture", "--real"])
+            .output()
+            .unwrap()
+    } else {
+        Command::new(binary).args(["torture", "--real"]).output().unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if root && stderr.contains("Permission denied") && !stderr.contains("needs root") {
+        eprintln!("skipped: user nobody cannot execute the test binary here: {stderr}");
+        return;
+    }
+    assert!(!output.status.success());
+    assert!(stderr.contains("needs root"), "{stderr}");
+    assert!(crate::support::cpu1_online());
+}
+
+#[test]
+fn real_torture_switches_cpu1_and_restores_it() {
+    let Some(_cpu1) = RealCpu1::acquire() else { return };
+    let (report, status) = report(&["--real", "--cpus", "1", "--interval-ms", "40", "--duration", "6"]);
+    assert!(status.success(), "{report:#}");
+    assert_eq!(report["checks_passed"], true);
+    let offline = report["transitions"]["offline"].as_u64().unwrap();
+    assert!(offline >= 20, "cpu1 went offline only {offline} times: {report:#}");
+    assert!(crate::support::cpu1_online(), "cpu1 is online after the run");
+}
