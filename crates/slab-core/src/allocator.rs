@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use topology::{CpuId, CpuSet, NodeId, Topology};
 
-use crate::cache::{Cache, KmemCache};
+use crate::cache::{Cache, KmemCache, SharedParts};
 use crate::error::{Error, Result};
 use crate::machine::Machine;
+use crate::pages::{PageCache, NODE_CACHE_BYTES};
 use crate::reap::{DrainMode, NodePass};
 use crate::registry::SlabRegistry;
 use crate::stats::SLABINFO_HEADER;
@@ -56,6 +57,8 @@ struct Reaper {
 pub struct Allocator {
     pub(crate) machine: Arc<Machine>,
     registry: Arc<SlabRegistry>,
+    /// The page-block cache beneath every cache's slabs.
+    pub(crate) pages: Arc<PageCache>,
     /// `cache_chain` under `cache_chain_mutex`.
     pub(crate) chain: Lock<ChainState>,
     reaper: Lock<Option<Reaper>>,
@@ -73,9 +76,12 @@ impl Allocator {
     /// lists no node with memory is served from its first node.
     pub fn new(topology: Arc<dyn Topology>) -> Arc<Allocator> {
         let online = topology.online_cpus().unwrap_or_else(|_| topology.possible_cpus());
+        let machine = Machine::new(topology);
+        let pages = Arc::new(PageCache::new(machine.node_bound, NODE_CACHE_BYTES));
         let allocator = Arc::new(Allocator {
-            machine: Arc::new(Machine::new(topology)),
+            machine: Arc::new(machine),
             registry: Arc::new(SlabRegistry::new()),
+            pages,
             chain: Lock::new(ChainState::default()),
             reaper: Lock::new(None),
         });
@@ -120,9 +126,12 @@ impl Allocator {
             name,
             layout,
             flags,
-            Arc::downgrade(self),
-            Arc::clone(&self.machine),
-            Arc::clone(&self.registry),
+            SharedParts {
+                allocator: Arc::downgrade(self),
+                machine: Arc::clone(&self.machine),
+                registry: Arc::clone(&self.registry),
+                pages: Arc::clone(&self.pages),
+            },
             &chain.prepared_per_node(&self.machine),
         )?;
         // The Cache owns the KmemCache from here: an error below drops it, freeing
@@ -256,7 +265,8 @@ impl Allocator {
 
     /// One pass of `cache_reap` over every cache: for each CPU whose reap work is
     /// started, its node's alien caches and its array; then every node's shared array
-    /// and surplus free slabs.
+    /// and surplus free slabs; then the page cache's trim, which returns blocks to the
+    /// OS (see `PageCache::trim`).
     pub fn reap(&self) {
         let chain = self.chain.lock();
         self.reap_locked(&chain, NodePass::Now);
@@ -271,6 +281,9 @@ impl Allocator {
             for &node in self.machine.memory_nodes.iter() {
                 kmem.reap_node(node, pass);
             }
+        }
+        for &node in self.machine.memory_nodes.iter() {
+            self.pages.trim(node);
         }
     }
 
@@ -334,6 +347,14 @@ impl Allocator {
         chain.caches.iter().try_for_each(|cache| cache.kmem().validate_locked())
     }
 
+    /// Bytes of slab blocks cached for `node` beneath the caches (freed slabs kept for the
+    /// node's next growth instead of going back to the OS; at most 4 MiB per node, returned
+    /// to the OS by the reaper's trim, `Cache::shrink` and cache destruction). 0 for a
+    /// node the machine does not have.
+    pub fn page_cache_bytes(&self, node: NodeId) -> usize {
+        self.pages.figures(node).bytes
+    }
+
     /// CPUs prepared (the allocator's own view of which CPUs are up).
     pub fn prepared_cpus(&self) -> CpuSet {
         self.chain.lock().prepared.clone()
@@ -343,6 +364,8 @@ impl Allocator {
 impl Drop for Allocator {
     fn drop(&mut self) {
         self.stop_reaper();
+        // Caches leaked with objects out keep the page cache alive: give its blocks back now.
+        self.pages.drain_all();
     }
 }
 

@@ -22,10 +22,12 @@ use topology::{CpuId, NodeId};
 
 use crate::allocator::Allocator;
 use crate::array_cache::{ArraySlot, SlotGuard};
+use crate::cpu::{read_rseq_cpu, CpuSource};
 use crate::error::{Error, Result};
 use crate::machine::Machine;
 use crate::memory;
 use crate::node::{free_limit, KmemList3, Refused};
+use crate::pages::PageCache;
 use crate::registry::{SlabOwner, SlabRegistry};
 use crate::slab::{Geometry, RedZoning, SlabChain, SlabPtr};
 use crate::stats::CacheStats;
@@ -36,27 +38,52 @@ use crate::CacheFlags;
 /// The kernel's `BATCHREFILL_LIMIT`: an untouched array refills at most this many objects.
 const BATCHREFILL_LIMIT: u32 = 16;
 
+/// What a new cache shares with its allocator and the allocator's other caches.
+#[derive(Debug)]
+pub(crate) struct SharedParts {
+    /// The allocator, for its cache_chain mutex.
+    pub(crate) allocator: Weak<Allocator>,
+    /// Machine facts.
+    pub(crate) machine: Arc<Machine>,
+    /// Slabs of every cache of the allocator.
+    pub(crate) registry: Arc<SlabRegistry>,
+    /// The page-block cache.
+    pub(crate) pages: Arc<PageCache>,
+}
+
 /// The cache proper (`struct kmem_cache`). Reached through [`Cache`] and typed handles.
+///
+/// `repr(C, align(64))`: the fields the fast paths read (the CPU source, the per-CPU
+/// slots, the id and slab size a free checks, the debug flag) come first and share one
+/// cache line.
+#[repr(C, align(64))]
 pub(crate) struct KmemCache {
+    /// Where the current CPU is read (`cpu.rs`), copied from the machine.
+    cpu_source: CpuSource,
+    /// `cachep->array[cpu]`, indexed by CPU id.
+    pub(crate) array: Box<[CachePadded<ArraySlot>]>,
     /// Unique id, written in each slab descriptor to recognise the owner.
     pub(crate) id: u64,
+    /// `geometry.slab_bytes`, beside the other fast-path fields.
+    slab_bytes: usize,
+    /// Debug checks on (red zones, poison, registry-checked frees).
+    pub(crate) debug: bool,
     /// The name, as slabinfo prints it.
     pub(crate) name: String,
     /// Creation flags.
     pub(crate) flags: CacheFlags,
-    /// Debug checks on (red zones, poison, registry-checked frees).
-    pub(crate) debug: bool,
     /// Object and slab shape.
     pub(crate) geometry: Geometry,
     /// Machine facts.
     pub(crate) machine: Arc<Machine>,
     /// Slabs of every cache of the allocator.
     pub(crate) registry: Arc<SlabRegistry>,
+    /// The allocator's page-block cache: where destroyed slabs' blocks go and grown
+    /// slabs' blocks come from before the OS is asked.
+    pub(crate) pages: Arc<PageCache>,
     /// The allocator, for its cache_chain mutex (shrink, tune and validate are serialized
     /// against hotplug by it).
     pub(crate) allocator: Weak<Allocator>,
-    /// `cachep->array[cpu]`, indexed by CPU id.
-    pub(crate) array: Box<[CachePadded<ArraySlot>]>,
     /// `cachep->nodelists[node]`, indexed by node id, every possible node present.
     pub(crate) nodelists: Box<[CachePadded<KmemList3>]>,
     /// `limit`, `batchcount`, `shared`.
@@ -90,11 +117,10 @@ impl KmemCache {
         name: &str,
         layout: Layout,
         flags: CacheFlags,
-        allocator: Weak<Allocator>,
-        machine: Arc<Machine>,
-        registry: Arc<SlabRegistry>,
+        shared: SharedParts,
         prepared_per_node: &[usize],
     ) -> Result<Self> {
+        let SharedParts { allocator, machine, registry, pages } = shared;
         let debug = flags.contains(CacheFlags::DEBUG);
         let red_zoning = if debug { RedZoning::On } else { RedZoning::Off };
         let geometry = Geometry::new(layout, red_zoning, machine.slab_break_gfp_order).map_err(|reason| {
@@ -122,6 +148,8 @@ impl KmemCache {
             })
             .collect();
         Ok(Self {
+            cpu_source: machine.cpu_source,
+            slab_bytes: geometry.slab_bytes,
             id: next_cache_id(),
             name: name.to_owned(),
             flags,
@@ -129,6 +157,7 @@ impl KmemCache {
             geometry,
             machine,
             registry,
+            pages,
             allocator,
             array,
             nodelists,
@@ -138,10 +167,28 @@ impl KmemCache {
         })
     }
 
-    /// The calling thread's CPU, as the topology says (possibly stale: every path is
-    /// correct whatever it returns).
+    /// The calling thread's CPU (possibly stale: every path is correct whatever it
+    /// returns): an inline read of the rseq area on the live machine, the topology's
+    /// answer elsewhere (`cpu.rs`).
     #[inline(always)]
     pub(crate) fn current_cpu(&self) -> CpuId {
+        match self.cpu_source {
+            CpuSource::Rseq(offset) => {
+                let cpu = read_rseq_cpu(offset);
+                if cpu >= 0 {
+                    cpu as CpuId
+                } else {
+                    self.topology_cpu()
+                }
+            }
+            CpuSource::Topology => self.topology_cpu(),
+        }
+    }
+
+    /// The topology's answer: fixtures, fakes, a live machine without rseq, and a thread
+    /// whose rseq area is not registered (the topology then falls back to `sched_getcpu`).
+    #[inline(never)]
+    fn topology_cpu(&self) -> CpuId {
         self.machine.topology.current_cpu()
     }
 
@@ -270,8 +317,9 @@ impl KmemCache {
         }
     }
 
-    /// `cache_grow`: map a slab for `node`, initialise it, and add it to the node's free
-    /// list. The mapping and initialisation happen with no lock held.
+    /// `cache_grow`: take a block for `node` from the page cache, else map one (and bind
+    /// it to the node), initialise it as a slab, and add it to the node's free list. The
+    /// block is found and initialised with no lock held.
     #[cold]
     #[inline(never)]
     pub(crate) fn cache_grow(&self, node: NodeId) -> Result<()> {
@@ -282,26 +330,13 @@ impl KmemCache {
             }
             l3.next_colour(&self.geometry)
         };
-        let bytes = self.geometry.slab_bytes;
-        let block = memory::map_aligned(bytes).map_err(|error| Error::OutOfMemory {
-            cache: self.name.clone(),
-            node,
-            bytes,
-            reason: error.to_string(),
-        })?;
-        if self.machine.numa_binding {
-            if let Err(error) = memory::bind_to_node(block, bytes, node) {
-                if !self.bind_warned.swap(true, Ordering::Relaxed) {
-                    eprintln!(
-                        "slab-core: cache {:?}: cannot bind slabs to node {node} (mbind: {error}); \
-                         they stay where the kernel puts them",
-                        self.name
-                    );
-                }
-            }
-        }
-        // SAFETY: the block is fresh, ours, slab_bytes long and aligned to that size;
-        // the colour comes from next_colour, below geometry.colour.
+        let block = match self.pages.take(node, self.geometry.gfporder) {
+            // A cached block of this node was bound to it when first mapped.
+            Some(block) => block,
+            None => self.map_block(node)?,
+        };
+        // SAFETY: the block is ours alone (fresh, or out of the page cache), slab_bytes long
+        // and aligned to that size; the colour comes from next_colour, below geometry.colour.
         let slab = unsafe { SlabPtr::init(block, &self.geometry, self.id, node, colour) };
         if self.debug {
             // SAFETY: the slab is new and unpublished.
@@ -325,15 +360,45 @@ impl KmemCache {
         Ok(())
     }
 
-    /// Returns collected slabs to the OS (`slabs_destroy` / `slab_destroy`). Called with
-    /// no lock held: the registry entry goes first, then the memory.
+    /// A new block from the OS for a slab of `node`, bound to the node where that means
+    /// something (`kmem_getpages` when the page allocator's free lists are empty).
+    #[cold]
+    #[inline(never)]
+    fn map_block(&self, node: NodeId) -> Result<NonNull<u8>> {
+        let bytes = self.geometry.slab_bytes;
+        let block = memory::map_aligned(bytes).map_err(|error| Error::OutOfMemory {
+            cache: self.name.clone(),
+            node,
+            bytes,
+            reason: error.to_string(),
+        })?;
+        if self.machine.numa_binding {
+            if let Err(error) = memory::bind_to_node(block, bytes, node) {
+                if !self.bind_warned.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "slab-core: cache {:?}: cannot bind slabs to node {node} (mbind: {error}); \
+                         they stay where the kernel puts them",
+                        self.name
+                    );
+                }
+            }
+        }
+        Ok(block)
+    }
+
+    /// Returns collected slabs to the page cache of their node (`slabs_destroy` /
+    /// `slab_destroy` → `kmem_freepages`); a block the cache has no room for goes to the
+    /// OS. Called with no lock held: the registry entry goes first, then the block.
+    /// Returns how many slabs left the cache.
     pub(crate) fn slabs_destroy(&self, mut chain: SlabChain) -> usize {
         let mut count = 0;
         while let Some(slab) = chain.pop() {
+            // SAFETY: a slab on the chain is still mapped; its node is an identity field.
+            let node = unsafe { slab.nodeid() };
             self.registry.remove(slab.base() as usize);
             // SAFETY: the slab was taken off every list and out of the registry; nobody
-            // can reach it any more.
-            unsafe { memory::unmap(slab.base(), self.geometry.slab_bytes) };
+            // can reach it any more; it was mapped for `node` with slab_bytes bytes.
+            unsafe { self.pages.give(node, self.geometry.gfporder, NonNull::new_unchecked(slab.base())) };
             count += 1;
         }
         count
@@ -353,7 +418,7 @@ impl KmemCache {
             return unsafe { self.debug_free(cpu, ptr) };
         }
         let obj = ptr.as_ptr();
-        let Some(slab) = SlabPtr::of(obj, self.geometry.slab_bytes) else {
+        let Some(slab) = SlabPtr::of(obj, self.slab_bytes) else {
             return Err(Error::ForeignPointer { cache: self.name.clone(), ptr: obj as usize });
         };
         // SAFETY: the caller guarantees obj is one of our objects, so a descriptor is

@@ -14,18 +14,20 @@
 //! kmem_list3, free_block), `cache.rs` (struct kmem_cache, the alloc and free paths,
 //! cache_grow), `tune.rs` (enable_cpucache, do_tune_cpucache), `reap.rs` (cache_reap,
 //! drain_cpu_caches, kmem_cache_shrink), `hotplug.rs` (cpuup_callback), `debug.rs` (red
-//! zones, poison, validate), `stats.rs` (slabinfo), `memory.rs` (pages from the OS),
+//! zones, poison, validate), `stats.rs` (slabinfo), `cpu.rs` (the current CPU), `memory.rs` (pages from the OS), `pages.rs` (the page-block cache beneath the slabs),
 //! `sync.rs` (every atomic and lock, loom-switchable).
 
 mod allocator;
 mod array_cache;
 mod cache;
+mod cpu;
 mod debug;
 mod error;
 mod hotplug;
 mod machine;
 mod memory;
 mod node;
+mod pages;
 mod reap;
 mod registry;
 mod slab;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use topology::{CpuId, NodeId, NodeSet, Topology};
 
+use crate::cpu::CpuSource;
 use crate::error::{Error, Result};
 
 /// The kernel's `BREAK_GFP_ORDER_HI`, used when the machine has more than 32 MiB.
@@ -19,6 +20,8 @@ const BREAK_GFP_ORDER_LO: u32 = 0;
 pub(crate) struct Machine {
     /// The topology, for `current_cpu` and descriptions.
     pub(crate) topology: Arc<dyn Topology>,
+    /// Where the fast paths read the current CPU.
+    pub(crate) cpu_source: CpuSource,
     /// Length of per-CPU tables.
     pub(crate) cpu_bound: usize,
     /// Length of per-node tables.
@@ -79,6 +82,7 @@ impl Machine {
         let total_kb: u64 = memory_nodes.iter().filter_map(|&n| topology.node_mem_total_kb(n)).sum();
         let live = topology.sysfs_root() == Some(Path::new("/"));
         Self {
+            cpu_source: CpuSource::for_topology(&*topology),
             cpu_bound,
             node_bound,
             cpu_home,

@@ -151,8 +151,9 @@ impl KmemCache {
     }
 
     /// `drain_cpu_caches`: every CPU array, then every alien cache, then every shared
-    /// array back to the slabs ("drains alien caches before shared ones").
-    pub(crate) fn drain_cpu_caches(&self, mode: DrainMode) {
+    /// array back to the slabs ("drains alien caches before shared ones"). Returns how
+    /// many slabs the drain emptied beyond the nodes' free limits and released.
+    pub(crate) fn drain_cpu_caches(&self, mode: DrainMode) -> usize {
         let mut chain = SlabChain::default();
         for slot in self.array.iter() {
             let node = slot.node;
@@ -207,21 +208,25 @@ impl KmemCache {
             };
             drop(detached);
         }
-        self.slabs_destroy(chain);
+        self.slabs_destroy(chain)
     }
 
     /// `__cache_shrink`: drain every array and return every free slab; the caller holds
     /// the cache_chain mutex. Returns how many slabs went to the OS.
     pub(crate) fn shrink_locked(&self) -> usize {
-        self.drain_cpu_caches(DrainMode::Empty);
-        (0..self.nodelists.len() as NodeId).map(|node| self.shrink_node(node)).sum()
+        let drained = self.drain_cpu_caches(DrainMode::Empty);
+        drained + (0..self.nodelists.len() as NodeId).map(|node| self.shrink_node(node)).sum::<usize>()
     }
 
-    /// `kmem_cache_shrink`, serialized against hotplug by the cache_chain mutex.
+    /// `kmem_cache_shrink`, serialized against hotplug by the cache_chain mutex: the free
+    /// slabs leave the cache and the page cache returns every block it holds to the OS.
     pub(crate) fn shrink(&self) -> usize {
         let allocator = self.allocator.upgrade();
-        let _chain = allocator.as_ref().map(|allocator| allocator.chain.lock());
-        self.shrink_locked()
+        let chain = allocator.as_ref().map(|allocator| allocator.chain.lock());
+        let released = self.shrink_locked();
+        drop(chain);
+        self.pages.drain_all();
+        released
     }
 
     /// Objects handed out of all slabs (in arrays or with callers).
@@ -236,10 +241,12 @@ impl KmemCache {
         }
     }
 
-    /// Returns every slab to the OS; only when no object is handed out.
+    /// Returns every slab to the OS, through the page cache; only when no object is
+    /// handed out.
     pub(crate) fn release_all_slabs(&self) -> usize {
         let released = (0..self.nodelists.len() as NodeId).map(|node| self.shrink_node(node)).sum();
         self.registry.forget_cache(self.id);
+        self.pages.drain_all();
         released
     }
 

@@ -360,3 +360,89 @@ fn the_reaper_runs_and_stops() {
     let _ = topology.set_online(1, CpuState::Offline);
     cache.validate().unwrap();
 }
+
+/// Allocates `count` objects on `cpu` and frees them all there.
+fn churn(cache: &crate::Cache, cpu: u32, count: usize) {
+    let objects: Vec<_> = (0..count).map(|_| cache.alloc_on(cpu).unwrap()).collect();
+    for &o in &objects {
+        // SAFETY: each object is ours and freed once.
+        unsafe { cache.free_on(cpu, o).unwrap() };
+    }
+}
+
+#[test]
+fn freed_slabs_wait_in_the_node_page_cache_and_serve_the_next_growth() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    churn(&cache, 0, 3000);
+    let stats = cache.stats();
+    assert!(stats.nodes[0].released > 0, "slabs beyond free_limit left the cache");
+    let cached = allocator.pages.figures(0);
+    assert_eq!(cached.blocks as u64, stats.nodes[0].released, "every released slab's block is cached");
+    let slab_bytes = stats.pagesperslab * crate::memory::page_size();
+    assert_eq!(allocator.page_cache_bytes(0), cached.blocks * slab_bytes);
+    assert_eq!(allocator.page_cache_bytes(1), 0, "node 1 freed nothing");
+    cache.validate().unwrap();
+
+    churn(&cache, 0, 3000);
+    let again = allocator.pages.figures(0);
+    assert!(again.reused >= cached.blocks as u64, "the second round grew from the cache: {again:?}");
+    assert_eq!(again.released, 0, "no block went to the OS while churning within the bound");
+    assert_eq!(allocator.pages.figures(1).reused, 0);
+    cache.validate().unwrap();
+}
+
+#[test]
+fn cached_blocks_stay_bound_to_their_node() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    churn(&cache, 2, 3000);
+    let node1 = allocator.pages.figures(1);
+    assert!(node1.blocks > 0);
+    churn(&cache, 0, 3000);
+    assert_eq!(allocator.pages.figures(1), node1, "node 0's growth never takes node 1's blocks");
+    assert_eq!(allocator.pages.figures(0).reused, 0);
+    // Every slab on node 1's lists is a slab of node 1: validate checks it.
+    churn(&cache, 3, 3000);
+    assert!(allocator.pages.figures(1).reused > 0);
+    cache.validate().unwrap();
+}
+
+#[test]
+fn the_page_cache_is_bounded_and_trimmed_by_the_reaper() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(4096), CacheFlags::NONE).unwrap();
+    // 12 MiB of objects, three times the bound.
+    churn(&cache, 0, 3072);
+    let cached = allocator.pages.figures(0);
+    assert!(cached.bytes <= crate::pages::NODE_CACHE_BYTES, "{cached:?}");
+    assert!(cached.released > 0, "blocks over the bound went to the OS");
+    let mut passes = 0;
+    while allocator.page_cache_bytes(0) > 0 {
+        let before = allocator.page_cache_bytes(0);
+        allocator.reap();
+        passes += 1;
+        assert!(allocator.page_cache_bytes(0) < before || passes == 1, "pass {passes} trimmed nothing");
+        assert!(passes < 20, "the reaper never emptied the cache");
+    }
+    cache.validate().unwrap();
+}
+
+#[test]
+fn shrink_and_destroy_return_cached_blocks_to_the_os() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    churn(&cache, 0, 3000);
+    churn(&cache, 2, 3000);
+    assert!(allocator.page_cache_bytes(0) > 0 && allocator.page_cache_bytes(1) > 0);
+    let slabs = cache.stats().num_slabs;
+    assert_eq!(cache.shrink(), slabs, "shrink counts every slab it freed");
+    assert_eq!((allocator.page_cache_bytes(0), allocator.page_cache_bytes(1)), (0, 0));
+    assert_eq!(cache.stats().num_slabs, 0);
+
+    churn(&cache, 1, 3000);
+    assert!(allocator.page_cache_bytes(0) > 0);
+    allocator.destroy_cache(&cache).unwrap();
+    assert_eq!(allocator.page_cache_bytes(0), 0);
+    assert_eq!(allocator.page_cache_bytes(9), 0, "an unknown node has nothing");
+}
