@@ -8,7 +8,9 @@
 //! valgrind --tool=callgrind --toggle-collect='hot_pair::pairs' target/release/examples/hot_pair pair 100000
 //! ```
 //!
-//! and divide the instructions of `hot_pair::pairs` by the count.
+//! and divide the instructions of `hot_pair::pairs` by the count. Modes: `pair` (the
+//! default), `batch` (1000 allocations then 1000 frees, per round), `box` (the pair
+//! through glibc's malloc, for reference).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -23,6 +25,14 @@ type Object = [u64; 8];
 fn pairs(cache: &TypedCache<Object>, count: u64) {
     for i in 0..count {
         drop(black_box(cache.alloc([i; 8]).expect("alloc")));
+    }
+}
+
+/// The same pair through `Box` (the system allocator, glibc's malloc), for reference.
+#[inline(never)]
+fn boxes(count: u64) {
+    for i in 0..count {
+        drop(black_box(Box::new([i; 8])));
     }
 }
 
@@ -55,6 +65,7 @@ fn main() {
     let start = std::time::Instant::now();
     match what.as_str() {
         "batch" => batches(&cache, count),
+        "box" => boxes(count),
         _ => pairs(&cache, count),
     }
     let elapsed = start.elapsed();

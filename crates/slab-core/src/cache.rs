@@ -206,8 +206,40 @@ impl KmemCache {
     // ---------------------------------------------------------------- allocation
 
     /// `____cache_alloc` on `cpu`: pop the CPU's array; refill when empty.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
+        match self.alloc_fast(cpu) {
+            Some(obj) => Ok(obj),
+            None => self.alloc_slow(cpu),
+        }
+    }
+
+    /// The fast path proper: outside debug mode, one compare-and-swap to take the CPU's
+    /// slot, a pop, a store to release it. `None` sends the caller to
+    /// [`KmemCache::alloc_slow`]: a debug cache, an unknown CPU id, a slot held by another
+    /// thread, a detached slot or an empty array. Returning a pointer-sized `Option`
+    /// (rather than the `Result`, which carries a large error) keeps the hit in registers.
+    #[inline(always)]
+    fn alloc_fast(&self, cpu: CpuId) -> Option<NonNull<u8>> {
+        if self.debug {
+            return None;
+        }
+        let slot = self.array.get(cpu as usize)?;
+        let mut guard = slot.try_lock()?;
+        guard.with(|data| {
+            let obj = data.array.as_mut()?.pop()?;
+            data.allocs = data.allocs.wrapping_add(1);
+            // SAFETY: array entries are object addresses, never null.
+            Some(unsafe { NonNull::new_unchecked(obj) })
+        })
+    }
+
+    /// Everything [`KmemCache::alloc_fast`] does not serve: the same pop under the slot
+    /// lock (taken again: the array may have been refilled meanwhile), then the debug
+    /// checks, the refill, or the node lists.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, cpu: CpuId) -> Result<NonNull<u8>> {
         if let Some(slot) = self.array.get(cpu as usize) {
             if let Some(mut guard) = slot.try_lock() {
                 let obj = guard.with(|data| {
@@ -411,15 +443,71 @@ impl KmemCache {
     /// # Safety
     /// Outside debug mode, `ptr` must be an object allocated from this cache and not
     /// freed since. In debug mode any pointer is checked first.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn free_on(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        if unsafe { self.free_fast(cpu, ptr) } {
+            Ok(())
+        } else {
+            // SAFETY: forwarded to the caller.
+            unsafe { self.free_slow(cpu, ptr) }
+        }
+    }
+
+    /// The fast path of a free: outside debug mode, an object of this cache whose node is
+    /// the CPU's goes onto the CPU's array under one compare-and-swap (a full array is
+    /// flushed first, out of line). `false` when nothing was done: the caller then takes
+    /// [`KmemCache::free_slow`], which checks and reports everything again.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(always)]
+    unsafe fn free_fast(&self, cpu: CpuId, ptr: NonNull<u8>) -> bool {
+        if self.debug {
+            return false;
+        }
+        let obj = ptr.as_ptr();
+        let Some(slab) = SlabPtr::of(obj, self.slab_bytes) else { return false };
+        // SAFETY: the caller guarantees obj is one of our objects (or at least one of a
+        // cache of this allocator), so a descriptor is mapped at its slab base.
+        let (cache_id, nodeid) = unsafe { (slab.cache_id(), slab.nodeid()) };
+        if cache_id != self.id {
+            return false;
+        }
+        let Some(slot) = self.array.get(cpu as usize) else { return false };
+        if slot.node != nodeid {
+            return false;
+        }
+        let Some(mut guard) = slot.try_lock() else { return false };
+        let pushed = guard.with(|data| {
+            let Some(ac) = data.array.as_mut() else { return false };
+            if !ac.push(obj) {
+                return false;
+            }
+            data.frees = data.frees.wrapping_add(1);
+            true
+        });
+        if !pushed {
+            self.cache_flusharray(guard, obj);
+        }
+        true
+    }
+
+    /// Every free [`KmemCache::free_fast`] did not do: debug mode, errors, remote objects,
+    /// unknown or contended CPUs.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
         if self.debug {
             // SAFETY: debug_free checks the pointer against the registry first.
             return unsafe { self.debug_free(cpu, ptr) };
         }
         let obj = ptr.as_ptr();
         let Some(slab) = SlabPtr::of(obj, self.slab_bytes) else {
-            return Err(Error::ForeignPointer { cache: self.name.clone(), ptr: obj as usize });
+            return Err(self.foreign_pointer_error(obj as usize));
         };
         // SAFETY: the caller guarantees obj is one of our objects, so a descriptor is
         // mapped at its slab base.
@@ -551,8 +639,16 @@ impl KmemCache {
         }
     }
 
+    /// The error for a pointer that lies in no slab.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn foreign_pointer_error(&self, ptr: usize) -> Error {
+        Error::ForeignPointer { cache: self.name.clone(), ptr }
+    }
+
     /// The error for a free of another cache's object.
     #[cold]
+    #[inline(never)]
     pub(crate) fn wrong_cache_error(&self, ptr: usize, owner_id: u64) -> Error {
         Error::WrongCache { cache: self.name.clone(), owner: self.registry.cache_name(owner_id), ptr }
     }

@@ -130,7 +130,7 @@ impl<T> DerefMut for Handle<T> {
 }
 
 impl<T> Drop for Handle<T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: the cache proper outlives every object out (see the type's docs).
         let kmem = unsafe { self.kmem.as_ref() };
@@ -138,12 +138,19 @@ impl<T> Drop for Handle<T> {
         unsafe {
             std::ptr::drop_in_place(self.ptr.as_ptr());
             if let Err(error) = kmem.free_on(kmem.current_cpu(), self.ptr.cast()) {
-                // Only a debug cache reports here (a red zone overwritten through unsafe
-                // code); a drop cannot return it, so it is printed like the kernel's printk.
-                eprintln!("slab-core: {error}");
+                report_drop_error(&error);
             }
         }
     }
+}
+
+/// Only a debug cache reports an error from a handle's drop (a red zone overwritten
+/// through unsafe code); a drop cannot return it, so it is printed like the kernel's
+/// printk. Out of line, so that the drop itself stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn report_drop_error(error: &crate::Error) {
+    eprintln!("slab-core: {error}");
 }
 
 impl<T: std::fmt::Debug> std::fmt::Debug for Handle<T> {

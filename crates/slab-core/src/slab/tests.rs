@@ -34,16 +34,25 @@ fn slab_order_grows_until_fragmentation_is_acceptable() {
     let small = geometry(64, 8, RedZoning::Off);
     assert_eq!(small.gfporder, 0);
     assert_eq!(small.num as usize, (page_size() - 64) / 68);
-    // A page-sized object needs two pages with the descriptor on the slab.
+    // A page-sized object with the descriptor on the slab: one in two pages would waste
+    // half, so the slab grows past the break order to 8 pages holding 7.
     let page_object = geometry(page_size(), 8, RedZoning::Off);
-    assert_eq!(page_object.gfporder, 1);
-    assert_eq!(page_object.num, 1);
-    // With slab_break_gfp_order 0 the first order that holds an object wins.
+    assert_eq!(page_object.gfporder, ONSLAB_BREAK_GFP_ORDER);
+    assert_eq!(page_object.num, 7);
+    let (_, left_over) = cache_estimate(page_object.gfporder, page_object.buffer_size, 8);
+    assert!(left_over * 8 <= page_object.slab_bytes, "at most 1/8 wasted");
+    // With slab_break_gfp_order 0 (a small machine) the first order that holds an object wins.
     let (order, num, _) = calculate_slab_order(3000, 8, 0);
     assert_eq!((order, num), (0, 1));
-    // With 1, 3000-byte objects leave too much of one page over and take order 1.
+    // With 1, 3000-byte objects leave too much over at orders 0 and 1 and take order 2.
     let (order, num, _) = calculate_slab_order(3000, 8, 1);
-    assert_eq!((order, num), (1, 2));
+    assert_eq!((order, num), (2, 5));
+    // Objects below PAGE_SIZE / 8 keep the kernel's break order.
+    let (order, _, _) = calculate_slab_order(page_size() / 8 - 8, 8, 1);
+    assert!(order <= 1);
+    // Larger objects stop at the extended break even when the waste stays high.
+    let (order, num, _) = calculate_slab_order(5 * page_size() / 2, 8, 1);
+    assert!(order <= ONSLAB_BREAK_GFP_ORDER && num >= 1, "order {order} num {num}");
 }
 
 #[test]
