@@ -172,46 +172,34 @@ impl NodeState {
                     refused.wrong_node += 1;
                     continue;
                 }
-                self.unlink(slab);
+                // The object goes back first: that changes the slab's free list and
+                // count, never its list links, so a refused object leaves the slab
+                // exactly where it was.
                 if !slab.put_obj(geometry, obj) {
                     refused.already_free += 1;
-                    self.relink(slab);
                     continue;
                 }
                 self.free_objects += 1;
                 if slab.inuse() == 0 {
+                    self.unlink(slab);
                     if self.free_objects > self.free_limit {
                         self.free_objects -= geometry.num as usize;
                         chain.push(slab);
                     } else {
                         self.slabs_free.push_front(slab);
                     }
-                } else {
+                } else if slab.list() != ListKind::Partial || self.slabs_partial.last() != Some(slab) {
                     // "Unconditionally move a slab to the end of the partial list on
-                    // free - maximum time for the other objects to be freed, too."
+                    // free - maximum time for the other objects to be freed, too." A slab
+                    // already there (the previous object was of the same slab, the
+                    // common case of a batch) stays.
+                    self.unlink(slab);
                     self.slabs_partial.push_back(slab);
                 }
             }
         }
         self.released += chain.len() as u64;
         refused
-    }
-
-    /// Puts a detached slab back on the list its state calls for.
-    ///
-    /// # Safety
-    /// `slab` is a live, detached slab of this node.
-    unsafe fn relink(&mut self, slab: SlabPtr) {
-        // SAFETY: forwarded; lock held.
-        unsafe {
-            if slab.inuse() == 0 {
-                self.slabs_free.push_front(slab);
-            } else if slab.is_full() {
-                self.slabs_full.push_front(slab);
-            } else {
-                self.slabs_partial.push_front(slab);
-            }
-        }
     }
 
     /// Takes one object from the partial slabs, else the free slabs; `None` when the

@@ -139,3 +139,37 @@ fn free_limit_is_the_kernel_formula() {
     assert_eq!(free_limit(2, 60, 30), 3 * 60 + 30);
     assert_eq!(free_limit(0, 1, 1), 2);
 }
+
+#[test]
+fn free_block_moves_a_slab_to_the_partial_tail_once_and_leaves_refused_ones_in_place() {
+    let mut f = Fixture::new(2, 1000);
+    let num = f.geometry.num as usize;
+    // Fill the first slab (full list) and take two objects of the second (partial).
+    let first: Vec<_> = (0..num).map(|_| f.state.take_object(&f.geometry).unwrap()).collect();
+    let second: Vec<_> = (0..2).map(|_| f.state.take_object(&f.geometry).unwrap()).collect();
+    let slab_of = |obj: *mut u8| SlabPtr::of(obj, f.geometry.slab_bytes).unwrap();
+    assert_eq!((f.state.slabs_full.len(), f.state.slabs_partial.len()), (1, 1));
+    let mut chain = SlabChain::default();
+    // SAFETY: objects handed out of this node's slabs; each freed once, then one twice.
+    unsafe {
+        // A full slab's object: the slab moves to the partial tail.
+        assert!(!f.state.free_block(&f.geometry, &first[..2], 0, &mut chain).any());
+        assert_eq!(f.state.slabs_partial.last(), Some(slab_of(first[0])));
+        assert_eq!(f.state.slabs_partial.first(), Some(slab_of(second[0])));
+        assert_eq!((f.state.slabs_full.len(), f.state.slabs_partial.len()), (0, 2));
+        // The other slab's object moves that slab to the tail in turn.
+        assert!(!f.state.free_block(&f.geometry, &second[..1], 0, &mut chain).any());
+        assert_eq!(f.state.slabs_partial.last(), Some(slab_of(second[0])));
+        // A double free changes nothing, not even the order.
+        assert_eq!(f.state.free_block(&f.geometry, &first[..1], 0, &mut chain).already_free, 1);
+        assert_eq!(f.state.slabs_partial.last(), Some(slab_of(second[0])));
+        assert_eq!(f.state.slabs_partial.len(), 2);
+        // Emptying a slab puts it on the free list.
+        assert!(!f.state.free_block(&f.geometry, &second[1..], 0, &mut chain).any());
+        assert_eq!((f.state.slabs_partial.len(), f.state.slabs_free.len()), (1, 1));
+        assert!(!f.state.free_block(&f.geometry, &first[2..], 0, &mut chain).any());
+    }
+    assert_eq!(chain.len(), 0);
+    assert_eq!((f.state.slabs_partial.len(), f.state.slabs_free.len()), (0, 2));
+    assert_eq!(f.state.free_objects, 2 * num);
+}
