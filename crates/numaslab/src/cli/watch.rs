@@ -66,6 +66,9 @@ pub(crate) fn run(args: &WatchArgs) -> Result<()> {
             watcher.mode(),
             watcher.fallback_reason().map(|reason| format!(": {reason}")).unwrap_or_default()
         );
+        if let Some(root) = slab.topology().sysfs_root().filter(|root| *root != std::path::Path::new("/")) {
+            println!("write 0 or 1 to {}/sys/devices/system/cpu/cpuN/online to switch a CPU", root.display());
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     {
