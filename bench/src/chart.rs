@@ -7,11 +7,12 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::impls::ImplId;
 
-/// Bars taller than this are cut and labelled with their value.
-const CAP: f64 = 4.0;
+/// Room right of the plot for the legend, in pixels.
+const LEGEND_WIDTH: u32 = 200;
 
 fn color(id: ImplId) -> RGBColor {
     match id {
@@ -38,28 +39,28 @@ pub(crate) fn family_chart(
 ) -> Result<()> {
     let plot = |error: String| anyhow!("drawing {}: {error}", path.display());
     let groups = labels.len().max(1);
-    let width = (groups as u32 * 110).max(640) + 220;
+    let width = (groups as u32 * 130).max(640) + LEGEND_WIDTH;
     let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot(e.to_string()))?;
-    let top = series
-        .iter()
-        .flat_map(|(_, values)| values.iter().flatten())
-        .fold(1.0f64, |max, &v| max.max(v.min(CAP)))
-        * 1.15;
+    let values = series.iter().flat_map(|(_, values)| values.iter().flatten().copied());
+    let (low, high) = values.fold((1.0f64, 1.0f64), |(low, high), v| (low.min(v), high.max(v)));
+    // A log scale: ratios run from below 1 to tens, and 1 sits where the eye finds it.
+    let bottom = (low * 0.8).min(0.5);
+    let top = high * 1.25;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(12)
-        .margin_right(200)
+        .margin_right(LEGEND_WIDTH)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..groups as f64, 0f64..top)
+        .build_cartesian_2d(0f64..groups as f64, (bottom..top).log_scale())
         .map_err(|e| plot(e.to_string()))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
-        .y_desc("time / fastest peer")
-        .y_label_formatter(&|v| format!("{v:.1}"))
+        .y_desc("time / fastest peer (log scale)")
+        .y_label_formatter(&|v| format!("{v:.2}"))
         .draw()
         .map_err(|e| plot(e.to_string()))?;
 
@@ -70,20 +71,9 @@ pub(crate) fn family_chart(
         let rectangles = values.iter().enumerate().filter_map(|(group, value)| {
             let value = (*value)?;
             let left = group as f64 + 0.1 + index as f64 * slot;
-            Some(Rectangle::new([(left, 0.0), (left + slot * 0.9, value.min(CAP))], fill.filled()))
+            Some(Rectangle::new([(left, bottom), (left + slot * 0.9, value)], fill.filled()))
         });
-        chart
-            .draw_series(rectangles)
-            .map_err(|e| plot(e.to_string()))?
-            .label(id.name())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], fill.filled()));
-        // Values beyond the cap: print them above the cut bar.
-        let cut = values.iter().enumerate().filter_map(|(group, value)| {
-            let value = (*value).filter(|v| *v > CAP)?;
-            let left = group as f64 + 0.1 + index as f64 * slot;
-            Some(Text::new(format!("{value:.1}"), (left, CAP * 1.02), ("sans-serif", 10).into_font()))
-        });
-        chart.draw_series(cut).map_err(|e| plot(e.to_string()))?;
+        chart.draw_series(rectangles).map_err(|e| plot(e.to_string()))?;
     }
     // The fastest peer's level.
     chart
@@ -92,22 +82,21 @@ pub(crate) fn family_chart(
             BLACK.stroke_width(1),
         )))
         .map_err(|e| plot(e.to_string()))?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::Coordinate(width as i32 - 200, 20))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| plot(e.to_string()))?;
-    // Group labels under the axis, drawn on the root so they are not clipped.
+    // Group labels under the axis and the legend right of the plot, drawn on the root so
+    // that nothing is clipped to the plotting area.
+    let label_style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
     for (group, label) in labels.iter().enumerate() {
-        let (x, y) = chart.backend_coord(&(group as f64 + 0.5, 0.0));
-        let style =
-            TextStyle::from(("sans-serif", 13).into_font()).pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Top,
-            ));
-        root.draw(&Text::new(label.clone(), (x, y + 8), style)).map_err(|e| plot(e.to_string()))?;
+        let (x, y) = chart.backend_coord(&(group as f64 + 0.5, bottom));
+        root.draw(&Text::new(label.clone(), (x, y + 8), label_style.clone()))
+            .map_err(|e| plot(e.to_string()))?;
+    }
+    let legend_x = width as i32 - LEGEND_WIDTH as i32 + 20;
+    for (index, (id, _)) in series.iter().enumerate() {
+        let y = 40 + index as i32 * 20;
+        root.draw(&Rectangle::new([(legend_x, y - 6), (legend_x + 12, y + 6)], color(*id).filled()))
+            .map_err(|e| plot(e.to_string()))?;
+        let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        root.draw(&Text::new(id.name(), (legend_x + 18, y), style)).map_err(|e| plot(e.to_string()))?;
     }
     root.present().map_err(|e| plot(e.to_string()))?;
     Ok(())

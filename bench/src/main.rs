@@ -48,6 +48,12 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Redraws report.md and the charts from the results.json and run.json a `drive` wrote.
+    Report {
+        /// The folder `drive` wrote to (default: target/bench).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Lists the implementations and the cases a mode runs.
     List {
         /// The quick mode's cases.
@@ -73,6 +79,14 @@ fn main() -> Result<()> {
             let scale = if quick { Scale::Quick } else { Scale::Full };
             let sample = driver::run_one(implementation, Case { workload, size }, scale)?;
             println!("{}", serde_json::to_string(&sample).context("encoding the sample")?);
+            Ok(())
+        }
+        Command::Report { out } => {
+            let out = out.unwrap_or_else(default_out_dir);
+            let (rows, context) = report::read_back(&out)?;
+            print!("{}", report::terminal_table(&rows, &context));
+            report::write_all(&out, &rows, &context)?;
+            eprintln!("wrote {}", out.display());
             Ok(())
         }
         Command::List { quick } => {

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chart;
 use crate::driver::Sample;
 use crate::impls::ImplId;
-use crate::workloads::{Case, Scale, FAMILIES};
+use crate::workloads::{Case, Scale, Workload, FAMILIES};
 
 /// The medians of one (case, implementation).
 #[derive(Debug, Clone)]
@@ -79,14 +79,50 @@ fn median_u64(mut values: Vec<u64>) -> u64 {
     }
 }
 
-/// Facts about the whole run, for the report's head.
-#[derive(Debug)]
+/// Facts about the whole run, for the report's head; kept in `run.json` beside
+/// `results.json` so that `numaslab-bench report` can redraw the report.
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Context {
+    #[serde(with = "scale_name")]
     pub(crate) scale: Scale,
     pub(crate) runs: usize,
     pub(crate) elapsed: Duration,
     pub(crate) left_out: Vec<(String, String)>,
     pub(crate) failures: Vec<String>,
+}
+
+/// `Scale` as `"quick"` or `"full"` in `run.json`.
+mod scale_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::workloads::Scale;
+
+    pub(super) fn serialize<S: Serializer>(scale: &Scale, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(scale.pick("quick", "full"))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Scale, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "quick" => Ok(Scale::Quick),
+            "full" => Ok(Scale::Full),
+            other => Err(serde::de::Error::custom(format!("mode {other:?} is neither quick nor full"))),
+        }
+    }
+}
+
+/// One record of `results.json`, as read back by `numaslab-bench report`.
+#[derive(Debug, Deserialize)]
+struct StoredRecord {
+    workload: String,
+    implementation: String,
+    object_size: usize,
+    median_ns_per_op: f64,
+    peak_rss_bytes: u64,
+    runs: usize,
+    min_ns_per_op: f64,
+    max_ns_per_op: f64,
+    peak_rss_growth_bytes: u64,
+    detail: String,
 }
 
 /// One record of `results.json`.
@@ -253,10 +289,46 @@ pub(crate) fn write_all(out_dir: &Path, rows: &[Row], context: &Context) -> Resu
     let json = serde_json::to_string_pretty(&records).context("encoding results.json")?;
     std::fs::write(&json_path, json + "\n").with_context(|| format!("writing {}", json_path.display()))?;
 
+    let run_path = out_dir.join("run.json");
+    let run = serde_json::to_string_pretty(context).context("encoding run.json")?;
+    std::fs::write(&run_path, run + "\n").with_context(|| format!("writing {}", run_path.display()))?;
+
     let markdown = markdown(out_dir, rows, context)?;
     let md_path = out_dir.join("report.md");
     std::fs::write(&md_path, markdown).with_context(|| format!("writing {}", md_path.display()))?;
     Ok(())
+}
+
+/// Reads `results.json` and `run.json` back from `out_dir` (`numaslab-bench report`).
+pub(crate) fn read_back(out_dir: &Path) -> Result<(Vec<Row>, Context)> {
+    let json_path = out_dir.join("results.json");
+    let text =
+        std::fs::read_to_string(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
+    let records: Vec<StoredRecord> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json_path.display()))?;
+    let rows = records
+        .into_iter()
+        .map(|record| {
+            let workload = Workload::parse(&record.workload)?;
+            Ok(Row {
+                case: Case { workload, size: record.object_size },
+                implementation: ImplId::parse(&record.implementation)?,
+                median_ns: record.median_ns_per_op,
+                min_ns: record.min_ns_per_op,
+                max_ns: record.max_ns_per_op,
+                peak_rss: record.peak_rss_bytes,
+                rss_growth: record.peak_rss_growth_bytes,
+                runs: record.runs,
+                detail: record.detail,
+            })
+        })
+        .collect::<Result<Vec<Row>>>()
+        .with_context(|| format!("in {}", json_path.display()))?;
+    let run_path = out_dir.join("run.json");
+    let text =
+        std::fs::read_to_string(&run_path).with_context(|| format!("reading {}", run_path.display()))?;
+    let context = serde_json::from_str(&text).with_context(|| format!("parsing {}", run_path.display()))?;
+    Ok((rows, context))
 }
 
 /// The CPU model from `/proc/cpuinfo`, for the report's head.
