@@ -71,6 +71,9 @@ fn ci(_args: &[String]) -> Result<()> {
     run("cargo", &["test", "--workspace"], &[])?;
     loom()?;
     fallbacks()?;
+    // The benchmark harness in its quick mode (about a minute once built), so that it
+    // cannot rot; full figures come from `cargo xtask bench`.
+    bench::bench(&["--quick".to_string()])?;
     Ok(())
 }
 
