@@ -13,10 +13,13 @@ use clap::{Parser, Subcommand};
 
 /// numaslab: a NUMA-aware, CPU-hotplug-aware slab allocator, and tools to look at it.
 #[derive(Debug, Parser)]
-#[command(name = "numaslab", version, about)]
+#[command(name = "numaslab", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// With no subcommand, the options of `torture`.
+    #[command(flatten)]
+    torture: torture::TortureArgs,
 }
 
 /// The subcommands; with none, `torture` runs with its defaults.
@@ -37,7 +40,7 @@ enum Command {
 /// checks failed exits with 3.
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or_else(|| Command::Torture(torture::TortureArgs::default())) {
+    let result = match cli.command.unwrap_or(Command::Torture(cli.torture)) {
         Command::Torture(args) => torture::run(&args),
         Command::Watch(args) => watch::run(&args).map(|()| true),
         Command::Topology(args) => topology::run(&args).map(|()| true),

@@ -56,18 +56,6 @@ pub(crate) struct TortureArgs {
     pub(crate) inject_fault: Option<Fault>,
 }
 
-impl Default for TortureArgs {
-    fn default() -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            args: TortureArgs,
-        }
-        Wrapper::parse_from(["numaslab"]).args
-    }
-}
-
 fn parse_fault(text: &str) -> Result<Fault, String> {
     match text {
         "leak-one" => Ok(Fault::LeakOne),

@@ -60,6 +60,32 @@ fn torture_passes_on_other_fixtures_and_a_fake() {
 }
 
 #[test]
+fn the_default_job_is_the_torture_on_the_seed_box() {
+    let output = Command::new(env!("CARGO_BIN_EXE_numaslab"))
+        .args(["--duration", "1", "--json"])
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["checks_passed"], true);
+    assert!(report["machine"].as_str().unwrap().contains("seed-box"), "{report:#}");
+}
+
+#[test]
+fn torture_runs_on_a_capture_fsroot_given_as_fixture_path() {
+    let hwloc = std::env::var_os("NUMASLAB_HWLOC_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/hwloc"));
+    let fsroot = hwloc.join("32intel64-2p8co2t+8ve/fsroot");
+    if !fsroot.is_dir() {
+        eprintln!("skipped: no hwloc capture at {} (set NUMASLAB_HWLOC_FIXTURES)", fsroot.display());
+        return;
+    }
+    let report = assert_passed(&["--fixture", fsroot.to_str().unwrap(), "--workers", "4"]);
+    assert!(report["transitions"]["done"].as_u64().unwrap() > 0, "{report:#}");
+}
+
+#[test]
 fn a_leaked_object_fails_the_checks_and_the_exit_status() {
     let (report, status) = report(&["--inject-fault", "leak-one"]);
     assert!(!status.success(), "a leak must fail the run");
