@@ -38,6 +38,28 @@ use crate::CacheFlags;
 /// The kernel's `BATCHREFILL_LIMIT`: an untouched array refills at most this many objects.
 const BATCHREFILL_LIMIT: u32 = 16;
 
+/// What [`KmemCache::alloc_fast`] leaves to its caller.
+enum FastAlloc<'a> {
+    /// An object from the CPU's array.
+    Hit(NonNull<u8>),
+    /// The slot is held and its array is empty or detached: refill (`cache_alloc_refill`).
+    Empty(SlotGuard<'a>),
+    /// Another thread holds the slot: the node lists.
+    Busy,
+    /// A debug cache or a CPU id without a slot.
+    Slow,
+}
+
+/// What [`KmemCache::free_fast`] leaves to its caller.
+enum FastFree {
+    /// The object is on the CPU's array.
+    Done,
+    /// Another thread holds the slot: the object goes straight to this node's slabs.
+    Busy(NodeId),
+    /// A debug cache, a remote object, an unknown CPU id, or a pointer to check.
+    Slow,
+}
+
 /// What a new cache shares with its allocator and the allocator's other caches.
 #[derive(Debug)]
 pub(crate) struct SharedParts {
@@ -209,34 +231,39 @@ impl KmemCache {
     #[inline(always)]
     pub(crate) fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
         match self.alloc_fast(cpu) {
-            Some(obj) => Ok(obj),
-            None => self.alloc_slow(cpu),
+            FastAlloc::Hit(obj) => Ok(obj),
+            FastAlloc::Empty(guard) => self.cache_alloc_refill(guard),
+            FastAlloc::Busy => self.alloc_contended(cpu),
+            FastAlloc::Slow => self.alloc_slow(cpu),
         }
     }
 
     /// The fast path proper: outside debug mode, one compare-and-swap to take the CPU's
-    /// slot, a pop, a store to release it. `None` sends the caller to
-    /// [`KmemCache::alloc_slow`]: a debug cache, an unknown CPU id, a slot held by another
-    /// thread, a detached slot or an empty array. Returning a pointer-sized `Option`
-    /// (rather than the `Result`, which carries a large error) keeps the hit in registers.
+    /// slot, a pop, a store to release it. What it could not do is handed to the caller,
+    /// with the slot still held when it was taken (so a miss never costs a second
+    /// compare-and-swap, which on a slot contended by another thread would bounce its
+    /// cache line once more). The result is two words: the hit stays in registers.
     #[inline(always)]
-    fn alloc_fast(&self, cpu: CpuId) -> Option<NonNull<u8>> {
+    fn alloc_fast(&self, cpu: CpuId) -> FastAlloc<'_> {
         if self.debug {
-            return None;
+            return FastAlloc::Slow;
         }
-        let slot = self.array.get(cpu as usize)?;
-        let mut guard = slot.try_lock()?;
-        guard.with(|data| {
+        let Some(slot) = self.array.get(cpu as usize) else { return FastAlloc::Slow };
+        let Some(mut guard) = slot.try_lock() else { return FastAlloc::Busy };
+        let obj = guard.with(|data| {
             let obj = data.array.as_mut()?.pop()?;
             data.allocs = data.allocs.wrapping_add(1);
+            Some(obj)
+        });
+        match obj {
             // SAFETY: array entries are object addresses, never null.
-            Some(unsafe { NonNull::new_unchecked(obj) })
-        })
+            Some(obj) => FastAlloc::Hit(unsafe { NonNull::new_unchecked(obj) }),
+            None => FastAlloc::Empty(guard),
+        }
     }
 
-    /// Everything [`KmemCache::alloc_fast`] does not serve: the same pop under the slot
-    /// lock (taken again: the array may have been refilled meanwhile), then the debug
-    /// checks, the refill, or the node lists.
+    /// Debug caches and CPU ids without a slot: the same pop under the slot lock, then the
+    /// debug checks, the refill, or the node lists.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, cpu: CpuId) -> Result<NonNull<u8>> {
@@ -446,39 +473,44 @@ impl KmemCache {
     #[inline(always)]
     pub(crate) unsafe fn free_on(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
         // SAFETY: forwarded to the caller.
-        if unsafe { self.free_fast(cpu, ptr) } {
-            Ok(())
-        } else {
+        match unsafe { self.free_fast(cpu, ptr) } {
+            FastFree::Done => Ok(()),
+            FastFree::Busy(node) => {
+                self.free_direct(node, ptr.as_ptr());
+                Ok(())
+            }
             // SAFETY: forwarded to the caller.
-            unsafe { self.free_slow(cpu, ptr) }
+            FastFree::Slow => unsafe { self.free_slow(cpu, ptr) },
         }
     }
 
     /// The fast path of a free: outside debug mode, an object of this cache whose node is
     /// the CPU's goes onto the CPU's array under one compare-and-swap (a full array is
-    /// flushed first, out of line). `false` when nothing was done: the caller then takes
-    /// [`KmemCache::free_slow`], which checks and reports everything again.
+    /// flushed first, out of line). A slot held by another thread sends the object
+    /// straight to its node's slabs ([`FastFree::Busy`], no second compare-and-swap);
+    /// anything else goes to [`KmemCache::free_slow`], which checks and reports
+    /// everything again.
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
-    unsafe fn free_fast(&self, cpu: CpuId, ptr: NonNull<u8>) -> bool {
+    unsafe fn free_fast(&self, cpu: CpuId, ptr: NonNull<u8>) -> FastFree {
         if self.debug {
-            return false;
+            return FastFree::Slow;
         }
         let obj = ptr.as_ptr();
-        let Some(slab) = SlabPtr::of(obj, self.slab_bytes) else { return false };
+        let Some(slab) = SlabPtr::of(obj, self.slab_bytes) else { return FastFree::Slow };
         // SAFETY: the caller guarantees obj is one of our objects (or at least one of a
         // cache of this allocator), so a descriptor is mapped at its slab base.
         let (cache_id, nodeid) = unsafe { (slab.cache_id(), slab.nodeid()) };
         if cache_id != self.id {
-            return false;
+            return FastFree::Slow;
         }
-        let Some(slot) = self.array.get(cpu as usize) else { return false };
+        let Some(slot) = self.array.get(cpu as usize) else { return FastFree::Slow };
         if slot.node != nodeid {
-            return false;
+            return FastFree::Slow;
         }
-        let Some(mut guard) = slot.try_lock() else { return false };
+        let Some(mut guard) = slot.try_lock() else { return FastFree::Busy(nodeid) };
         let pushed = guard.with(|data| {
             let Some(ac) = data.array.as_mut() else { return false };
             if !ac.push(obj) {
@@ -490,7 +522,7 @@ impl KmemCache {
         if !pushed {
             self.cache_flusharray(guard, obj);
         }
-        true
+        FastFree::Done
     }
 
     /// Every free [`KmemCache::free_fast`] did not do: debug mode, errors, remote objects,
