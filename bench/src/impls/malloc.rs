@@ -150,6 +150,11 @@ impl<A: MallocApi, const W: usize> Impl for Malloc<A, W> {
     }
 
     #[inline(always)]
+    fn identity(&self, handle: &RawObj<W>) -> usize {
+        handle.ptr().as_ptr() as usize
+    }
+
+    #[inline(always)]
     fn with_words<R>(&self, handle: &mut RawObj<W>, f: impl FnOnce(&mut [MaybeUninit<u64>]) -> R) -> R {
         f(handle.words())
     }

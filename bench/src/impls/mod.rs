@@ -33,6 +33,11 @@ pub(crate) trait Impl: Sync {
     /// The stamp written at allocation.
     fn stamp(&self, handle: &Self::Handle<'_>) -> u64;
 
+    /// What identifies the object (its address, or a pool's key), for `black_box`: once
+    /// that escapes, the optimiser cannot remove an allocation and its free as unused.
+    /// The handle itself stays in registers (see `workloads::alloc`).
+    fn identity(&self, handle: &Self::Handle<'_>) -> usize;
+
     /// Runs `f` on the object's words (cache-scratch writes through this).
     fn with_words<R>(&self, handle: &mut Self::Handle<'_>, f: impl FnOnce(&mut [MaybeUninit<u64>]) -> R)
         -> R;

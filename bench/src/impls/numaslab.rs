@@ -83,6 +83,11 @@ impl<const W: usize> Impl for NumaslabTyped<W> {
     }
 
     #[inline(always)]
+    fn identity(&self, handle: &Handle<Obj<W>>) -> usize {
+        std::ptr::from_ref::<Obj<W>>(handle) as usize
+    }
+
+    #[inline(always)]
     fn with_words<R>(&self, handle: &mut Handle<Obj<W>>, f: impl FnOnce(&mut [MaybeUninit<u64>]) -> R) -> R {
         f(&mut handle.words)
     }
@@ -148,6 +153,11 @@ impl<const W: usize> Impl for NumaslabRaw<W> {
     #[inline(always)]
     fn stamp(&self, handle: &RawObj<W>) -> u64 {
         handle.stamp()
+    }
+
+    #[inline(always)]
+    fn identity(&self, handle: &RawObj<W>) -> usize {
+        handle.ptr().as_ptr() as usize
     }
 
     #[inline(always)]

@@ -46,6 +46,11 @@ impl<const W: usize> Impl for LockfreePool<W> {
     }
 
     #[inline(always)]
+    fn identity(&self, handle: &LinearReusable<'_, Obj<W>>) -> usize {
+        std::ptr::from_ref::<Obj<W>>(handle) as usize
+    }
+
+    #[inline(always)]
     fn with_words<R>(
         &self,
         handle: &mut LinearReusable<'_, Obj<W>>,
@@ -88,6 +93,13 @@ impl<const W: usize> Impl for ObjectPool<W> {
     #[inline(always)]
     fn stamp(&self, handle: &object_pool::Reusable<'_, Obj<W>>) -> u64 {
         handle.stamp()
+    }
+
+    /// The value lives inside the handle (the pool moves it in and out), so its address
+    /// is the handle's; nothing to elide here but the move, which the pool always does.
+    #[inline(always)]
+    fn identity(&self, handle: &object_pool::Reusable<'_, Obj<W>>) -> usize {
+        handle.stamp() as usize
     }
 
     #[inline(always)]
@@ -154,6 +166,11 @@ impl<const W: usize> Impl for ShardedSlab<W> {
         if !self.slab.remove(handle.0) {
             allocation_failed("sharded-slab", &format_args!("key {} was not in the slab", handle.0));
         }
+    }
+
+    #[inline(always)]
+    fn identity(&self, handle: &SlabKey) -> usize {
+        handle.0
     }
 
     #[inline(always)]
