@@ -1,10 +1,10 @@
 //! [`FakeTopology`]: a machine built in code, deterministic, for tests and demos.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::sync::{lock, Mutex};
 use crate::virtual_cpu::{nodes_by_distance, VirtualCpus};
 use crate::{
     CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, Topology, LOCAL_DISTANCE,
@@ -193,7 +193,7 @@ impl FakeTopology {
         if !self.possible.contains(cpu) {
             return Err(Error::UnknownCpu { cpu, possible: self.possible.to_string() });
         }
-        let mut subscribers = self.change.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut subscribers = lock(&self.change);
         let online = state == CpuState::Online;
         if self.cpus.is_online(cpu) == online {
             return Ok(());
@@ -201,7 +201,7 @@ impl FakeTopology {
         if !online && self.cpus.online_set().len() == 1 {
             return Err(Error::NotHotpluggable { cpu, reason: "it is the last online cpu".into() });
         }
-        self.cpus.set_online(cpu, online);
+        self.cpus.set_online(cpu, state);
         subscribers.retain(|tx| tx.send(OnlineChange { cpu, state }).is_ok());
         Ok(())
     }
@@ -274,7 +274,7 @@ impl Topology for FakeTopology {
 
     fn subscribe(&self) -> Option<Receiver<OnlineChange>> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        self.change.lock().unwrap_or_else(|poison| poison.into_inner()).push(tx);
+        lock(&self.change).push(tx);
         Some(rx)
     }
 }

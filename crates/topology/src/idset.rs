@@ -105,6 +105,11 @@ impl IdSet {
         Some(top as u32 * 64 + 63 - self.words[top].leading_zeros())
     }
 
+    /// The largest id plus one, 0 for the empty set: the length of a table indexed by id.
+    pub fn id_bound(&self) -> usize {
+        self.last().map_or(0, |last| last as usize + 1)
+    }
+
     /// The ids in ascending order.
     pub fn iter(&self) -> Iter<'_> {
         Iter { words: &self.words, index: 0, current: self.words.first().copied().unwrap_or(0) }
@@ -236,7 +241,7 @@ impl IdSet {
 }
 
 /// Strips what the kernel and captures put around a value: whitespace, `\n`, `\0`.
-fn trim_kernel_text(text: &str) -> &str {
+pub(crate) fn trim_kernel_text(text: &str) -> &str {
     text.trim_matches(|c: char| c.is_whitespace() || c == '\0')
 }
 

@@ -19,6 +19,7 @@ mod fixture;
 mod idset;
 pub mod machine;
 mod os;
+mod sync;
 mod sysfs;
 mod virtual_cpu;
 
@@ -192,12 +193,12 @@ pub trait Topology: Send + Sync + fmt::Debug {
 
     /// The largest possible CPU id plus one: the length of a per-CPU table.
     fn cpu_id_bound(&self) -> usize {
-        self.possible_cpus().last().map_or(0, |last| last as usize + 1)
+        self.possible_cpus().id_bound()
     }
 
     /// The largest possible node id plus one: the length of a per-node table.
     fn node_id_bound(&self) -> usize {
-        self.possible_nodes().last().map_or(0, |last| last as usize + 1)
+        self.possible_nodes().id_bound()
     }
 }
 

@@ -93,6 +93,13 @@ impl MachineDescription {
         let number = |line: usize, word: Option<&str>| -> Result<u64> {
             word.and_then(|w| w.parse().ok()).ok_or_else(|| fail(line, format!("{word:?} is not a number")))
         };
+        let node_id = |line: usize, word: Option<&str>| -> Result<NodeId> {
+            let id = number(line, word)?;
+            NodeId::try_from(id)
+                .ok()
+                .filter(|&id| id < ID_LIMIT)
+                .ok_or_else(|| fail(line, format!("node id {id} is beyond {ID_LIMIT}")))
+        };
         let mut kernel_max = 8191;
         let (mut possible, mut present, mut offline, mut cgroup_cpus) = (None, None, CpuSet::new(), None);
         let mut no_online_file = CpuSet::first_n(1);
@@ -116,11 +123,7 @@ impl MachineDescription {
                 "no_online_file" => no_online_file = list(line, words.next())?,
                 "cgroup_cpus" => cgroup_cpus = Some(list(line, words.next())?),
                 "node" => {
-                    let id = number(line, words.next())?;
-                    let id = NodeId::try_from(id)
-                        .ok()
-                        .filter(|&id| id < ID_LIMIT)
-                        .ok_or_else(|| fail(line, format!("node id {id} is beyond {ID_LIMIT}")))?;
+                    let id = node_id(line, words.next())?;
                     if words.next() != Some("cpus") {
                         return Err(fail(line, "expected `node N cpus LIST mem_kb KB`".into()));
                     }
@@ -134,20 +137,18 @@ impl MachineDescription {
                     }
                 }
                 "distance" => {
-                    let (a, b, d) = (
-                        number(line, words.next())?,
-                        number(line, words.next())?,
-                        number(line, words.next())?,
-                    );
-                    let d = u32::try_from(d).unwrap_or(u32::MAX);
-                    if a == b || !(u64::from(LOCAL_DISTANCE) + 1..=255).contains(&u64::from(d)) {
+                    let (a, b) = (node_id(line, words.next())?, node_id(line, words.next())?);
+                    let d = number(line, words.next())?;
+                    if a == b || !(u64::from(LOCAL_DISTANCE) + 1..=255).contains(&d) {
                         return Err(fail(
                             line,
                             "expected `distance A B D` with A != B and D in 11..=255".into(),
                         ));
                     }
-                    distances.insert((a as NodeId, b as NodeId), d);
-                    distances.insert((b as NodeId, a as NodeId), d);
+                    // The range check above keeps `d` within u32.
+                    let d = d as u32;
+                    distances.insert((a, b), d);
+                    distances.insert((b, a), d);
                 }
                 other => return Err(fail(line, format!("unknown statement {other:?}"))),
             }

@@ -8,8 +8,8 @@
 //! answer can be stale the moment it is read: the thread may migrate right after.
 
 use std::io;
-use std::sync::OnceLock;
 
+use crate::sync::OnceLock;
 use crate::{CpuId, CpuSet, ID_LIMIT};
 
 /// Where a live current-CPU answer came from.
@@ -116,9 +116,9 @@ pub(crate) fn thread_affinity(limit: u32) -> io::Result<CpuSet> {
     let mut words = mask_words(limit);
     // SAFETY: `words` is a writable buffer of `words.len() * 8` bytes, at least the size
     // of a `cpu_set_t`; the kernel writes at most that many bytes.
-    let written =
+    let result =
         unsafe { libc::sched_getaffinity(0, words.len() * 8, words.as_mut_ptr().cast::<libc::cpu_set_t>()) };
-    if written != 0 {
+    if result != 0 {
         return Err(io::Error::last_os_error());
     }
     let mut set = CpuSet::new();

@@ -45,6 +45,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::idset::trim_kernel_text;
 use crate::virtual_cpu::{nodes_by_distance, VirtualCpus};
 use crate::{
     os, CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, Topology, ID_LIMIT,
@@ -141,48 +142,31 @@ impl SysfsTopology {
             return Err(not_sysfs("it has no sys/devices/system/cpu folder".into()));
         }
 
-        let cpu_limit = match read::number(&cpu_dir.join("kernel_max"), "kernel_max")? {
-            Some(max) if max < u64::from(ID_LIMIT) => max as u32 + 1,
-            Some(max) => {
-                let path = cpu_dir.join("kernel_max");
-                return Err(read::malformed(
-                    &path,
-                    "kernel_max",
-                    &max.to_string(),
-                    format!("beyond the limit of {ID_LIMIT} cpu ids"),
-                ));
-            }
-            None => ID_LIMIT,
-        };
+        let cpu_limit = read_cpu_limit(&cpu_dir)?;
         let cpu_folders = read::numbered_entries(&cpu_dir, "cpu", cpu_limit, "cpu folder name")?;
-        let possible_file = read::list(&cpu_dir.join("possible"), "cpu list", cpu_limit)?;
-        let present_file = read::list(&cpu_dir.join("present"), "cpu list", cpu_limit)?;
+        let possible_path = cpu_dir.join("possible");
+        let possible_file = read::list(&possible_path, "cpu list", cpu_limit)?;
+        let present_path = cpu_dir.join("present");
+        let present =
+            read::list(&present_path, "cpu list", cpu_limit)?.unwrap_or_else(|| cpu_folders.clone());
         if let Some(possible) = &possible_file {
-            let outside = cpu_folders.difference(possible);
-            if let Some(cpu) = outside.first() {
-                return Err(read::malformed(
-                    &cpu_dir.join("possible"),
-                    "cpu list",
-                    &possible.to_string(),
-                    format!("cpu{cpu} has a folder but is not possible"),
-                ));
-            }
+            read::refuse_outside(
+                &possible_path,
+                "cpu list",
+                possible,
+                cpu_folders.difference(possible),
+                |cpu| format!("cpu{cpu} has a folder but is not possible"),
+            )?;
         }
-        let present = present_file.unwrap_or_else(|| cpu_folders.clone());
 
         let nodes = NodeFacts::read(&root, &cpu_dir, &cpu_folders, cpu_limit, possible_file.as_ref())?;
         let possible = match possible_file {
             Some(possible) => possible,
             None => cpu_folders.union(&present).union(&nodes.listed_cpus),
         };
-        if let Some(cpu) = present.difference(&possible).first() {
-            return Err(read::malformed(
-                &cpu_dir.join("present"),
-                "cpu list",
-                &present.to_string(),
-                format!("cpu{cpu} is present but not possible ({possible})"),
-            ));
-        }
+        read::refuse_outside(&present_path, "cpu list", &present, present.difference(&possible), |cpu| {
+            format!("cpu{cpu} is present but not possible ({possible})")
+        })?;
         if possible.is_empty() {
             return Err(not_sysfs("sys/devices/system/cpu names no cpu".into()));
         }
@@ -207,19 +191,22 @@ impl SysfsTopology {
             virtual_cpus: None,
         };
         if kind == RootKind::Described {
-            let online = topology.read_online()?;
-            let order = nodes_by_distance(&topology.possible_nodes, topology.node_cpus.len(), |a, b| {
-                topology.distance(a, b)
-            });
-            topology.virtual_cpus = Some(VirtualCpus::new(
-                topology.possible.clone(),
-                &online,
-                topology.cpu_node.clone(),
-                topology.node_cpus.clone(),
-                order,
-            ));
+            topology.virtual_cpus = Some(topology.new_virtual_cpus()?);
         }
         Ok(topology)
+    }
+
+    /// The virtual current CPUs of a described machine, starting from its online files.
+    fn new_virtual_cpus(&self) -> Result<VirtualCpus> {
+        let online = self.read_online()?;
+        let order = nodes_by_distance(&self.possible_nodes, self.node_cpus.len(), |a, b| self.distance(a, b));
+        Ok(VirtualCpus::new(
+            self.possible.clone(),
+            &online,
+            self.cpu_node.clone(),
+            self.node_cpus.clone(),
+            order,
+        ))
     }
 
     /// Reads the online CPUs (see the module documentation for the rules).
@@ -273,8 +260,9 @@ impl SysfsTopology {
         }
     }
 
+    /// The position of a node among the possible nodes: its row in `distance`.
     fn node_index(&self, node: NodeId) -> Option<usize> {
-        self.possible_nodes.contains(node).then(|| self.possible_nodes.iter().position(|n| n == node))?
+        self.possible_nodes.iter().position(|n| n == node)
     }
 }
 
@@ -396,7 +384,7 @@ impl Topology for SysfsTopology {
             };
             self.write_summaries(&online)?;
             if let Some(cpus) = &self.virtual_cpus {
-                cpus.set_online(cpu, state == CpuState::Online);
+                cpus.set_online(cpu, state);
             }
         }
         Ok(())
@@ -411,11 +399,34 @@ impl Topology for SysfsTopology {
     }
 }
 
+/// The bound on CPU ids: `cpu/kernel_max` + 1 where that file exists, else [`ID_LIMIT`].
+fn read_cpu_limit(cpu_dir: &Path) -> Result<u32> {
+    let path = cpu_dir.join("kernel_max");
+    match read::number(&path, "kernel_max")? {
+        Some(max) if max < u64::from(ID_LIMIT) => Ok(max as u32 + 1),
+        Some(max) => Err(read::malformed(
+            &path,
+            "kernel_max",
+            &max.to_string(),
+            format!("beyond the limit of {ID_LIMIT} cpu ids"),
+        )),
+        None => Ok(ID_LIMIT),
+    }
+}
+
 /// Writes `text` to a file that must already exist, as sysfs attributes do.
 fn write_existing(path: &Path, text: &str) -> io::Result<()> {
     use std::io::Write;
     let mut file = fs::OpenOptions::new().write(true).truncate(true).open(path)?;
     file.write_all(text.as_bytes())
+}
+
+/// One `nodeN/distance` file: where it is, its text for errors, and its distances.
+#[derive(Debug)]
+struct DistanceRow {
+    path: PathBuf,
+    text: String,
+    distances: Vec<u32>,
 }
 
 /// What the `node/` folder says.
@@ -454,80 +465,83 @@ impl NodeFacts {
         }
         let possible_path = node_dir.join("possible");
         let possible = read::list(&possible_path, "node list", ID_LIMIT)?.unwrap_or_else(|| folders.clone());
-        if let Some(node) = folders.difference(&possible).first() {
-            return Err(read::malformed(
-                &possible_path,
-                "node list",
-                &possible.to_string(),
-                format!("node{node} has a folder but is not possible"),
-            ));
-        }
+        read::refuse_outside(
+            &possible_path,
+            "node list",
+            &possible,
+            folders.difference(&possible),
+            |node| format!("node{node} has a folder but is not possible"),
+        )?;
         let online_path = node_dir.join("online");
         let online = read::list(&online_path, "node list", ID_LIMIT)?.unwrap_or_else(|| folders.clone());
-        if let Some(node) = online.difference(&possible).first() {
-            return Err(read::malformed(
-                &online_path,
-                "node list",
-                &online.to_string(),
-                format!("node{node} is online but not possible ({possible})"),
-            ));
-        }
+        read::refuse_outside(&online_path, "node list", &online, online.difference(&possible), |node| {
+            format!("node{node} is online but not possible ({possible})")
+        })?;
 
-        let bound = possible.last().map_or(0, |last| last as usize + 1);
+        let bound = possible.id_bound();
         let mut facts =
             Self { numa: true, node_cpus: vec![CpuSet::new(); bound], possible, online, ..Self::default() };
-        let mut rows: BTreeMap<NodeId, (PathBuf, String, Vec<u32>)> = BTreeMap::new();
+        let mut rows = BTreeMap::new();
         for node in &folders {
             let folder = node_dir.join(format!("node{node}"));
-            let (list_path, cpus) = node_cpu_list(&folder, cpu_limit)?;
-            for cpu in &cpus {
-                if possible_cpus.is_some_and(|possible| !possible.contains(cpu)) {
-                    return Err(read::malformed(
-                        &list_path,
-                        "cpu list",
-                        &cpus.to_string(),
-                        format!("cpu{cpu} is not a possible cpu"),
-                    ));
-                }
-                if facts.listed_cpus.contains(cpu) {
-                    return Err(read::malformed(
-                        &list_path,
-                        "cpu list",
-                        &cpus.to_string(),
-                        format!("cpu{cpu} is also in another node's list"),
-                    ));
-                }
-                facts.listed_cpus.insert(cpu);
-            }
-            facts.node_cpus[node as usize] = cpus;
-            facts.mem_kb.insert(node, node_mem_total(&folder.join("meminfo"), node)?);
-            let distance_path = folder.join("distance");
-            if let Some(text) = read::text(&distance_path, "distance row")? {
-                let row = parse_distance_row(&distance_path, &text)?;
-                rows.insert(node, (distance_path, text, row));
+            if let Some(row) = facts.read_node_folder(&folder, node, cpu_limit, possible_cpus)? {
+                rows.insert(node, row);
             }
         }
-        // CPUs no list names: look for the kernel's `cpuN/nodeM` link.
-        for cpu in cpu_folders.difference(&facts.listed_cpus).iter() {
-            let cpu_folder = cpu_dir.join(format!("cpu{cpu}"));
-            let links = read::numbered_entries(&cpu_folder, "node", ID_LIMIT, "cpu node link")?;
-            if let Some(node) = links.first() {
-                if !facts.possible.contains(node) || links.len() > 1 {
-                    return Err(read::malformed(
-                        &cpu_folder,
-                        "cpu node link",
-                        &links.to_string(),
-                        format!("expected one link to a possible node ({})", facts.possible),
-                    ));
-                }
-                facts.linked.insert(cpu, node);
-                if !folders.contains(node) {
-                    facts.node_cpus[node as usize].insert(cpu);
-                }
-            }
-        }
+        facts.read_cpu_links(cpu_dir, cpu_folders, &folders)?;
         facts.distance = facts.distance_matrix(&rows)?;
         Ok(facts)
+    }
+
+    /// Reads one `nodeN` folder: its CPUs (which must be possible and in no other node's
+    /// list), its memory, and its distance row if it has one.
+    fn read_node_folder(
+        &mut self,
+        folder: &Path,
+        node: NodeId,
+        cpu_limit: u32,
+        possible_cpus: Option<&CpuSet>,
+    ) -> Result<Option<DistanceRow>> {
+        let (list_path, cpus) = node_cpu_list(folder, cpu_limit)?;
+        if let Some(possible) = possible_cpus {
+            read::refuse_outside(&list_path, "cpu list", &cpus, cpus.difference(possible), |cpu| {
+                format!("cpu{cpu} is not a possible cpu")
+            })?;
+        }
+        let twice = cpus.intersection(&self.listed_cpus);
+        read::refuse_outside(&list_path, "cpu list", &cpus, twice, |cpu| {
+            format!("cpu{cpu} is also in another node's list")
+        })?;
+        self.listed_cpus = self.listed_cpus.union(&cpus);
+        self.node_cpus[node as usize] = cpus;
+        self.mem_kb.insert(node, node_mem_total(&folder.join("meminfo"), node)?);
+        let path = folder.join("distance");
+        let Some(text) = read::text(&path, "distance row")? else { return Ok(None) };
+        let distances = parse_distance_row(&path, &text)?;
+        Ok(Some(DistanceRow { path, text, distances }))
+    }
+
+    /// For CPUs that no node list names, the kernel's `cpuN/nodeM` link: how offline
+    /// node 0's CPUs are known on a machine whose `node0` folder is gone.
+    fn read_cpu_links(&mut self, cpu_dir: &Path, cpu_folders: &CpuSet, node_folders: &NodeSet) -> Result<()> {
+        for cpu in cpu_folders.difference(&self.listed_cpus).iter() {
+            let cpu_folder = cpu_dir.join(format!("cpu{cpu}"));
+            let links = read::numbered_entries(&cpu_folder, "node", ID_LIMIT, "cpu node link")?;
+            let Some(node) = links.first() else { continue };
+            if !self.possible.contains(node) || links.len() > 1 {
+                return Err(read::malformed(
+                    &cpu_folder,
+                    "cpu node link",
+                    &links.to_string(),
+                    format!("expected one link to a possible node ({})", self.possible),
+                ));
+            }
+            self.linked.insert(cpu, node);
+            if !node_folders.contains(node) {
+                self.node_cpus[node as usize].insert(cpu);
+            }
+        }
+        Ok(())
     }
 
     /// A kernel without NUMA: node 0 holds every possible CPU and all of `MemTotal`.
@@ -547,7 +561,7 @@ impl NodeFacts {
     }
 
     fn cpu_node_table(&self, possible_cpus: &CpuSet) -> Vec<Option<NodeId>> {
-        let bound = possible_cpus.last().map_or(0, |last| last as usize + 1);
+        let bound = possible_cpus.id_bound();
         let mut table = vec![None; bound];
         for (node, cpus) in self.node_cpus.iter().enumerate() {
             for cpu in cpus.iter().filter(|&cpu| (cpu as usize) < bound) {
@@ -563,9 +577,9 @@ impl NodeFacts {
     }
 
     /// The distance matrix over the possible nodes from the rows that exist.
-    fn distance_matrix(&self, rows: &BTreeMap<NodeId, (PathBuf, String, Vec<u32>)>) -> Result<Vec<Vec<u32>>> {
+    fn distance_matrix(&self, rows: &BTreeMap<NodeId, DistanceRow>) -> Result<Vec<Vec<u32>>> {
         let mut known: BTreeMap<(NodeId, NodeId), u32> = BTreeMap::new();
-        for (&from, (path, text, row)) in rows {
+        for (&from, DistanceRow { path, text, distances: row }) in rows {
             let columns = if row.len() == self.online.len() {
                 &self.online
             } else if row.len() == self.possible.len() {
@@ -678,7 +692,7 @@ fn proc_mem_total(path: &Path) -> Result<u64> {
 
 /// A `nodeN/distance` row: distances separated by spaces, each 10 to 255.
 fn parse_distance_row(path: &Path, text: &str) -> Result<Vec<u32>> {
-    let body = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    let body = trim_kernel_text(text);
     if body.is_empty() {
         return Err(read::malformed(path, "distance row", text, "the row is empty"));
     }

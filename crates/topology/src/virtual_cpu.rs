@@ -7,9 +7,9 @@
 //! node or else of the nearest node that has one.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::{CpuId, CpuSet, Error, NodeId, Result};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::{CpuId, CpuSet, CpuState, Error, NodeId, Result};
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
@@ -43,7 +43,7 @@ impl VirtualCpus {
         node_cpus: Vec<CpuSet>,
         node_order: Vec<Vec<NodeId>>,
     ) -> Self {
-        let words = possible.last().map_or(0, |last| last as usize / 64 + 1);
+        let words = possible.id_bound().div_ceil(64);
         let this = Self {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             possible,
@@ -68,13 +68,12 @@ impl VirtualCpus {
     }
 
     /// Marks one CPU online or offline.
-    pub(crate) fn set_online(&self, cpu: CpuId, online: bool) {
+    pub(crate) fn set_online(&self, cpu: CpuId, state: CpuState) {
         let Some(word) = self.online.get(cpu as usize / 64) else { return };
-        if online {
-            word.fetch_or(1 << (cpu % 64), Ordering::AcqRel);
-        } else {
-            word.fetch_and(!(1 << (cpu % 64)), Ordering::AcqRel);
-        }
+        match state {
+            CpuState::Online => word.fetch_or(1 << (cpu % 64), Ordering::AcqRel),
+            CpuState::Offline => word.fetch_and(!(1 << (cpu % 64)), Ordering::AcqRel),
+        };
     }
 
     /// Whether a CPU is online in this machine's cached state.
@@ -123,7 +122,10 @@ impl VirtualCpus {
         }
     }
 
-    /// The next online CPU in turn for a thread that never bound itself.
+    /// The next online CPU in turn for a thread that never bound itself: once per thread
+    /// and machine, off the path of [`VirtualCpus::current`]'s common case.
+    #[cold]
+    #[inline(never)]
     fn default_cpu(&self) -> CpuId {
         let online = self.online_set();
         let count = online.len().max(1);
@@ -131,7 +133,10 @@ impl VirtualCpus {
         online.iter().nth(turn).or_else(|| self.possible.first()).unwrap_or(0)
     }
 
-    /// An online CPU of the nearest node that has one, for a thread on offline `cpu`.
+    /// An online CPU of the nearest node that has one, for a thread on offline `cpu`: only
+    /// after a hotplug, off the path of [`VirtualCpus::current`]'s common case.
+    #[cold]
+    #[inline(never)]
     fn migration_target(&self, cpu: CpuId) -> CpuId {
         let node = self.cpu_node.get(cpu as usize).copied().flatten();
         let order = node.and_then(|node| self.node_order.get(node as usize));

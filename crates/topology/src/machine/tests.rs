@@ -33,3 +33,11 @@ fn padded_masks_have_one_word_per_32_possible_cpus() {
     assert_eq!(padded_mask(&CpuSet::new(), 4), "00000000");
     assert_eq!(IdSet::parse_mask(&padded_mask(&set, 448), ID_LIMIT).unwrap(), set);
 }
+
+#[test]
+fn distance_node_ids_are_bounded_like_node_statements() {
+    // 2^32 would wrap to node 0 if the id were narrowed without a check.
+    let text = "node 0 cpus 0 mem_kb 1\nnode 1 cpus 1 mem_kb 1\ndistance 4294967296 1 21\n";
+    let error = MachineDescription::parse("bad", text).unwrap_err();
+    assert!(error.to_string().contains("line 3: node id 4294967296 is beyond"), "{error}");
+}

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use procfs_core::{FromBufRead, MountEntry, ProcessCGroups};
 
 use super::read;
+use crate::idset::trim_kernel_text;
 use crate::{CpuSet, Result};
 
 /// Which cgroup hierarchy the process's path was found for.
@@ -78,7 +79,7 @@ pub(crate) fn restriction(root: &Path, limit: u32) -> Result<Option<Restriction>
 fn process_cgroup(root: &Path) -> Result<Option<(String, Hierarchy)>> {
     let cpuset_path = root.join("proc/self/cpuset");
     if let Some(text) = read::text(&cpuset_path, "cpuset path")? {
-        let path = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+        let path = trim_kernel_text(&text);
         if !path.starts_with('/') {
             return Err(read::malformed(&cpuset_path, "cpuset path", &text, "expected an absolute path"));
         }

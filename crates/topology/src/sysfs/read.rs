@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use crate::idset::trim_kernel_text;
 use crate::{Error, IdSet, ParseError, Result};
 
 /// No topology file is anywhere near this large; a bigger one is not what we expect (a
@@ -29,6 +30,22 @@ pub(crate) fn malformed(path: &Path, what: &'static str, text: &str, reason: imp
 /// Wraps an id-set parse error with the file it came from.
 pub(crate) fn parse_error(path: &Path, what: &'static str, error: ParseError) -> Error {
     malformed(path, what, &error.text, error.reason)
+}
+
+/// Refuses the id-set file at `path`, which holds `file`, when `outside` (ids that must
+/// not be there, or that it misses) is not empty; `reason` says what is wrong with the
+/// smallest of them.
+pub(crate) fn refuse_outside(
+    path: &Path,
+    what: &'static str,
+    file: &IdSet,
+    outside: IdSet,
+    reason: impl FnOnce(u32) -> String,
+) -> Result<()> {
+    match outside.first() {
+        Some(id) => Err(malformed(path, what, &file.to_string(), reason(id))),
+        None => Ok(()),
+    }
 }
 
 /// Reads a text file: `Ok(None)` if it does not exist, [`Error::Io`] if it cannot be read,
@@ -81,7 +98,7 @@ pub(crate) fn mask(path: &Path, what: &'static str, limit: u32) -> Result<Option
 /// Reads a `0`/`1` file such as `cpuN/online`, `Ok(None)` if absent.
 pub(crate) fn flag(path: &Path, what: &'static str) -> Result<Option<bool>> {
     let Some(text) = text(path, what)? else { return Ok(None) };
-    match text.trim_matches(|c: char| c.is_whitespace() || c == '\0') {
+    match trim_kernel_text(&text) {
         "0" => Ok(Some(false)),
         "1" => Ok(Some(true)),
         _ => Err(malformed(path, what, &text, "expected 0 or 1")),
@@ -91,7 +108,7 @@ pub(crate) fn flag(path: &Path, what: &'static str) -> Result<Option<bool>> {
 /// Reads a decimal number file such as `cpu/kernel_max`, `Ok(None)` if absent.
 pub(crate) fn number(path: &Path, what: &'static str) -> Result<Option<u64>> {
     let Some(text) = text(path, what)? else { return Ok(None) };
-    let body = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    let body = trim_kernel_text(&text);
     if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
         return Err(malformed(path, what, &text, "expected a decimal number"));
     }
