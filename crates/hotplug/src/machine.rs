@@ -135,13 +135,13 @@ impl Hotplug {
     /// [`Rank::ONLINE`], the others at [`Rank::OFFLINE`]: with no state registered, that is
     /// already in line with the machine.
     pub fn new(topology: Arc<dyn Topology>) -> Result<Hotplug> {
-        let online = topology.online_cpus().map_err(|source| Error::Topology {
-            context: format!("reading {}'s online cpus", topology.name()),
-            source,
-        })?;
-        let bound = topology.cpu_id_bound().max(online.last().map_or(0, |last| last as usize + 1));
+        let online = read_online(&*topology)?;
+        let bound = topology.cpu_id_bound().max(online.id_bound());
         let cpus = (0..bound as CpuId)
-            .map(|cpu| CpuRecord { rank: rank_of(online.contains(cpu)), bringup_failed: false })
+            .map(|cpu| {
+                let rank = if online.contains(cpu) { Rank::ONLINE } else { Rank::OFFLINE };
+                CpuRecord { rank, bringup_failed: false }
+            })
             .collect();
         Ok(Hotplug {
             shared: Arc::new(Shared {
@@ -245,7 +245,7 @@ impl Hotplug {
     /// nothing wrong. Errors only when the online CPUs cannot be read.
     pub fn reconcile(&self, source: Source) -> Result<Reconciled> {
         let mut transition = self.shared.begin("reconcile")?;
-        let online = self.shared.read_online()?;
+        let online = read_online(&*self.shared.topology)?;
         Ok(self.shared.reconcile_locked(&mut transition, &online, source))
     }
 
@@ -335,13 +335,6 @@ impl Shared {
         Ok(Transition { inner, owner: &self.owner })
     }
 
-    fn read_online(&self) -> Result<CpuSet> {
-        self.topology.online_cpus().map_err(|source| Error::Topology {
-            context: format!("reading {}'s online cpus", self.topology.name()),
-            source,
-        })
-    }
-
     fn check_possible(&self, cpu: CpuId) -> Result<()> {
         let possible = self.topology.possible_cpus();
         if possible.contains(cpu) {
@@ -367,17 +360,22 @@ impl Shared {
         lock(&self.cpus).get(cpu as usize).copied().unwrap_or(CpuRecord::OFFLINE)
     }
 
-    fn set_record(&self, cpu: CpuId, record: CpuRecord) {
+    /// Changes one field of a CPU's record under one hold of the lock.
+    fn update_record(&self, cpu: CpuId, change: impl FnOnce(&mut CpuRecord)) {
         let mut cpus = lock(&self.cpus);
         if cpus.len() <= cpu as usize {
             cpus.resize(cpu as usize + 1, CpuRecord::OFFLINE);
         }
-        cpus[cpu as usize] = record;
+        change(&mut cpus[cpu as usize]);
     }
 
     fn set_rank(&self, cpu: CpuId, rank: Rank) {
-        let failed = self.record(cpu).bringup_failed;
-        self.set_record(cpu, CpuRecord { rank, bringup_failed: failed });
+        self.update_record(cpu, |record| record.rank = rank);
+    }
+
+    /// Marks a CPU whose bring-up failed while it stays online: reconciles leave it alone.
+    fn mark_bringup_failed(&self, cpu: CpuId) {
+        self.update_record(cpu, |record| record.bringup_failed = true);
     }
 
     fn cpus_at_or_above(&self, rank: Rank) -> CpuSet {
@@ -496,11 +494,12 @@ impl Shared {
     }
 
     /// Moves a CPU down to `target`, running the teardowns of the states it passes in
-    /// descending order (`cpuhp_down_callbacks`). It cannot fail.
-    fn run_down(&self, inner: &Inner, cpu: CpuId, target: Rank, source: Source) {
+    /// descending order (`cpuhp_down_callbacks`). It cannot fail; returns whether the CPU
+    /// had anything to tear down.
+    fn run_down(&self, inner: &Inner, cpu: CpuId, target: Rank, source: Source) -> bool {
         let from = self.record(cpu).rank;
         if target >= from {
-            return;
+            return false;
         }
         self.observers.emit(source, EventKind::TransitionStarted { cpu, from, to: target });
         for step in inner.steps.iter().rev().filter(|step| step.rank > target && step.rank <= from) {
@@ -511,30 +510,40 @@ impl Shared {
             source,
             EventKind::TransitionFinished { cpu, reached: target, outcome: Outcome::Completed },
         );
+        true
     }
 
-    /// Brings one CPU into line with whether it is online.
-    fn settle(&self, inner: &Inner, cpu: CpuId, online: bool, source: Source, report: &mut Reconciled) {
-        let record = self.record(cpu);
-        if online {
-            if record.rank == Rank::ONLINE || record.bringup_failed {
-                return;
-            }
-            match self.run_up(inner, cpu, Rank::ONLINE, source) {
-                Ok(()) => {
-                    report.brought_up.insert(cpu);
+    /// Tears every state of an offline CPU down and forgets a failed bring-up, so that the
+    /// CPU's next bring-up starts afresh; returns whether anything was torn down.
+    fn settle_offline(&self, inner: &Inner, cpu: CpuId, source: Source) -> bool {
+        let torn_down = self.run_down(inner, cpu, Rank::OFFLINE, source);
+        self.update_record(cpu, |record| *record = CpuRecord::OFFLINE);
+        torn_down
+    }
+
+    /// Brings one CPU into line with its state in the online files.
+    fn settle(&self, inner: &Inner, cpu: CpuId, state: CpuState, source: Source, report: &mut Reconciled) {
+        match state {
+            CpuState::Online => {
+                let record = self.record(cpu);
+                if record.rank == Rank::ONLINE || record.bringup_failed {
+                    return;
                 }
-                Err(error) => {
-                    self.set_record(cpu, CpuRecord { rank: self.record(cpu).rank, bringup_failed: true });
-                    report.failed.push((cpu, error));
+                match self.run_up(inner, cpu, Rank::ONLINE, source) {
+                    Ok(()) => {
+                        report.brought_up.insert(cpu);
+                    }
+                    Err(error) => {
+                        self.mark_bringup_failed(cpu);
+                        report.failed.push((cpu, error));
+                    }
                 }
             }
-        } else {
-            if record.rank != Rank::OFFLINE {
-                self.run_down(inner, cpu, Rank::OFFLINE, source);
-                report.torn_down.insert(cpu);
+            CpuState::Offline => {
+                if self.settle_offline(inner, cpu, source) {
+                    report.torn_down.insert(cpu);
+                }
             }
-            self.set_record(cpu, CpuRecord::OFFLINE);
         }
     }
 
@@ -549,10 +558,10 @@ impl Shared {
         // Teardowns first, so that a CPU replacing another never finds both up at once
         // in a callback's view; then bring-ups in ascending CPU order.
         for cpu in (0..known).filter(|&cpu| !online.contains(cpu)) {
-            self.settle(&transition.inner, cpu, false, source, &mut report);
+            self.settle(&transition.inner, cpu, CpuState::Offline, source, &mut report);
         }
         for cpu in online.iter() {
-            self.settle(&transition.inner, cpu, true, source, &mut report);
+            self.settle(&transition.inner, cpu, CpuState::Online, source, &mut report);
         }
         report
     }
@@ -569,14 +578,13 @@ impl Shared {
         let inner = &*transition.inner;
         if self.is_online(cpu)? {
             // Already on: bring up whatever is missing (retrying a failed bring-up).
-            self.set_record(cpu, CpuRecord { rank: self.record(cpu).rank, bringup_failed: false });
+            self.update_record(cpu, |record| record.bringup_failed = false);
             let mut report = Reconciled::default();
-            self.settle(inner, cpu, true, Source::Driver, &mut report);
+            self.settle(inner, cpu, CpuState::Online, Source::Driver, &mut report);
             return report.failed.pop().map_or(Ok(()), |(_, error)| Err(error));
         }
         // Offline in truth: a teardown we missed comes first.
-        self.run_down(inner, cpu, Rank::OFFLINE, Source::Driver);
-        self.set_record(cpu, CpuRecord::OFFLINE);
+        self.settle_offline(inner, cpu, Source::Driver);
         self.check_online_file(cpu)?;
         self.run_up(inner, cpu, Rank::BRINGUP_CPU, Source::Driver)?;
         if let Err(source) = self.topology.set_cpu_online(cpu, CpuState::Online) {
@@ -586,12 +594,12 @@ impl Shared {
         if let Err(error) = self.run_up(inner, cpu, Rank::ONLINE, Source::Driver) {
             // The kernel takes a CPU whose bring-up failed offline again; so do we.
             match self.topology.set_cpu_online(cpu, CpuState::Offline) {
-                Ok(()) => self.run_down(inner, cpu, Rank::OFFLINE, Source::Driver),
-                Err(_) => {
-                    // It cannot go back offline: it stays online with its prepare states
-                    // up, marked failed, until it goes offline or is driven up again.
-                    self.set_record(cpu, CpuRecord { rank: self.record(cpu).rank, bringup_failed: true });
+                Ok(()) => {
+                    self.run_down(inner, cpu, Rank::OFFLINE, Source::Driver);
                 }
+                // It cannot go back offline: it stays online with its prepare states up,
+                // marked failed, until it goes offline or is driven up again.
+                Err(_) => self.mark_bringup_failed(cpu),
             }
             return Err(error);
         }
@@ -603,8 +611,7 @@ impl Shared {
     fn drive_down(&self, transition: &mut Transition<'_>, cpu: CpuId) -> Result<()> {
         let inner = &*transition.inner;
         if !self.is_online(cpu)? {
-            self.run_down(inner, cpu, Rank::OFFLINE, Source::Driver);
-            self.set_record(cpu, CpuRecord::OFFLINE);
+            self.settle_offline(inner, cpu, Source::Driver);
             return Ok(());
         }
         self.check_online_file(cpu)?;
@@ -614,23 +621,21 @@ impl Shared {
             // Undo (`undo_cpu_down`): bring back what this call took down. Should a
             // startup fail now, run_up has rolled back and the CPU is marked failed.
             if self.run_up(inner, cpu, before, Source::Driver).is_err() {
-                self.set_record(cpu, CpuRecord { rank: self.record(cpu).rank, bringup_failed: true });
+                self.mark_bringup_failed(cpu);
             }
             return Err(Error::SetOnline { cpu, target: CpuState::Offline, source });
         }
-        self.run_down(inner, cpu, Rank::OFFLINE, Source::Driver);
-        self.set_record(cpu, CpuRecord::OFFLINE);
+        self.settle_offline(inner, cpu, Source::Driver);
         Ok(())
     }
 }
 
-/// The rank a CPU should be at for an online state.
-fn rank_of(online: bool) -> Rank {
-    if online {
-        Rank::ONLINE
-    } else {
-        Rank::OFFLINE
-    }
+/// The online CPUs, the truth every reconcile starts from.
+fn read_online(topology: &dyn Topology) -> Result<CpuSet> {
+    topology.online_cpus().map_err(|source| Error::Topology {
+        context: format!("reading {}'s online cpus", topology.name()),
+        source,
+    })
 }
 
 /// The rank a slot resolves to, given the states registered (`cpuhp_reserve_state`).

@@ -38,15 +38,7 @@ impl OnlineFiles {
         let mut per_cpu = Vec::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
-            let name = entry.file_name();
-            let Some(cpu) = name
-                .to_str()
-                .and_then(|name| name.strip_prefix("cpu"))
-                .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|digits| digits.parse::<CpuId>().ok())
-            else {
-                continue;
-            };
+            let Some(cpu) = entry.file_name().to_str().and_then(cpu_folder_id) else { continue };
             let file = entry.path().join("online");
             if file.exists() {
                 per_cpu.push((cpu, file));
@@ -62,6 +54,14 @@ impl OnlineFiles {
         let per_cpu = self.per_cpu.iter().map(|(cpu, file)| (*cpu, read_state(file))).collect();
         Snapshot { summary, per_cpu }
     }
+}
+
+/// The id in a CPU's sysfs folder name (`cpu12` is 12); `None` for other names
+/// (`cpufreq`, `cpu+1`).
+pub(crate) fn cpu_folder_id(name: &str) -> Option<CpuId> {
+    name.strip_prefix("cpu")
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse().ok())
 }
 
 fn read_state(file: &Path) -> Option<CpuState> {

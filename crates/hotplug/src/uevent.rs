@@ -12,9 +12,10 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use topology::{CpuId, CpuState, OnlineChange};
+use topology::{CpuState, OnlineChange};
 
 use crate::error::UeventError;
+use crate::poll::cpu_folder_id;
 
 /// The multicast group the kernel sends uevents to (`1` in `kobject_uevent_net_broadcast`).
 pub const KERNEL_GROUP: u32 = 1;
@@ -68,13 +69,6 @@ impl Uevent {
                 .ok_or_else(|| UeventError::BadField { field: field.to_string() })?;
             vars.push((key.to_string(), value.to_string()));
         }
-        let event = Uevent {
-            action: action.to_string(),
-            devpath: devpath.to_string(),
-            subsystem: find(&vars, "SUBSYSTEM").map(str::to_string),
-            seqnum: find(&vars, "SEQNUM").and_then(|seq| seq.parse().ok()),
-            vars: vars.clone(),
-        };
         for (key, expected) in [("ACTION", action), ("DEVPATH", devpath)] {
             if let Some(value) = find(&vars, key).filter(|&value| value != expected) {
                 return Err(UeventError::Inconsistent {
@@ -84,7 +78,13 @@ impl Uevent {
                 });
             }
         }
-        Ok(event)
+        Ok(Uevent {
+            action: action.to_string(),
+            devpath: devpath.to_string(),
+            subsystem: find(&vars, "SUBSYSTEM").map(str::to_string),
+            seqnum: find(&vars, "SEQNUM").and_then(|seq| seq.parse().ok()),
+            vars,
+        })
     }
 
     /// The online change this uevent announces: `Some` for `SUBSYSTEM=cpu` with
@@ -103,9 +103,7 @@ impl Uevent {
             .devpath
             .rsplit('/')
             .next()
-            .and_then(|last| last.strip_prefix("cpu"))
-            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|digits| digits.parse::<CpuId>().ok())
+            .and_then(cpu_folder_id)
             .ok_or_else(|| UeventError::NotACpu { devpath: self.devpath.clone() })?;
         Ok(Some(OnlineChange { cpu, state }))
     }

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -266,8 +267,8 @@ impl Opened {
 /// Resolves the mode and opens its source; returns the reason for a fallback to polling.
 fn open_source(hotplug: &Hotplug, mode: WatchMode) -> Result<(Opened, Option<String>)> {
     let topology = hotplug.topology();
-    let root = topology.sysfs_root().map(|root| root.to_path_buf());
-    let open_poll = |root: &std::path::Path| {
+    let root = topology.sysfs_root();
+    let open_poll = |root: &Path| {
         OnlineFiles::new(root)
             .map(|files| {
                 let snapshot = files.snapshot();
@@ -281,42 +282,36 @@ fn open_source(hotplug: &Hotplug, mode: WatchMode) -> Result<(Opened, Option<Str
             Some(receiver) => return Ok((Opened::Fake(receiver), None)),
             None => WatchMode::ReconcileOnly,
         },
-        WatchMode::Auto => match (&root, topology.subscribe()) {
+        WatchMode::Auto => match (root, topology.subscribe()) {
             (_, Some(receiver)) => return Ok((Opened::Fake(receiver), None)),
-            (Some(root), None) if root == std::path::Path::new("/") => WatchMode::Uevent,
+            (Some(root), None) if root == Path::new("/") => WatchMode::Uevent,
             (Some(_), None) => WatchMode::Poll,
             (None, None) => WatchMode::ReconcileOnly,
         },
         other => other,
     };
+    let unsupported = |what: &'static str, why: &str| Error::Watcher {
+        what,
+        source: io::Error::new(io::ErrorKind::Unsupported, format!("{} {why}", topology.name())),
+    };
     match resolved {
-        WatchMode::Uevent => match UeventSocket::open() {
-            Ok(socket) => Ok((Opened::Uevent(socket), None)),
-            Err(error) if mode == WatchMode::Auto && root.is_some() => {
+        WatchMode::Uevent => match (UeventSocket::open(), root) {
+            (Ok(socket), _) => Ok((Opened::Uevent(socket), None)),
+            (Err(error), Some(root)) if mode == WatchMode::Auto => {
                 let reason = format!("cannot open a NETLINK_KOBJECT_UEVENT socket: {error}");
-                Ok((open_poll(root.as_deref().expect("checked above"))?, Some(reason)))
+                Ok((open_poll(root)?, Some(reason)))
             }
-            Err(source) => Err(Error::Watcher { what: "opening the NETLINK_KOBJECT_UEVENT socket", source }),
+            (Err(source), _) => {
+                Err(Error::Watcher { what: "opening the NETLINK_KOBJECT_UEVENT socket", source })
+            }
         },
-        WatchMode::Poll => match &root {
+        WatchMode::Poll => match root {
             Some(root) => Ok((open_poll(root)?, None)),
-            None => Err(Error::Watcher {
-                what: "polling",
-                source: io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("{} has no sysfs root", topology.name()),
-                ),
-            }),
+            None => Err(unsupported("polling", "has no sysfs root")),
         },
         WatchMode::Fake => match topology.subscribe() {
             Some(receiver) => Ok((Opened::Fake(receiver), None)),
-            None => Err(Error::Watcher {
-                what: "subscribing",
-                source: io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("{} does not announce changes", topology.name()),
-                ),
-            }),
+            None => Err(unsupported("subscribing", "does not announce changes")),
         },
         WatchMode::ReconcileOnly | WatchMode::Auto => Ok((Opened::ReconcileOnly, None)),
     }
@@ -357,6 +352,12 @@ impl Worker {
         }
     }
 
+    /// Reconciles and returns when the next periodic reconcile is due.
+    fn reconcile_then_schedule(&mut self, source: Source) -> Instant {
+        self.reconcile(source);
+        Instant::now() + self.reconcile_interval
+    }
+
     fn wakeup(&mut self, source: Source, reported: Option<OnlineChange>) {
         self.stats.wakeups += 1;
         self.hotplug.emit(source, EventKind::Wakeup { reported });
@@ -389,14 +390,10 @@ impl Worker {
                 Woken::Stop => return,
                 Woken::Readable => {
                     if self.drain(socket, &mut buffer) {
-                        self.reconcile(Source::Uevent);
-                        next_reconcile = Instant::now() + self.reconcile_interval;
+                        next_reconcile = self.reconcile_then_schedule(Source::Uevent);
                     }
                 }
-                Woken::Timeout => {
-                    self.reconcile(Source::Poll);
-                    next_reconcile = Instant::now() + self.reconcile_interval;
-                }
+                Woken::Timeout => next_reconcile = self.reconcile_then_schedule(Source::Poll),
             }
         }
     }
@@ -473,11 +470,9 @@ impl Worker {
                     self.wakeup(Source::Poll, Some(change));
                 }
                 last = now;
-                self.reconcile(Source::Poll);
-                next_reconcile = Instant::now() + self.reconcile_interval;
+                next_reconcile = self.reconcile_then_schedule(Source::Poll);
             } else if Instant::now() >= next_reconcile {
-                self.reconcile(Source::Poll);
-                next_reconcile = Instant::now() + self.reconcile_interval;
+                next_reconcile = self.reconcile_then_schedule(Source::Poll);
             }
         }
     }

@@ -60,3 +60,11 @@ fn a_missing_tree_is_an_error() {
     let root = tempfile::tempdir().unwrap();
     assert!(OnlineFiles::new(root.path()).is_err());
 }
+
+#[test]
+fn only_cpu_and_decimal_digits_name_a_cpu_folder() {
+    assert_eq!(cpu_folder_id("cpu12"), Some(12));
+    for name in ["cpu", "cpufreq", "cpu+1", "cpu 1", "node1", "cpu99999999999"] {
+        assert_eq!(cpu_folder_id(name), None, "{name}");
+    }
+}
