@@ -15,7 +15,7 @@ pub(crate) fn fixture(root: &Path, args: &[String]) -> Result<()> {
     let names: Vec<String> = if args.iter().any(|a| a == "--all") {
         let mut names = Vec::new();
         for entry in fs::read_dir(&fixtures).with_context(|| format!("cannot list {}", fixtures.display()))? {
-            let path = entry?.path();
+            let path = entry.with_context(|| format!("cannot list {}", fixtures.display()))?.path();
             if path.extension().is_some_and(|e| e == "machine") {
                 names.push(path.file_stem().unwrap_or_default().to_string_lossy().into_owned());
             }
@@ -109,7 +109,7 @@ fn capture(from: &Path, out: &Path) -> Result<usize> {
     for file in ["proc/meminfo", "proc/cpuinfo", "proc/self/cpuset", "proc/self/cgroup", "proc/mounts"] {
         relative.push(PathBuf::from(file));
     }
-    relative.extend(cgroup_files(from)?);
+    relative.extend(cgroup_files(from));
 
     let mut copied = 0;
     for path in relative {
@@ -122,25 +122,22 @@ fn capture(from: &Path, out: &Path) -> Result<usize> {
             {
                 continue
             }
-            Err(error) if error.raw_os_error() == Some(libc_eisdir()) => continue,
+            Err(error) if error.kind() == io::ErrorKind::IsADirectory => continue,
             Err(error) => return Err(error).with_context(|| format!("cannot read {}", source.display())),
         };
         let target = out.join(&path);
-        fs::create_dir_all(target.parent().unwrap_or(out))?;
+        let folder = target.parent().unwrap_or(out);
+        fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
         fs::write(&target, text).with_context(|| format!("cannot write {}", target.display()))?;
         copied += 1;
     }
     Ok(copied)
 }
 
-/// EISDIR on Linux.
-fn libc_eisdir() -> i32 {
-    21
-}
-
 /// The cpuset files of the process's cgroup: for each cpuset or cgroup2 mount in
-/// `proc/mounts`, the process's folder's `cpus`, `cpuset.cpus`, `cpuset.cpus.effective`.
-fn cgroup_files(from: &Path) -> Result<Vec<PathBuf>> {
+/// `proc/mounts`, the process's folder's `cpus`, `cpuset.cpus`, `cpuset.cpus.effective`
+/// (and the `mems` pair). A missing `proc` file means fewer candidates, not an error.
+fn cgroup_files(from: &Path) -> Vec<PathBuf> {
     let mut paths: Vec<String> = Vec::new();
     if let Ok(text) = fs::read_to_string(from.join("proc/self/cpuset")) {
         paths.push(text.trim().to_owned());
@@ -177,7 +174,7 @@ fn cgroup_files(from: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     files.dedup();
-    Ok(files)
+    files
 }
 
 fn list(dir: &Path) -> Result<Vec<String>> {
@@ -185,7 +182,8 @@ fn list(dir: &Path) -> Result<Vec<String>> {
         Ok(entries) => {
             let mut names = Vec::new();
             for entry in entries {
-                names.push(entry?.file_name().to_string_lossy().into_owned());
+                let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+                names.push(entry.file_name().to_string_lossy().into_owned());
             }
             names.sort();
             Ok(names)

@@ -81,11 +81,10 @@ fn ci(_args: &[String]) -> Result<()> {
 /// CPU from `sched_getcpu` instead of rseq, and hotplug found by polling instead of
 /// uevents. Built in its own target folder so the main build's cache stays valid.
 fn fallbacks() -> Result<()> {
-    let target = root().join("target/fallbacks");
-    let target = target.to_str().context("the target path is not UTF-8")?;
+    let target = target_dir("fallbacks")?;
     run(
         "cargo",
-        &["test", "-p", "topology", "-p", "hotplug", "--target-dir", target],
+        &["test", "-p", "topology", "-p", "hotplug", "--target-dir", &target],
         &[("RUSTFLAGS", "--cfg numaslab_force_getcpu --cfg numaslab_force_poll")],
     )
 }
@@ -94,11 +93,19 @@ fn fallbacks() -> Result<()> {
 /// small preemption bound, and in their own target folder because `--cfg loom` rebuilds
 /// every crate.
 fn loom() -> Result<()> {
-    let target = root().join("target/loom");
-    let target = target.to_str().context("the target path is not UTF-8")?;
+    let target = target_dir("loom")?;
     run(
         "cargo",
-        &["test", "-p", "slab-core", "--release", "--test", "loom", "--target-dir", target],
+        &["test", "-p", "slab-core", "--release", "--test", "loom", "--target-dir", &target],
         &[("RUSTFLAGS", "--cfg loom"), ("LOOM_MAX_PREEMPTIONS", "2")],
     )
+}
+
+/// `target/NAME` in the workspace, as a `--target-dir` argument: a build whose RUSTFLAGS
+/// differ gets its own folder so that the main build's cache stays valid.
+fn target_dir(name: &str) -> Result<String> {
+    let path = root().join("target").join(name);
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the target path {} is not UTF-8", path.display()))
 }
