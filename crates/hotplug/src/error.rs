@@ -108,7 +108,8 @@ pub enum Error {
     },
     /// Taking a CPU offline or online was refused by the kernel or backend (EBUSY, EPERM,
     /// the last online CPU, cpu0 without an `online` file, ...). Callbacks that had run
-    /// were rolled back: the CPU is where it was.
+    /// were rolled back: the CPU is where it was, unless a startup failed during that
+    /// roll-back, which leaves it marked failed ([`crate::Hotplug::failed_cpus`]).
     #[error("cannot take cpu {cpu} {target}: {source}")]
     SetOnline {
         /// The CPU.

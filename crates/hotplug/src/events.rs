@@ -70,7 +70,8 @@ pub enum EventKind {
         /// The change the source reported, if it named one.
         reported: Option<OnlineChange>,
     },
-    /// A uevent was ignored (forged sender, malformed, truncated).
+    /// Something a watcher could not act on: a uevent it ignored (forged sender,
+    /// malformed), an error of the uevent socket, or a reconcile that failed.
     Ignored {
         /// Why, in words.
         reason: String,

@@ -1,9 +1,11 @@
 //! The one place this crate imports locks and atomics from.
 //!
-//! The crate has no lock-free algorithm to model: its only shared state sits behind
-//! mutexes (the transition lock, the owner of that lock, the observers), and its watcher
-//! is an OS thread blocked in poll(2) or on a channel. So there is no loom switch here;
-//! the ordering guarantees come from the one transition lock.
+//! The crate has no lock-free algorithm to model: its shared state sits behind mutexes
+//! (the transition lock, the owner of that lock, the CPU records, the armed faults, the
+//! observers) but for two independent atomics (the event sequence number and the
+//! watcher's stop flag), and its watcher is an OS thread blocked in poll(2) or on a
+//! channel. So there is no loom switch here; the ordering guarantees come from the one
+//! transition lock.
 
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub(crate) use std::sync::{Mutex, MutexGuard};

@@ -10,7 +10,7 @@
 //!   is an error: the kernel never writes that.
 //! - **Present CPUs**: `cpu/present`, else the `cpuN` folders.
 //! - **Ids** are bounded by `cpu/kernel_max` + 1 where that file exists, else by
-//!   [`ID_LIMIT`](crate::ID_LIMIT); a larger id anywhere is an error.
+//!   [`ID_LIMIT`]; a larger id anywhere is an error.
 //! - **A CPU's node**: the node whose `cpulist` (or, on old kernels, hex `cpumap`) names
 //!   it, also for CPUs that are possible but have no folder (POWER9 lists all 88 possible
 //!   CPUs of a socket, present or not); else a `nodeN` entry (the kernel's symlink) in the
