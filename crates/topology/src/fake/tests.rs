@@ -66,3 +66,10 @@ fn bad_descriptions_are_refused() {
     assert!(FakeTopology::builder().nodes(2).distance(0, 1, 5).build().is_err());
     assert!(FakeTopology::builder().nodes(100_000).build().is_err());
 }
+
+#[test]
+fn naming_a_memoryless_node_twice_is_the_same_machine() {
+    let topo = FakeTopology::builder().nodes(2).memoryless_node(0).memoryless_node(0).build().unwrap();
+    assert_eq!(topo.memoryless_nodes().to_string(), "0");
+    assert_eq!(topo.nearest_memory_node(0), Some(1));
+}
