@@ -78,6 +78,14 @@ pub enum Error {
         /// The machine's possible nodes, in list form.
         possible: String,
     },
+    /// An operation that needs an online CPU was given an offline one.
+    #[error("cpu {cpu} is offline: {operation} needs an online cpu")]
+    CpuOffline {
+        /// The CPU.
+        cpu: CpuId,
+        /// What was asked ("binding a thread", ...).
+        operation: &'static str,
+    },
     /// A CPU that cannot be taken offline or online (cpu0 without an `online` file).
     #[error("cpu {cpu} cannot be hotplugged: {reason}")]
     NotHotpluggable {

@@ -94,10 +94,7 @@ impl VirtualCpus {
             return Err(Error::UnknownCpu { cpu, possible: self.possible.to_string() });
         }
         if !self.is_online(cpu) {
-            return Err(Error::NotHotpluggable {
-                cpu,
-                reason: "a thread cannot be bound to an offline cpu".into(),
-            });
+            return Err(Error::CpuOffline { cpu, operation: "binding a thread" });
         }
         self.store(cpu);
         Ok(())

@@ -13,7 +13,7 @@ mod worker;
 
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
@@ -116,6 +116,7 @@ pub fn run(
     let plans = plan_workers(&*topology, config)?;
     let started = Instant::now();
     let hotplug_stop = AtomicBool::new(false);
+    let bound = Barrier::new(plans.len() + 1);
     let (stats, live) = std::thread::scope(|scope| {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             plans.iter().map(|_| crossbeam_channel::unbounded()).unzip();
@@ -128,11 +129,12 @@ pub fn run(
                 let worker = Worker::new(plan, shared.clone(), inbox, senders.clone());
                 std::thread::Builder::new()
                     .name(name)
-                    .spawn_scoped(scope, move || worker.run())
+                    .spawn_scoped(scope, || worker.run(&bound))
                     .expect("spawning a torture worker")
             })
             .collect();
         drop(senders);
+        bound.wait();
         let onoff = onoff::OnOff {
             slab: slab.clone(),
             candidates: hotplug_candidates(&*topology, config),

@@ -2,7 +2,7 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 
 use crossbeam_channel::{Receiver, Sender};
 use crossbeam_utils::CachePadded;
@@ -97,9 +97,13 @@ impl Worker {
         Self { plan, shared, inbox, outboxes, live: Vec::new(), rng, sequence: 0, leaked: false }
     }
 
-    /// Runs until told to stop, then drains the inbox; returns the objects still held.
-    pub(crate) fn run(mut self) -> Vec<Object> {
-        if let Err(error) = self.shared.topology.bind_current_thread(self.plan.cpu) {
+    /// Binds to its CPU, waits at `bound` until every worker is bound (the hotplug
+    /// thread starts only then, so no CPU goes offline under a worker that is binding),
+    /// runs until told to stop, then drains the inbox; returns the objects still held.
+    pub(crate) fn run(mut self, bound: &Barrier) -> Vec<Object> {
+        let binding = self.shared.topology.bind_current_thread(self.plan.cpu);
+        bound.wait();
+        if let Err(error) = binding {
             self.shared.record_error(format!(
                 "worker {} cannot bind to cpu {}: {error}",
                 self.plan.index, self.plan.cpu

@@ -41,7 +41,10 @@ fn a_thread_on_an_offline_cpu_moves_to_the_nearest_node() {
     assert_eq!(topo.current_cpu(), 1);
     topo.set_online(1, CpuState::Offline).unwrap();
     assert_eq!(topo.current_cpu(), 2, "node 2 is nearest to node 1");
-    assert!(topo.bind_current_thread(1).is_err(), "binding to an offline cpu is refused");
+    assert!(
+        matches!(topo.bind_current_thread(1), Err(Error::CpuOffline { cpu: 1, .. })),
+        "binding to an offline cpu is refused"
+    );
 }
 
 #[test]
