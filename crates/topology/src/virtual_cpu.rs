@@ -6,7 +6,7 @@
 //! thread is "migrated", as the kernel's `migrate_tasks` would, to an online CPU of its
 //! node or else of the nearest node that has one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::{CpuId, CpuSet, CpuState, Error, NodeId, Result};
@@ -16,6 +16,9 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// This thread's virtual CPU in each topology instance it has used: (instance, cpu).
     static BINDINGS: RefCell<Vec<(u64, CpuId)>> = const { RefCell::new(Vec::new()) };
+    /// The binding used last, checked before `BINDINGS`: a thread almost always asks the
+    /// same machine, and an allocator asks on every operation. Instance 0 is never used.
+    static LAST: Cell<(u64, CpuId)> = const { Cell::new((0, 0)) };
 }
 
 /// The online state and per-thread CPUs of one virtual machine.
@@ -102,10 +105,24 @@ impl VirtualCpus {
 
     /// The calling thread's virtual CPU, migrating it first if its CPU went offline.
     pub(crate) fn current(&self) -> CpuId {
+        let (instance, cpu) = LAST.with(Cell::get);
+        if instance == self.instance && self.is_online(cpu) {
+            return cpu;
+        }
+        self.current_slow()
+    }
+
+    /// `current` when the last binding is another machine's or its CPU went offline.
+    #[cold]
+    #[inline(never)]
+    fn current_slow(&self) -> CpuId {
         let bound = BINDINGS
             .with(|cell| cell.borrow().iter().find(|(instance, _)| *instance == self.instance).map(|b| b.1));
         match bound {
-            Some(cpu) if self.is_online(cpu) => cpu,
+            Some(cpu) if self.is_online(cpu) => {
+                LAST.with(|last| last.set((self.instance, cpu)));
+                cpu
+            }
             Some(cpu) => {
                 let moved = self.migration_target(cpu);
                 self.store(moved);
@@ -147,6 +164,7 @@ impl VirtualCpus {
     }
 
     fn store(&self, cpu: CpuId) {
+        LAST.with(|last| last.set((self.instance, cpu)));
         BINDINGS.with(|cell| {
             let mut bindings = cell.borrow_mut();
             match bindings.iter_mut().find(|(instance, _)| *instance == self.instance) {
