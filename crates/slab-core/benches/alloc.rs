@@ -86,6 +86,22 @@ fn batch(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    let raw = Arc::clone(typed.cache());
+    group.bench_function("slab_raw", |b| {
+        b.iter_batched_ref(
+            || Vec::with_capacity(BATCH),
+            |held| {
+                for _ in 0..BATCH {
+                    held.push(raw.alloc().expect("alloc"));
+                }
+                for ptr in held.drain(..) {
+                    // SAFETY: every pointer was just allocated from this cache, freed once.
+                    unsafe { raw.free(ptr).expect("free") };
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.bench_function("mimalloc_box", |b| {
         b.iter_batched_ref(
             || Vec::with_capacity(BATCH),
