@@ -147,8 +147,12 @@ impl Allocator {
         Ok(cache)
     }
 
-    /// Creates a cache of `T` values.
+    /// Creates a cache of `T` values. Its objects are aligned to the hardware cache line
+    /// ([`CacheFlags::HWCACHE_ALIGN`] is added to `flags`), as the kernel's kmalloc caches
+    /// are: a typed pool's values are what its users touch, so a value of up to a cache
+    /// line never straddles two and two CPUs' values of a line or more never share one.
     pub fn create_typed<T: Send>(self: &Arc<Self>, name: &str, flags: CacheFlags) -> Result<TypedCache<T>> {
+        let flags = flags | CacheFlags::HWCACHE_ALIGN;
         Ok(TypedCache::new(self.create_cache(name, Layout::new::<T>(), flags)?))
     }
 

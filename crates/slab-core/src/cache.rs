@@ -29,7 +29,7 @@ use crate::memory;
 use crate::node::{free_limit, KmemList3, Refused};
 use crate::pages::PageCache;
 use crate::registry::{SlabOwner, SlabRegistry};
-use crate::slab::{Geometry, RedZoning, SlabChain, SlabPtr};
+use crate::slab::{Geometry, ObjectAlign, RedZoning, SlabChain, SlabPtr};
 use crate::stats::CacheStats;
 use crate::sync::{next_cache_id, AtomicBool, AtomicU32, Ordering};
 use crate::tune::{TunableCells, Tunables};
@@ -145,14 +145,15 @@ impl KmemCache {
         let SharedParts { allocator, machine, registry, pages } = shared;
         let debug = flags.contains(CacheFlags::DEBUG);
         let red_zoning = if debug { RedZoning::On } else { RedZoning::Off };
-        let geometry = Geometry::new(layout, red_zoning, machine.slab_break_gfp_order).map_err(|reason| {
-            Error::InvalidLayout {
+        let object_align =
+            if flags.contains(CacheFlags::HWCACHE_ALIGN) { ObjectAlign::HwCache } else { ObjectAlign::Word };
+        let geometry = Geometry::new(layout, object_align, red_zoning, machine.slab_break_gfp_order)
+            .map_err(|reason| Error::InvalidLayout {
                 cache: name.to_owned(),
                 size: layout.size(),
                 align: layout.align(),
                 reason,
-            }
-        })?;
+            })?;
         let tunables = Tunables::defaults(geometry.buffer_size, machine.smp, debug);
         let array = (0..machine.cpu_bound)
             .map(|cpu| {

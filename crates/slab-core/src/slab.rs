@@ -65,6 +65,26 @@ pub(crate) enum RedZoning {
     On,
 }
 
+/// How a cache aligns its objects beyond what their layout asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjectAlign {
+    /// The layout's alignment, at least a word.
+    Word,
+    /// The kernel's `SLAB_HWCACHE_ALIGN` (see [`hwcache_align`]).
+    HwCache,
+}
+
+/// The alignment `kmem_cache_create` gives a `SLAB_HWCACHE_ALIGN` cache of `size`-byte
+/// objects: the cache line, halved while the object fits in half of it, and never below
+/// a word (the caller then takes the larger of this and the requested alignment).
+pub(crate) fn hwcache_align(size: usize) -> usize {
+    let mut ralign = CACHE_LINE;
+    while size <= ralign / 2 && ralign / 2 >= BYTES_PER_WORD {
+        ralign /= 2;
+    }
+    ralign
+}
+
 /// The shape of a cache's objects and slabs, fixed at cache creation.
 #[derive(Debug, Clone)]
 pub(crate) struct Geometry {
@@ -178,13 +198,20 @@ pub(crate) fn calculate_slab_order(
 
 impl Geometry {
     /// The geometry of a cache of `layout` objects, as `kmem_cache_create` computes it:
-    /// word-rounded size and alignment, red zones in debug mode, then the slab order.
+    /// word-rounded size, word or hardware cache line alignment (`SLAB_HWCACHE_ALIGN`),
+    /// red zones in debug mode, then the slab order.
+    ///
+    /// Every object is aligned: the slab base is aligned to the slab size, the descriptor
+    /// and bufctl array are padded to the alignment (`slab_size`), the colour offset is a
+    /// multiple of `colour_off` (the cache line or the alignment, whichever is larger),
+    /// and `buffer_size` is a multiple of the alignment.
     ///
     /// Unlike the kernel, the descriptor is always on the slab (the kernel puts it off-slab
     /// for objects of `PAGE_SIZE / 8` and more): the O(1) object-to-slab lookup masks the
     /// object's address down to the slab's start, where the descriptor must be.
     pub(crate) fn new(
         layout: Layout,
+        object_align: ObjectAlign,
         red_zoning: RedZoning,
         slab_break_gfp_order: u32,
     ) -> Result<Self, String> {
@@ -193,7 +220,11 @@ impl Geometry {
             return Err(format!("alignment above the page size ({page}) is not supported"));
         }
         let object_size = align_up(layout.size().max(1), BYTES_PER_WORD);
-        let align = layout.align().max(BYTES_PER_WORD);
+        let ralign = match object_align {
+            ObjectAlign::Word => BYTES_PER_WORD,
+            ObjectAlign::HwCache => hwcache_align(object_size),
+        };
+        let align = layout.align().max(ralign);
         let (obj_offset, slot) = match red_zoning {
             RedZoning::Off => (0, object_size),
             // A word before the object (ending at an aligned offset) and one after it.

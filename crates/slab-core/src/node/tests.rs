@@ -1,6 +1,6 @@
 use super::*;
 use crate::memory::{map_aligned, unmap};
-use crate::slab::RedZoning;
+use crate::slab::{ObjectAlign, RedZoning};
 use std::alloc::Layout;
 
 struct Fixture {
@@ -11,7 +11,9 @@ struct Fixture {
 
 impl Fixture {
     fn new(slabs: usize, free_limit: usize) -> Self {
-        let geometry = Geometry::new(Layout::from_size_align(256, 8).unwrap(), RedZoning::Off, 1).unwrap();
+        let geometry =
+            Geometry::new(Layout::from_size_align(256, 8).unwrap(), ObjectAlign::Word, RedZoning::Off, 1)
+                .unwrap();
         let mut state = NodeState::new(free_limit);
         let mut list = Vec::new();
         for _ in 0..slabs {

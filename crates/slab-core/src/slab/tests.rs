@@ -1,7 +1,7 @@
 use super::*;
 
 fn geometry(size: usize, align: usize, red_zoning: RedZoning) -> Geometry {
-    Geometry::new(Layout::from_size_align(size, align).unwrap(), red_zoning, 1).unwrap()
+    Geometry::new(Layout::from_size_align(size, align).unwrap(), ObjectAlign::Word, red_zoning, 1).unwrap()
 }
 
 #[test]
@@ -80,10 +80,16 @@ fn red_zones_widen_the_slot_and_keep_alignment() {
 
 #[test]
 fn impossible_layouts_are_refused_with_a_reason() {
-    let too_aligned = Geometry::new(Layout::from_size_align(8, page_size() * 2).unwrap(), RedZoning::Off, 1);
+    let too_aligned = Geometry::new(
+        Layout::from_size_align(8, page_size() * 2).unwrap(),
+        ObjectAlign::Word,
+        RedZoning::Off,
+        1,
+    );
     assert!(too_aligned.unwrap_err().contains("alignment"));
     let too_big = Geometry::new(
         Layout::from_size_align(page_size() << (MAX_GFP_ORDER + 1), 8).unwrap(),
+        ObjectAlign::Word,
         RedZoning::Off,
         1,
     );
@@ -215,6 +221,54 @@ fn reciprocal_division_is_exact_for_slab_offsets() {
                 assert_eq!(reciprocal_divide(probe, m), probe / d, "{probe} / {d}");
             }
             n += d * 7 + 3;
+        }
+    }
+}
+
+#[test]
+fn hwcache_align_halves_the_cache_line_while_the_object_fits_in_half() {
+    // kmem_cache_create: ralign = cache_line_size(); while (size <= ralign / 2) ralign /= 2;
+    for (size, expected) in [(8, 8), (16, 16), (24, 32), (32, 32), (33, 64), (64, 64), (100, 64), (4096, 64)]
+    {
+        assert_eq!(hwcache_align(size), expected, "{size}-byte objects");
+    }
+    let hw = |size: usize, align: usize, red_zoning| {
+        Geometry::new(Layout::from_size_align(size, align).unwrap(), ObjectAlign::HwCache, red_zoning, 1)
+            .unwrap()
+    };
+    assert_eq!(hw(24, 8, RedZoning::Off).buffer_size, 32, "24 bytes are padded to their alignment");
+    assert_eq!(hw(8, 8, RedZoning::Off).buffer_size, 8, "word-sized objects are not padded");
+    assert_eq!(hw(40, 8, RedZoning::Off).buffer_size, 64);
+    assert_eq!(hw(64, 128, RedZoning::Off).buffer_size, 128, "a larger requested alignment wins");
+    assert_eq!(geometry(24, 8, RedZoning::Off).buffer_size, 24, "without the flag, word alignment");
+    let zoned = hw(64, 8, RedZoning::On);
+    assert_eq!((zoned.obj_offset, zoned.buffer_size), (64, 192), "red zones keep the object aligned");
+}
+
+#[test]
+fn hwcache_aligned_objects_are_aligned_in_every_colour() {
+    for (size, align) in [(64usize, 64usize), (32, 32), (200, 64), (24, 32)] {
+        let geometry =
+            Geometry::new(Layout::from_size_align(size, 8).unwrap(), ObjectAlign::HwCache, RedZoning::Off, 1)
+                .unwrap();
+        let (num, left_over) = cache_estimate(geometry.gfporder, geometry.buffer_size, align);
+        assert_eq!((geometry.num, geometry.colour as usize), (num, left_over / geometry.colour_off));
+        assert_eq!(geometry.slab_size % align, 0, "{size}: the objects start aligned after the descriptor");
+        for colour in 0..geometry.colour.max(1) {
+            let block = crate::memory::map_aligned(geometry.slab_bytes).unwrap();
+            // SAFETY: a fresh block of the right size and alignment; colour < geometry.colour.
+            let slab = unsafe { SlabPtr::init(block, &geometry, 7, 0, colour) };
+            // SAFETY: single-threaded test: we are the lock holder; the block is ours.
+            unsafe {
+                let objects: Vec<_> = (0..geometry.num).map(|_| slab.get_obj(&geometry)).collect();
+                for &obj in &objects {
+                    assert_eq!(obj as usize % align, 0, "{size}-byte object in colour {colour}");
+                    assert!(
+                        obj as usize + geometry.buffer_size <= slab.base() as usize + geometry.slab_bytes
+                    );
+                }
+                crate::memory::unmap(slab.base(), geometry.slab_bytes);
+            }
         }
     }
 }
