@@ -485,6 +485,48 @@ impl KmemCache {
         }
     }
 
+    /// `kmem_cache_free` on `cpu` for a caller that cannot return an error (a typed
+    /// handle's drop): the same paths as [`KmemCache::free_on`], with the slow path and
+    /// its error report out of line, so that no `Result` (an [`Error`] is several words,
+    /// with a destructor) lives in the caller's frame and the free inlines into it as the
+    /// fast path's few instructions.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(always)]
+    pub(crate) unsafe fn free_or_report(&self, cpu: CpuId, ptr: NonNull<u8>) {
+        // SAFETY: forwarded to the caller.
+        match unsafe { self.free_fast(cpu, ptr) } {
+            FastFree::Done => {}
+            // SAFETY: forwarded to the caller.
+            outcome => unsafe { self.free_rest_or_report(outcome, cpu, ptr) },
+        }
+    }
+
+    /// What [`KmemCache::free_fast`] left to [`KmemCache::free_or_report`], in one call
+    /// out of line: a contended slot's free straight to the slabs, or the slow path,
+    /// whose error (only a debug cache finds one in a handle's drop, a red zone
+    /// overwritten through unsafe code) is printed like the kernel's printk.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_rest_or_report(&self, outcome: FastFree, cpu: CpuId, ptr: NonNull<u8>) {
+        let result = match outcome {
+            FastFree::Done => Ok(()),
+            FastFree::Busy(node) => {
+                self.free_direct(node, ptr.as_ptr());
+                Ok(())
+            }
+            // SAFETY: forwarded to the caller.
+            FastFree::Slow => unsafe { self.free_slow(cpu, ptr) },
+        };
+        if let Err(error) = result {
+            eprintln!("slab-core: {error}");
+        }
+    }
+
     /// The fast path of a free: outside debug mode, an object of this cache whose node is
     /// the CPU's goes onto the CPU's array under one compare-and-swap (a full array is
     /// flushed first, out of line). A slot held by another thread sends the object

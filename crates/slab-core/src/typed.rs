@@ -134,23 +134,14 @@ impl<T> Drop for Handle<T> {
     fn drop(&mut self) {
         // SAFETY: the cache proper outlives every object out (see the type's docs).
         let kmem = unsafe { self.kmem.as_ref() };
-        // SAFETY: we own the T and drop it once; the object came from this cache.
+        // SAFETY: we own the T and drop it once; the object came from this cache. A drop
+        // cannot return an error: `free_or_report` prints one from its cold slow path, so
+        // the drop inlines into its callers as the free's fast path.
         unsafe {
             std::ptr::drop_in_place(self.ptr.as_ptr());
-            if let Err(error) = kmem.free_on(kmem.current_cpu(), self.ptr.cast()) {
-                report_drop_error(&error);
-            }
+            kmem.free_or_report(kmem.current_cpu(), self.ptr.cast());
         }
     }
-}
-
-/// Only a debug cache reports an error from a handle's drop (a red zone overwritten
-/// through unsafe code); a drop cannot return it, so it is printed like the kernel's
-/// printk. Out of line, so that the drop itself stays small enough to inline.
-#[cold]
-#[inline(never)]
-fn report_drop_error(error: &crate::Error) {
-    eprintln!("slab-core: {error}");
 }
 
 impl<T: std::fmt::Debug> std::fmt::Debug for Handle<T> {
