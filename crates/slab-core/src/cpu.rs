@@ -34,42 +34,18 @@ impl CpuSource {
         if cfg!(loom) || topology.sysfs_root() != Some(Path::new("/")) {
             return CpuSource::Topology;
         }
-        // The topology crate answers from rseq only where glibc registered an area and
-        // the build does not force `sched_getcpu`: follow its choice.
-        if topology::rseq_current_cpu().is_none() {
-            return CpuSource::Topology;
-        }
-        match rseq_cpu_id_offset() {
+        // The topology crate finds glibc's rseq area (and honours
+        // `--cfg numaslab_force_getcpu`); the fast path only reads it.
+        match topology::rseq_cpu_id_offset() {
             Some(offset) if read_rseq_cpu(offset) >= 0 => CpuSource::Rseq(offset),
             _ => CpuSource::Topology,
         }
     }
 }
 
-/// glibc's `__rseq_offset + 4` (the offset of `cpu_id` in `struct rseq`, after the u32
-/// `cpu_id_start`), where glibc registered an rseq area of at least 8 bytes.
-fn rseq_cpu_id_offset() -> Option<isize> {
-    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-        return None;
-    }
-    // SAFETY: dlsym only looks a NUL-terminated name up in the loaded objects.
-    let size = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()) };
-    // SAFETY: as above.
-    let offset = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()) };
-    if size.is_null() || offset.is_null() {
-        return None;
-    }
-    // SAFETY: glibc defines `__rseq_size` as a `const unsigned int`, set before any user
-    // code runs and never changed afterwards.
-    let size = unsafe { *(size as *const u32) };
-    // SAFETY: glibc defines `__rseq_offset` as a `const ptrdiff_t`, likewise fixed.
-    let offset = unsafe { *(offset as *const isize) };
-    (size >= 8).then_some(offset + 4)
-}
-
 /// The `cpu_id` of the calling thread's rseq area: the CPU, or a negative value while the
 /// area is not registered (`RSEQ_CPU_ID_UNINITIALIZED`, `RSEQ_CPU_ID_REGISTRATION_FAILED`).
-/// `offset` must come from [`rseq_cpu_id_offset`].
+/// `offset` must come from `topology::rseq_cpu_id_offset`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn read_rseq_cpu(offset: isize) -> i32 {
@@ -105,7 +81,7 @@ pub(crate) fn read_rseq_cpu(offset: isize) -> i32 {
     unsafe { std::ptr::read_volatile(pointer.wrapping_add_signed(offset) as *const i32) }
 }
 
-/// Never called: [`rseq_cpu_id_offset`] gives no offset on other architectures.
+/// Never called: `topology::rseq_cpu_id_offset` gives no offset on other architectures.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[inline(always)]
 pub(crate) fn read_rseq_cpu(_offset: isize) -> i32 {

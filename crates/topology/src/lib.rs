@@ -30,7 +30,9 @@ pub use crate::error::{Error, ParseError, Result};
 pub use crate::fake::{FakeBuilder, FakeTopology};
 pub use crate::fixture::{FixtureTopology, FIXTURES_DIR_ENV};
 pub use crate::idset::{CpuSet, IdSet, Iter, NodeSet, ID_LIMIT};
-pub use crate::os::{current_cpu_with_source, rseq_current_cpu, sched_getcpu, CurrentCpuSource};
+pub use crate::os::{
+    current_cpu_with_source, rseq_cpu_id_offset, rseq_current_cpu, sched_getcpu, CurrentCpuSource,
+};
 pub use crate::sysfs::SysfsTopology;
 
 /// A CPU id, as the kernel numbers them (`cpuN`).

@@ -26,13 +26,8 @@ pub enum CurrentCpuSource {
 /// architecture), where registration failed, or when built with
 /// `--cfg numaslab_force_getcpu`. May be stale the moment it returns.
 pub fn rseq_current_cpu() -> Option<CpuId> {
-    if cfg!(numaslab_force_getcpu) {
-        return None;
-    }
-    let offset = rseq_offset()?;
-    let thread_pointer = thread_pointer()?;
-    // `struct rseq` (include/uapi/linux/rseq.h): u32 cpu_id_start at 0, s32 cpu_id at 4.
-    let cpu_id = thread_pointer.wrapping_add_signed(offset).wrapping_add(4) as *const i32;
+    let offset = rseq_cpu_id_offset()?;
+    let cpu_id = thread_pointer()?.wrapping_add_signed(offset) as *const i32;
     // SAFETY: glibc documents that `__rseq_offset` added to the thread pointer gives the
     // thread's `struct rseq`, which lives in the thread control block for the thread's
     // whole life, is 32-byte aligned and at least `__rseq_size` (checked >= 8) bytes
@@ -41,6 +36,19 @@ pub fn rseq_current_cpu() -> Option<CpuId> {
     let cpu = unsafe { std::ptr::read_volatile(cpu_id) };
     // RSEQ_CPU_ID_UNINITIALIZED (-1) and RSEQ_CPU_ID_REGISTRATION_FAILED (-2) are negative.
     u32::try_from(cpu).ok()
+}
+
+/// Where the calling thread's rseq `cpu_id` lies, in bytes from the thread pointer
+/// (`__rseq_offset + 4`), for callers that read it inline on a fast path; `None` where
+/// [`rseq_current_cpu`] would answer `None` for want of an area (no symbols, no
+/// registration, an unsupported architecture, `--cfg numaslab_force_getcpu`). The field
+/// is negative in a thread whose registration failed: such a reader must fall back.
+pub fn rseq_cpu_id_offset() -> Option<isize> {
+    if cfg!(numaslab_force_getcpu) || thread_pointer().is_none() {
+        return None;
+    }
+    // `struct rseq` (include/uapi/linux/rseq.h): u32 cpu_id_start at 0, s32 cpu_id at 4.
+    rseq_offset().map(|offset| offset + 4)
 }
 
 /// The calling thread's CPU from `sched_getcpu()`, `None` if the call fails. May be stale
