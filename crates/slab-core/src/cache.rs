@@ -553,7 +553,15 @@ impl KmemCache {
         if slot.node != nodeid {
             return FastFree::Slow;
         }
-        let Some(mut guard) = slot.try_lock() else { return FastFree::Busy(nodeid) };
+        let Some(guard) = slot.try_lock() else { return FastFree::Busy(nodeid) };
+        self.push_or_flush(guard, obj);
+        FastFree::Done
+    }
+
+    /// Pushes a local object on the held CPU array; a full or detached array goes
+    /// through `cache_flusharray`, which releases the slot.
+    #[inline(always)]
+    fn push_or_flush(&self, mut guard: SlotGuard<'_>, obj: *mut u8) {
         let pushed = guard.with(|data| {
             let Some(ac) = data.array.as_mut() else { return false };
             if !ac.push(obj) {
@@ -565,7 +573,6 @@ impl KmemCache {
         if !pushed {
             self.cache_flusharray(guard, obj);
         }
-        FastFree::Done
     }
 
     /// Every free [`KmemCache::free_fast`] did not do: debug mode, errors, remote objects,
@@ -602,19 +609,8 @@ impl KmemCache {
             if slot.node != nodeid {
                 return self.cache_free_alien(slot.node, nodeid, obj);
             }
-            if let Some(mut guard) = slot.try_lock() {
-                let pushed = guard.with(|data| {
-                    let Some(ac) = data.array.as_mut() else { return false };
-                    if !ac.push(obj) {
-                        return false;
-                    }
-                    data.frees = data.frees.wrapping_add(1);
-                    true
-                });
-                if !pushed {
-                    self.cache_flusharray(guard, obj);
-                }
-                return;
+            if let Some(guard) = slot.try_lock() {
+                return self.push_or_flush(guard, obj);
             }
         }
         self.free_direct(nodeid, obj);
