@@ -59,7 +59,8 @@ pub(crate) struct TortureArgs {
 fn parse_fault(text: &str) -> Result<Fault, String> {
     match text {
         "leak-one" => Ok(Fault::LeakOne),
-        other => Err(format!("unknown fault {other:?}; known: leak-one")),
+        "panic-one" => Ok(Fault::PanicOne),
+        other => Err(format!("unknown fault {other:?}; known: leak-one, panic-one")),
     }
 }
 

@@ -32,6 +32,8 @@ use crate::{Error, NumaSlab, Result};
 pub enum Fault {
     /// One worker forgets one object instead of freeing it.
     LeakOne,
+    /// One worker panics after its first thousand allocations.
+    PanicOne,
 }
 
 /// How a torture run is set up.
@@ -158,15 +160,23 @@ pub fn run(
         (stats, live)
     });
     let elapsed = started.elapsed();
-    let stats = stats.unwrap_or_else(|_| {
-        let mut stats = TransitionStats::default();
-        stats.errors.push("the hotplug thread panicked".into());
-        stats.failed += 1;
-        Some(stats)
-    });
-    let panicked = live.iter().filter(|result| result.is_err()).count();
+    // A panicked hotplug thread restored its CPUs while unwinding (`Restore`), but its
+    // statistics are lost; it counts as a panicked thread.
+    let (stats, hotplug_panicked) = match stats {
+        Ok(stats) => (stats.unwrap_or_default(), false),
+        Err(_) => (TransitionStats::default(), true),
+    };
+    let mut panicked: Vec<String> = live
+        .iter()
+        .enumerate()
+        .filter(|(_, result)| result.is_err())
+        .map(|(index, _)| format!("worker {index}"))
+        .collect();
+    if hotplug_panicked {
+        panicked.push("the hotplug thread".into());
+    }
     let live: Vec<_> = live.into_iter().filter_map(|result| result.ok()).collect();
-    Ok(report::finish(slab, config, &shared, stats.unwrap_or_default(), live, panicked, elapsed))
+    Ok(report::finish(slab, config, &shared, stats, live, &panicked, elapsed))
 }
 
 /// Creates one cache per object size.

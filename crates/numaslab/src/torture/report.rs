@@ -85,7 +85,7 @@ pub(super) fn finish(
     shared: &Shared,
     transitions: TransitionStats,
     live: Vec<Vec<Object>>,
-    panicked: usize,
+    panicked: &[String],
     elapsed: Duration,
 ) -> Report {
     let mut checks = Vec::new();
@@ -93,9 +93,13 @@ pub(super) fn finish(
         checks.push(Check { name: name.to_owned(), passed, detail });
     };
     check(
-        "every worker finished",
-        panicked == 0,
-        format!("{panicked} of {} workers panicked", config.workers),
+        "every thread finished",
+        panicked.is_empty(),
+        if panicked.is_empty() {
+            format!("{} workers and the hotplug thread", config.workers)
+        } else {
+            format!("panicked: {}", panicked.join(", "))
+        },
     );
     let corrupted = shared.corrupted.load(Ordering::Relaxed);
     check("no worker saw a corrupted pattern", corrupted == 0, format!("{corrupted} corrupted objects"));

@@ -59,6 +59,15 @@ impl Shared {
     }
 }
 
+/// Counts its worker as having stopped sending when dropped, on return or unwind.
+struct AnnounceStop(Arc<Shared>);
+
+impl Drop for AnnounceStop {
+    fn drop(&mut self) {
+        self.0.stopped_sending.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// How one worker behaves.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerPlan {
@@ -103,6 +112,8 @@ impl Worker {
     pub(crate) fn run(mut self, bound: &Barrier) -> Vec<Object> {
         let binding = self.shared.topology.bind_current_thread(self.plan.cpu);
         bound.wait();
+        // Announces the stop also if this worker panics, so the others' drain ends.
+        let announce = AnnounceStop(self.shared.clone());
         if let Err(error) = binding {
             self.shared.record_error(format!(
                 "worker {} cannot bind to cpu {}: {error}",
@@ -118,7 +129,7 @@ impl Worker {
         }
         // Stop protocol: announce that nothing more will be sent, then drain until every
         // worker has announced the same and the inbox is empty.
-        self.shared.stopped_sending.fetch_add(1, Ordering::AcqRel);
+        drop(announce);
         loop {
             let all_stopped = self.shared.stopped_sending.load(Ordering::Acquire) == self.outboxes.len();
             self.drain_inbox();
@@ -131,6 +142,9 @@ impl Worker {
     }
 
     fn step(&mut self) {
+        if self.shared.fault == Some(Fault::PanicOne) && self.plan.index == 0 && self.sequence >= 1000 {
+            panic!("injected fault: torture worker 0 panics");
+        }
         let fill = self.live.len();
         let allocate = if fill < self.plan.max_live / 4 {
             true

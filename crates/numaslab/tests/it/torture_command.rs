@@ -103,6 +103,20 @@ fn a_leaked_object_fails_the_checks_and_the_exit_status() {
 }
 
 #[test]
+fn a_panicking_worker_ends_the_run_with_a_failed_check_instead_of_a_hang() {
+    let (report, status) = report(&["--inject-fault", "panic-one"]);
+    assert_eq!(status.code(), Some(3), "{report:#}");
+    let thread_check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == "every thread finished")
+        .expect("the check is reported");
+    assert_eq!(thread_check["passed"], false);
+    assert!(thread_check["detail"].as_str().unwrap().contains("worker 0"), "{thread_check}");
+}
+
+#[test]
 fn bad_options_are_refused_with_a_message() {
     let output = torture(&["--fake", "3x2"]);
     assert!(!output.status.success());
@@ -139,8 +153,9 @@ fn real_is_refused_without_root() {
         return;
     }
     assert!(!output.status.success());
+    // The refusal comes before any CPU is touched. (Whether cpu1 is online is not asserted
+    // here: the real-hotplug tests of this binary may be switching it right now.)
     assert!(stderr.contains("needs root"), "{stderr}");
-    assert!(crate::support::cpu1_online());
 }
 
 #[test]
@@ -152,4 +167,18 @@ fn real_torture_switches_cpu1_and_restores_it() {
     let offline = report["transitions"]["offline"].as_u64().unwrap();
     assert!(offline >= 20, "cpu1 went offline only {offline} times: {report:#}");
     assert!(crate::support::cpu1_online(), "cpu1 is online after the run");
+    // A worker's panic ends the run early; the CPUs still come back.
+    let (after_panic, status) = crate::torture_command::report(&[
+        "--real",
+        "--cpus",
+        "1",
+        "--interval-ms",
+        "10",
+        "--duration",
+        "3",
+        "--inject-fault",
+        "panic-one",
+    ]);
+    assert_eq!(status.code(), Some(3), "{after_panic:#}");
+    assert!(crate::support::cpu1_online(), "cpu1 is online after a worker panicked");
 }
