@@ -181,4 +181,22 @@ fn real_torture_switches_cpu1_and_restores_it() {
     ]);
     assert_eq!(status.code(), Some(3), "{after_panic:#}");
     assert!(crate::support::cpu1_online(), "cpu1 is online after a worker panicked");
+    // Ctrl-C ends the run early, with the report and every CPU back online.
+    let child = Command::new(env!("CARGO_BIN_EXE_numaslab"))
+        .args(["torture", "--real", "--cpus", "1", "--interval-ms", "10", "--duration", "60", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "Ctrl-C ended the run promptly");
+    let interrupted: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    assert!(output.status.success(), "{interrupted:#}");
+    assert!(interrupted["duration_secs"].as_f64().unwrap() < 30.0, "{interrupted:#}");
+    assert!(crate::support::cpu1_online(), "cpu1 is online after Ctrl-C");
 }
