@@ -429,15 +429,7 @@ fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
             &series,
         )?;
         let _ = writeln!(md, "![{title}]({file})\n");
-        let _ = write!(md, "| case |");
-        for id in &ids {
-            let _ = write!(md, " {} |", id.name());
-        }
-        let _ = write!(md, "\n|---|");
-        for _ in &ids {
-            let _ = write!(md, "---:|");
-        }
-        md.push('\n');
+        table_header(&mut md, &ids);
         for (case, label) in cases.iter().zip(&labels) {
             let _ = write!(md, "| {label} |");
             for &id in &ids {
@@ -468,15 +460,7 @@ fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
          the harness itself accounts for the same baseline in every column), and in brackets \
          its growth during the run.\n"
     );
-    let _ = write!(md, "| case |");
-    for id in &ids {
-        let _ = write!(md, " {} |", id.name());
-    }
-    let _ = write!(md, "\n|---|");
-    for _ in &ids {
-        let _ = write!(md, "---:|");
-    }
-    md.push('\n');
+    table_header(&mut md, &ids);
     for case in cases_of(rows) {
         let _ = write!(md, "| {} |", case_label(case));
         for &id in &ids {
@@ -490,4 +474,18 @@ fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
         md.push('\n');
     }
     Ok(md)
+}
+
+/// Writes a Markdown table header: a `case` column, then one right-aligned column per
+/// implementation.
+fn table_header(md: &mut String, ids: &[ImplId]) {
+    let _ = write!(md, "| case |");
+    for id in ids {
+        let _ = write!(md, " {} |", id.name());
+    }
+    let _ = write!(md, "\n|---|");
+    for _ in ids {
+        let _ = write!(md, "---:|");
+    }
+    md.push('\n');
 }
