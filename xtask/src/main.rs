@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 mod bench;
 mod fixture;
+mod readme;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,9 +67,13 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
 }
 
 fn ci(_args: &[String]) -> Result<()> {
+    let readme = readme::read(&root())?;
     run("cargo", &["fmt", "--all", "--check"], &[])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
-    run("cargo", &["test", "--workspace"], &[])?;
+    // The README's two commands as a newcomer types them: the main job (shortened, so
+    // that CI stays quick), then the test suite.
+    run("sh", &["-c", &readme::with_program_args(&readme.main_job, "--duration 5")], &[])?;
+    run("sh", &["-c", &readme.tests], &[])?;
     loom()?;
     fallbacks()?;
     // The benchmark harness in its quick mode (about a minute once built), so that it
