@@ -17,8 +17,12 @@
 //! slab.cpu_up(3)?;
 //! # Ok::<(), numaslab::Error>(())
 //! ```
+//!
+//! The seed's torture test is [`torture`], behind the `torture` feature (the `numaslab`
+//! command, package `numaslab-cli`, turns it on).
 
 mod error;
+#[cfg(feature = "torture")]
 pub mod torture;
 
 use std::collections::HashMap;
