@@ -26,9 +26,9 @@ use crate::cpu::{read_rseq_cpu, CpuSource};
 use crate::error::{Error, Result};
 use crate::machine::Machine;
 use crate::memory;
-use crate::node::{free_limit, KmemList3, Refused};
+use crate::node::{free_limit, KmemList3, Refused, SlabRecords};
 use crate::pages::PageCache;
-use crate::registry::{SlabOwner, SlabRegistry};
+use crate::registry::SlabRegistry;
 use crate::slab::{Geometry, ObjectAlign, RedZoning, SlabChain, SlabPtr};
 use crate::stats::CacheStats;
 use crate::sync::{next_cache_id, AtomicBool, AtomicU32, Ordering};
@@ -161,19 +161,21 @@ impl KmemCache {
                 CachePadded::new(ArraySlot::new(home))
             })
             .collect();
+        let id = next_cache_id();
         let nodelists = (0..machine.node_bound)
             .map(|node| {
                 let cpus = prepared_per_node.get(node).copied().unwrap_or(0);
                 CachePadded::new(KmemList3::new(
                     free_limit(cpus, tunables.batchcount, geometry.num),
                     machine.node_bound,
+                    SlabRecords::new(Arc::clone(&registry), id, node as NodeId, geometry.slab_bytes),
                 ))
             })
             .collect();
         Ok(Self {
             cpu_source: machine.cpu_source,
             slab_bytes: geometry.slab_bytes,
-            id: next_cache_id(),
+            id,
             name: name.to_owned(),
             flags,
             debug,
@@ -402,20 +404,18 @@ impl KmemCache {
             // SAFETY: the slab is new and unpublished.
             unsafe { self.init_objects_debug(slab) };
         }
-        self.registry.insert(
-            slab.base() as usize,
-            SlabOwner { cache_id: self.id, node, slab_bytes: self.geometry.slab_bytes },
-        );
         let mut l3 = self.l3(node).list_lock.lock();
         if l3.destroyed {
             drop(l3);
             let mut chain = SlabChain::default();
-            // SAFETY: the slab was never published on a list; it is ours alone.
+            // SAFETY: the slab was never published on a list or in the registry; it is
+            // ours alone.
             unsafe { chain.push(slab) };
             self.slabs_destroy(chain);
             return Err(self.destroyed_error());
         }
-        // SAFETY: a new detached slab of this node, every object free.
+        // SAFETY: a new detached slab of this node, every object free. It enters the
+        // registry here, under the lock, together with the lists.
         unsafe { l3.add_grown_slab(&self.geometry, slab) };
         Ok(())
     }
@@ -448,14 +448,13 @@ impl KmemCache {
 
     /// Returns collected slabs to the page cache of their node (`slabs_destroy` /
     /// `slab_destroy` → `kmem_freepages`); a block the cache has no room for goes to the
-    /// OS. Called with no lock held: the registry entry goes first, then the block.
-    /// Returns how many slabs left the cache.
+    /// OS. Called with no lock held; the slabs left the registry with the lists, under
+    /// the node lock (`SlabRecords`). Returns how many slabs left the cache.
     pub(crate) fn slabs_destroy(&self, mut chain: SlabChain) -> usize {
         let mut count = 0;
         while let Some(slab) = chain.pop() {
             // SAFETY: a slab on the chain is still mapped; its node is an identity field.
             let node = unsafe { slab.nodeid() };
-            self.registry.remove(slab.base() as usize);
             // SAFETY: the slab was taken off every list and out of the registry; nobody
             // can reach it any more; it was mapped for `node` with slab_bytes bytes.
             unsafe { self.pages.give(node, self.geometry.gfporder, NonNull::new_unchecked(slab.base())) };

@@ -322,6 +322,7 @@ impl KmemCache {
         let mut slabs = 0usize;
         for (node, state) in states.iter().enumerate() {
             let mut free_objects = 0usize;
+            let slabs_before = slabs;
             for (kind, list) in [
                 (ListKind::Partial, &state.slabs_partial),
                 (ListKind::Full, &state.slabs_full),
@@ -339,6 +340,13 @@ impl KmemCache {
                 return Err(corrupted(format!(
                     "node {node}: free_objects is {} but its slabs hold {free_objects} free objects",
                     state.free_objects
+                )));
+            }
+            let on_lists = (slabs - slabs_before) as u64;
+            if state.grown.wrapping_sub(state.released) != on_lists {
+                return Err(corrupted(format!(
+                    "node {node}: grown {} - released {} != {on_lists} slabs on its lists",
+                    state.grown, state.released
                 )));
             }
         }

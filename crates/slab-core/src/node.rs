@@ -6,11 +6,13 @@
 //! until the cache is dropped: CPU hotplug never frees or clears them (the seed's rule:
 //! another CPU may be allocating node-local memory for a node whose CPUs are all down).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
 use crate::array_cache::{ArrayCache, ArraySlot};
+use crate::registry::{SlabOwner, SlabRegistry};
 use crate::slab::{Geometry, ListKind, SlabChain, SlabList, SlabPtr};
 use crate::sync::Lock;
 
@@ -27,11 +29,41 @@ pub(crate) struct KmemList3 {
 
 impl KmemList3 {
     /// Empty lists for a node, with alien slots for every node id below `node_bound`.
-    pub(crate) fn new(free_limit: usize, node_bound: usize) -> Self {
+    pub(crate) fn new(free_limit: usize, node_bound: usize, records: SlabRecords) -> Self {
         Self {
-            list_lock: Lock::new(NodeState::new(free_limit)),
+            list_lock: Lock::new(NodeState::new(free_limit, records)),
             alien: (0..node_bound as u32).map(|node| CachePadded::new(ArraySlot::new(node))).collect(),
         }
+    }
+}
+
+/// Where one node's slabs of one cache are recorded in the allocator's slab registry.
+///
+/// The registry is written only here, under the node's list lock, at the moment a slab
+/// enters the node's lists (`add_grown_slab`) or leaves them for a release chain
+/// (`free_block`, `trim_free`): the lists and the registry then change together, so that
+/// `validate`, which holds every list lock of the cache, sees them agree even while other
+/// threads grow and release slabs. A slab on a release chain is out of the registry
+/// before its block is given back, as the debug free's check requires. Lock order: the
+/// list lock, then the registry's (the only order in which both are held).
+#[derive(Debug)]
+pub(crate) struct SlabRecords {
+    registry: Arc<SlabRegistry>,
+    owner: SlabOwner,
+}
+
+impl SlabRecords {
+    /// The records of `node`'s slabs of the cache `cache_id`, of `slab_bytes` each.
+    pub(crate) fn new(registry: Arc<SlabRegistry>, cache_id: u64, node: u32, slab_bytes: usize) -> Self {
+        Self { registry, owner: SlabOwner { cache_id, node, slab_bytes } }
+    }
+
+    fn enter(&self, slab: SlabPtr) {
+        self.registry.insert(slab.base() as usize, self.owner);
+    }
+
+    fn leave(&self, slab: SlabPtr) {
+        self.registry.remove(slab.base() as usize);
     }
 }
 
@@ -66,6 +98,8 @@ pub(crate) struct NodeState {
     pub(crate) grown: u64,
     /// Slabs returned to the OS from this node (`STATS_INC_REAPED` and destroys).
     pub(crate) released: u64,
+    /// The registry entries of this node's slabs, kept in step with the lists.
+    records: SlabRecords,
 }
 
 /// What a `free_block` call refused.
@@ -85,7 +119,7 @@ impl Refused {
 }
 
 impl NodeState {
-    fn new(free_limit: usize) -> Self {
+    pub(crate) fn new(free_limit: usize, records: SlabRecords) -> Self {
         Self {
             slabs_partial: SlabList::new(ListKind::Partial),
             slabs_full: SlabList::new(ListKind::Full),
@@ -101,6 +135,7 @@ impl NodeState {
             destroyed: false,
             grown: 0,
             released: 0,
+            records,
         }
     }
 
@@ -140,11 +175,12 @@ impl NodeState {
         }
     }
 
-    /// Adds a freshly grown slab (the end of `cache_grow`).
+    /// Adds a freshly grown slab (the end of `cache_grow`) and registers it.
     ///
     /// # Safety
     /// `slab` is a new, detached slab of this node with every object free.
     pub(crate) unsafe fn add_grown_slab(&mut self, geometry: &Geometry, slab: SlabPtr) {
+        self.records.enter(slab);
         // SAFETY: forwarded; lock held.
         unsafe { self.slabs_free.push_back(slab) };
         self.free_objects += geometry.num as usize;
@@ -152,7 +188,9 @@ impl NodeState {
     }
 
     /// Returns objects to their slabs (`free_block`). Empty slabs beyond `free_limit` go
-    /// to `chain`, to be unmapped by the caller once it holds no lock.
+    /// to `chain`, to be unmapped by the caller once it holds no lock; `chain` may already
+    /// hold slabs of other nodes, and only the slabs this call adds count as this node's
+    /// `released`.
     ///
     /// # Safety
     /// Every object is a slot start of a live slab of this cache (handed out from it).
@@ -184,6 +222,10 @@ impl NodeState {
                     self.unlink(slab);
                     if self.free_objects > self.free_limit {
                         self.free_objects -= geometry.num as usize;
+                        // Counted here, slab by slab: the caller's chain may already
+                        // hold other nodes' slabs (one chain serves a whole teardown).
+                        self.released += 1;
+                        self.records.leave(slab);
                         chain.push(slab);
                     } else {
                         self.slabs_free.push_front(slab);
@@ -198,7 +240,6 @@ impl NodeState {
                 }
             }
         }
-        self.released += chain.len() as u64;
         refused
     }
 
@@ -274,29 +315,21 @@ impl NodeState {
     /// the lock around each `slab_destroy`; here the caller unmaps them after unlocking).
     /// Returns whether slabs with objects remain.
     pub(crate) fn node_shrink(&mut self, geometry: &Geometry, chain: &mut SlabChain) -> bool {
-        // SAFETY: lock held; the slabs come off the free list, so they are ours to give.
-        unsafe {
-            while let Some(slab) = self.slabs_free.last() {
-                self.slabs_free.remove(slab);
-                self.free_objects -= geometry.num as usize;
-                self.released += 1;
-                chain.push(slab);
-            }
-        }
+        self.trim_free(geometry, usize::MAX, chain);
         !self.slabs_full.is_empty() || !self.slabs_partial.is_empty()
     }
 
     /// Takes up to `count` free slabs off the node, oldest first (the reaper's trim).
     pub(crate) fn trim_free(&mut self, geometry: &Geometry, count: usize, chain: &mut SlabChain) {
-        // SAFETY: as in node_shrink.
-        unsafe {
-            for _ in 0..count {
-                let Some(slab) = self.slabs_free.last() else { break };
-                self.slabs_free.remove(slab);
-                self.free_objects -= geometry.num as usize;
-                self.released += 1;
-                chain.push(slab);
-            }
+        for _ in 0..count {
+            let Some(slab) = self.slabs_free.last() else { break };
+            // SAFETY: lock held; the slab comes off the free list, so it is ours to give.
+            unsafe { self.slabs_free.remove(slab) };
+            self.free_objects -= geometry.num as usize;
+            self.released += 1;
+            self.records.leave(slab);
+            // SAFETY: the slab is off every list and out of the registry.
+            unsafe { chain.push(slab) };
         }
     }
 

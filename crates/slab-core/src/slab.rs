@@ -690,6 +690,7 @@ impl SlabChain {
     }
 
     /// Number of slabs collected.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

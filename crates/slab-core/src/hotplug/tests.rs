@@ -115,3 +115,44 @@ fn caches_created_while_a_node_is_down_get_no_arrays_there() {
     allocator.cpu_up_prepare(2).unwrap();
     assert_eq!(late.stats().nodes[1].shared_avail, Some(0));
 }
+
+/// Each node's slab counters agree with its lists: grown - released = slabs it has.
+fn assert_slabs_accounted(cache: &crate::Cache, when: &str) {
+    for node in cache.stats().nodes {
+        assert_eq!(
+            node.grown as i64 - node.released as i64,
+            node.num_slabs as i64,
+            "{when}: node {}: grown {} - released {} != num_slabs {}",
+            node.node,
+            node.grown,
+            node.released,
+            node.num_slabs
+        );
+    }
+}
+
+#[test]
+fn a_release_chain_across_nodes_charges_each_slab_to_its_own_node() {
+    let (allocator, cache) = setup();
+    // Node 1 fills many slabs of its own, which its last CPU's teardown empties beyond the
+    // node's free limit; node 0's objects wait in node 1's alien cache meanwhile, so the
+    // same teardown then drains them to node 0 with node 1's slabs already on the chain.
+    let node1: Vec<_> = (0..3000).map(|_| cache.alloc_on(2).unwrap()).collect();
+    let node0: Vec<_> = (0..5).map(|_| cache.alloc_on(0).unwrap()).collect();
+    for &o in &node1 {
+        // SAFETY: each object is ours and freed once.
+        unsafe { cache.free_on(2, o).unwrap() };
+    }
+    for &o in &node0 {
+        // SAFETY: each object is ours and freed once.
+        unsafe { cache.free_on(3, o).unwrap() };
+    }
+    assert_slabs_accounted(&cache, "before the teardown");
+    allocator.cpu_dead(2);
+    assert_slabs_accounted(&cache, "after cpu 2 went down");
+    allocator.cpu_dead(3);
+    assert_slabs_accounted(&cache, "after node 1's last cpu went down");
+    cache.shrink();
+    assert_slabs_accounted(&cache, "after shrink");
+    cache.validate().unwrap();
+}

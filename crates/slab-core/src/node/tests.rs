@@ -2,6 +2,7 @@ use super::*;
 use crate::memory::{map_aligned, unmap};
 use crate::slab::{ObjectAlign, RedZoning};
 use std::alloc::Layout;
+use std::sync::Arc;
 
 struct Fixture {
     geometry: Geometry,
@@ -14,7 +15,8 @@ impl Fixture {
         let geometry =
             Geometry::new(Layout::from_size_align(256, 8).unwrap(), ObjectAlign::Word, RedZoning::Off, 1)
                 .unwrap();
-        let mut state = NodeState::new(free_limit);
+        let records = SlabRecords::new(Arc::new(SlabRegistry::new()), 1, 0, geometry.slab_bytes);
+        let mut state = NodeState::new(free_limit, records);
         let mut list = Vec::new();
         for _ in 0..slabs {
             let block = map_aligned(geometry.slab_bytes).unwrap();
@@ -174,4 +176,24 @@ fn free_block_moves_a_slab_to_the_partial_tail_once_and_leaves_refused_ones_in_p
     assert_eq!(chain.len(), 0);
     assert_eq!((f.state.slabs_partial.len(), f.state.slabs_free.len()), (0, 2));
     assert_eq!(f.state.free_objects, 2 * num);
+}
+
+#[test]
+fn free_block_counts_only_the_slabs_it_adds_to_a_shared_chain() {
+    let mut f = Fixture::new(2, 0);
+    let num = f.geometry.num as usize;
+    let objects: Vec<*mut u8> = (0..2 * num).map(|_| f.state.take_object(&f.geometry).unwrap()).collect();
+    let mut chain = SlabChain::default();
+    // SAFETY: objects handed out of this node's slabs, each freed once.
+    unsafe {
+        f.state.free_block(&f.geometry, &objects[..num], 0, &mut chain);
+        assert_eq!((chain.len(), f.state.released), (1, 1));
+        // The chain already holds a slab (another node's, in a teardown): the second call
+        // is charged its own slab only.
+        f.state.free_block(&f.geometry, &objects[num..], 0, &mut chain);
+    }
+    assert_eq!((chain.len(), f.state.released), (2, 2));
+    assert_eq!(f.state.grown - f.state.released, 0);
+    f.release(chain);
+    f.slabs.clear();
 }

@@ -4,3 +4,4 @@
 mod misuse;
 mod model;
 mod stress;
+mod validate;
