@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use topology::{FakeTopology, FixtureTopology, SysfsTopology, Topology};
 
 /// The machine options every subcommand shares.
@@ -31,17 +31,17 @@ pub(crate) enum DefaultMachine {
 }
 
 impl MachineArgs {
-    /// Opens the machine the options name, else the default.
+    /// Opens the machine the options name, else the default. Errors name the option and
+    /// its value.
     pub(crate) fn open(&self, default: DefaultMachine) -> Result<Arc<dyn Topology>> {
         Ok(match (&self.root, &self.fixture, &self.fake) {
-            (Some(root), _, _) => Arc::new(
-                SysfsTopology::new(root)
-                    .with_context(|| format!("cannot read the machine under {}", root.display()))?,
-            ),
-            (_, Some(fixture), _) => Arc::new(
-                FixtureTopology::load(fixture).with_context(|| format!("cannot load fixture {fixture}"))?,
-            ),
-            (_, _, Some(spec)) => Arc::new(FakeTopology::from_spec(spec)?),
+            (Some(root), _, _) => {
+                Arc::new(SysfsTopology::new(root).with_context(|| format!("--root {}", root.display()))?)
+            }
+            (_, Some(fixture), _) => Arc::new(load_fixture(fixture)?),
+            (_, _, Some(spec)) => {
+                Arc::new(FakeTopology::from_spec(spec).with_context(|| format!("--fake {spec}"))?)
+            }
             _ => match default {
                 DefaultMachine::Live => live()?,
                 DefaultMachine::SeedBox => {
@@ -50,6 +50,38 @@ impl MachineArgs {
             },
         })
     }
+}
+
+/// Loads `--fixture NAME|PATH`. An unknown name is refused with the list of names that
+/// exist, not with the folder where they are looked up (a path of the machine the binary
+/// was built on, which means nothing to its user).
+fn load_fixture(fixture: &str) -> Result<FixtureTopology> {
+    let is_name = !fixture.is_empty() && !fixture.contains('/') && !fixture.starts_with('.');
+    let names = fixture_names();
+    if is_name && !names.iter().any(|name| name == fixture) {
+        bail!(
+            "--fixture {fixture}: no fixture of that name; available: {}; or give the path of a sysfs-shaped folder",
+            names.join(", ")
+        );
+    }
+    FixtureTopology::load(fixture).with_context(|| format!("--fixture {fixture}"))
+}
+
+/// The fixtures `--fixture` knows by name: the built-in descriptions and the folders of
+/// the fixtures directory (when the binary runs where that directory exists), sorted.
+fn fixture_names() -> Vec<String> {
+    let mut names: Vec<String> =
+        topology::machine::BUILTIN.iter().map(|(name, _)| (*name).to_owned()).collect();
+    if let Ok(entries) = std::fs::read_dir(FixtureTopology::fixtures_dir()) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// This machine, read from `/`.

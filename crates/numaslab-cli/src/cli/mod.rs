@@ -3,6 +3,7 @@
 //! [`Command`].
 
 mod machine;
+mod parse;
 mod topology;
 mod torture;
 mod watch;
@@ -11,9 +12,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit statuses, as every `--help` lists them.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success (for torture: every check passed)
+  1  error: the machine, a fixture or a file could not be used, or a value does not fit it
+  2  usage error: an unknown option or a bad value, named with the reason
+  3  torture only: the run finished and a check failed (see the report)";
+
 /// numaslab: a NUMA-aware, CPU-hotplug-aware slab allocator, and tools to look at it.
 #[derive(Debug, Parser)]
-#[command(name = "numaslab", version, about, args_conflicts_with_subcommands = true)]
+#[command(name = "numaslab", version, about, args_conflicts_with_subcommands = true, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -28,10 +37,13 @@ enum Command {
     /// The seed's torture test (the default): workers allocate and free while CPUs, the
     /// last one of a node included, go offline and online; exits 0 only if every check
     /// passes.
+    #[command(after_help = EXIT_STATUS)]
     Torture(torture::TortureArgs),
     /// Follows hotplug events live with the allocator's callbacks attached.
+    #[command(after_help = EXIT_STATUS)]
     Watch(watch::WatchArgs),
     /// Prints the machine's CPUs, nodes, memory and distances, like `numactl --hardware`.
+    #[command(after_help = EXIT_STATUS)]
     Topology(topology::Args),
 }
 

@@ -11,6 +11,18 @@ use numaslab::NumaSlab;
 use topology::CpuSet;
 
 use super::machine::{DefaultMachine, MachineArgs};
+use super::parse;
+
+/// Most worker threads a run may start.
+const MAX_WORKERS: usize = 1024;
+/// Most objects one worker may keep alive.
+const MAX_LIVE: usize = 1 << 20;
+/// Largest object size: 2 MiB. The allocator's biggest slab (order 10, 4 MiB) holds a
+/// slot of that size with its descriptor, red zones included.
+const MAX_OBJECT_SIZE: usize = 1 << 21;
+/// Most memory the workers together may hold at once (workers × max-live × largest
+/// size): more would only measure the machine's swap.
+const MAX_HELD_BYTES: u128 = 8 << 30;
 
 /// Arguments of `numaslab torture`.
 #[derive(Debug, Clone, clap::Args)]
@@ -18,36 +30,40 @@ pub(crate) struct TortureArgs {
     #[command(flatten)]
     pub(crate) machine: MachineArgs,
     /// Run on this machine, switching its real CPUs (root only; never cpu0; every CPU
-    /// taken offline is brought back at the end).
+    /// taken offline is brought back at the end). Takes an exclusive lock on
+    /// /tmp/numaslab-real-hotplug.lock: a second --real run refuses while one runs.
     #[arg(long, conflicts_with_all = ["root", "fixture", "fake"])]
     pub(crate) real: bool,
-    /// How long the workers run, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub(crate) duration: f64,
-    /// Worker threads.
-    #[arg(long, default_value_t = 4)]
+    /// How long the workers run: seconds (`2.5`) or a duration with a unit (`500ms`, `3s`,
+    /// `2m`).
+    #[arg(long, default_value = "10", value_parser = parse::duration, allow_hyphen_values = true)]
+    pub(crate) duration: Duration,
+    /// Worker threads (1 to 1024).
+    #[arg(long, default_value_t = 4, value_parser = workers, allow_hyphen_values = true)]
     pub(crate) workers: usize,
-    /// Milliseconds between two hotplug steps; 0 turns hotplug off.
-    #[arg(long, default_value_t = 20)]
-    pub(crate) interval_ms: u64,
-    /// Object sizes in bytes, one cache each.
-    #[arg(long, value_delimiter = ',', default_value = "32,192,1024,4096")]
+    /// Time between two hotplug steps: milliseconds (`20`) or a duration with a unit
+    /// (`20ms`, `1s`); 0 turns hotplug off.
+    #[arg(long, value_name = "DURATION", default_value = "20", value_parser = interval, allow_hyphen_values = true)]
+    pub(crate) interval_ms: Duration,
+    /// Object sizes in bytes (1 to 2097152), one cache each.
+    #[arg(long, value_delimiter = ',', default_value = "32,192,1024,4096", value_parser = object_size, allow_hyphen_values = true)]
     pub(crate) sizes: Vec<usize>,
     /// Create the caches in debug mode (red zones, poison, misuse detection).
     #[arg(long)]
     pub(crate) debug: bool,
     /// Seed of every random choice.
-    #[arg(long, default_value_t = 0x5eed)]
+    #[arg(long, default_value_t = 0x5eed, value_parser = seed, allow_hyphen_values = true)]
     pub(crate) seed: u64,
-    /// Objects each worker keeps alive at most.
-    #[arg(long, default_value_t = 512)]
+    /// Objects each worker keeps alive at most (1 to 1048576).
+    #[arg(long, default_value_t = 512, value_parser = max_live, allow_hyphen_values = true)]
     pub(crate) max_live: usize,
-    /// Share of frees handed to a worker on another node, in percent.
-    #[arg(long, default_value_t = 25)]
+    /// Share of frees handed to a worker on another node, in percent (0 to 100).
+    #[arg(long, default_value_t = 25, value_parser = percent, allow_hyphen_values = true)]
     pub(crate) remote_percent: u32,
-    /// CPUs the hotplug thread may switch, as a list (`1-3`); default: all but cpu0.
-    #[arg(long)]
-    pub(crate) cpus: Option<String>,
+    /// CPUs the hotplug thread may switch, as a list (`1-3`); each must exist and have a
+    /// `cpuN/online` file. Default: every switchable CPU but cpu0.
+    #[arg(long, value_name = "LIST", value_parser = cpu_list, allow_hyphen_values = true)]
+    pub(crate) cpus: Option<CpuSet>,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -56,11 +72,42 @@ pub(crate) struct TortureArgs {
     pub(crate) inject_fault: Option<Fault>,
 }
 
+fn workers(text: &str) -> Result<usize, String> {
+    parse::whole_number(text, 1, MAX_WORKERS)
+}
+
+fn max_live(text: &str) -> Result<usize, String> {
+    parse::whole_number(text, 1, MAX_LIVE)
+}
+
+fn object_size(text: &str) -> Result<usize, String> {
+    parse::whole_number(text, 1, MAX_OBJECT_SIZE)
+}
+
+fn seed(text: &str) -> Result<u64, String> {
+    parse::whole_number(text, 0, u64::MAX)
+}
+
+fn percent(text: &str) -> Result<u32, String> {
+    parse::whole_number(text, 0, 100)
+}
+
+fn interval(text: &str) -> Result<Duration, String> {
+    parse::duration_in(text, parse::PlainUnit::Milliseconds, parse::Zero::Allowed)
+}
+
+/// A CPU list in the kernel's form; the error gives the reason once, without repeating
+/// the text clap already quotes.
+fn cpu_list(text: &str) -> Result<CpuSet, String> {
+    text.parse::<CpuSet>().map_err(|error| format!("{}; expected a list such as 1-3 or 1,3", error.reason))
+}
+
 fn parse_fault(text: &str) -> Result<Fault, String> {
     match text {
         "leak-one" => Ok(Fault::LeakOne),
         "panic-one" => Ok(Fault::PanicOne),
-        other => Err(format!("unknown fault {other:?}; known: leak-one, panic-one")),
+        "fail-one-transition" => Ok(Fault::FailOneTransition),
+        other => Err(format!("unknown fault {other:?}; known: leak-one, panic-one, fail-one-transition")),
     }
 }
 
@@ -75,26 +122,33 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
     } else {
         args.machine.open(DefaultMachine::SeedBox)?
     };
-    let hotplug_cpus = match &args.cpus {
-        Some(list) => Some(list.parse::<CpuSet>().with_context(|| format!("--cpus {list:?}"))?),
-        None => None,
-    };
-    if args.real && hotplug_cpus.as_ref().is_some_and(|cpus| cpus.contains(0)) {
-        bail!("--real never switches cpu0; remove it from --cpus");
+    if let Some(cpus) = &args.cpus {
+        if args.real && cpus.contains(0) {
+            bail!("--cpus {cpus}: --real never switches cpu0; remove it from the list");
+        }
+        torture::check_hotplug_cpus(&*topology, cpus).with_context(|| format!("--cpus {cpus}"))?;
     }
-    if !(args.duration.is_finite() && args.duration > 0.0) {
-        bail!("--duration must be a positive number of seconds, not {}", args.duration);
+    let largest = args.sizes.iter().copied().max().unwrap_or(0);
+    let held = args.workers as u128 * args.max_live as u128 * largest as u128;
+    if held > MAX_HELD_BYTES {
+        bail!(
+            "--workers {} --max-live {} with --sizes up to {largest}: the workers could hold {} MiB at once, more than the {} MiB allowed",
+            args.workers,
+            args.max_live,
+            held >> 20,
+            MAX_HELD_BYTES >> 20
+        );
     }
     let config = TortureConfig {
-        duration: Duration::from_secs_f64(args.duration),
+        duration: args.duration,
         workers: args.workers,
-        interval: Duration::from_millis(args.interval_ms),
+        interval: args.interval_ms,
         sizes: args.sizes.clone(),
         debug: args.debug,
         seed: args.seed,
         max_live: args.max_live,
         remote_percent: args.remote_percent,
-        hotplug_cpus,
+        hotplug_cpus: args.cpus.clone(),
         fault: args.inject_fault,
     };
     let slab = NumaSlab::new(topology).context("setting up the allocator")?;

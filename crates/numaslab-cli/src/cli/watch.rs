@@ -22,9 +22,10 @@ pub(crate) struct WatchArgs {
     /// Watch by polling the `online` files only, not kernel uevents.
     #[arg(long)]
     pub(crate) poll: bool,
-    /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long)]
-    pub(crate) duration: Option<f64>,
+    /// Stop after this long: seconds (`2.5`) or a duration with a unit (`500ms`, `3s`,
+    /// `2m`); default: until Ctrl-C.
+    #[arg(long, value_parser = super::parse::duration, allow_hyphen_values = true)]
+    pub(crate) duration: Option<Duration>,
     /// One JSON object per line and per transition.
     #[arg(long)]
     pub(crate) json: bool,
@@ -76,7 +77,7 @@ pub(crate) fn run(args: &WatchArgs) -> Result<()> {
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
             .context("installing the Ctrl-C handler")?;
     }
-    let deadline = args.duration.map(|secs| Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
+    let deadline = args.duration.map(|duration| Instant::now() + duration);
     let mut pending: HashMap<CpuId, Pending> = HashMap::new();
     let mut out = std::io::stdout().lock();
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|deadline| Instant::now() < deadline) {

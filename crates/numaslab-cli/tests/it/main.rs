@@ -1,5 +1,6 @@
 //! End-to-end tests of the `numaslab` binary.
 
+mod bad_input;
 mod real_hotplug;
 mod support;
 mod topology_command;

@@ -200,3 +200,18 @@ fn real_torture_switches_cpu1_and_restores_it() {
     assert!(interrupted["duration_secs"].as_f64().unwrap() < 30.0, "{interrupted:#}");
     assert!(crate::support::cpu1_online(), "cpu1 is online after Ctrl-C");
 }
+
+#[test]
+fn a_transition_that_fails_during_the_run_fails_a_check() {
+    let (report, status) = report(&["--inject-fault", "fail-one-transition"]);
+    assert_eq!(status.code(), Some(3), "{report:#}");
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == "every hotplug transition completed")
+        .expect("the check is reported");
+    assert_eq!(check["passed"], false, "{check}");
+    assert!(check["detail"].as_str().unwrap().contains("injected fault"), "{check}");
+    assert_eq!(report["transitions"]["failed"], 1, "{report:#}");
+}

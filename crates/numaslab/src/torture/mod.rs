@@ -34,6 +34,9 @@ pub enum Fault {
     LeakOne,
     /// One worker panics after its first thousand allocations.
     PanicOne,
+    /// The first bring-up of the first CPU the hotplug thread may switch fails in a
+    /// callback and rolls back, as a refusing driver or kernel would make it.
+    FailOneTransition,
 }
 
 /// How a torture run is set up.
@@ -100,6 +103,9 @@ pub fn run(
         return Err(Error::Config("the torture needs at least one worker and one object size".into()));
     }
     let topology = slab.topology().clone();
+    if let Some(cpus) = &config.hotplug_cpus {
+        check_hotplug_cpus(&*topology, cpus)?;
+    }
     let caches = create_caches(slab, config)?;
     let shared = Arc::new(Shared {
         topology: topology.clone(),
@@ -116,6 +122,11 @@ pub fn run(
         fault: config.fault,
     });
     let plans = plan_workers(&*topology, config)?;
+    let candidates = hotplug_candidates(&*topology, config);
+    let fault_state = match (config.fault, candidates.first()) {
+        (Some(Fault::FailOneTransition), Some(cpu)) => Some(fail_first_bring_up(slab, cpu)?),
+        _ => None,
+    };
     let started = Instant::now();
     let hotplug_stop = AtomicBool::new(false);
     let bound = Barrier::new(plans.len() + 1);
@@ -139,7 +150,7 @@ pub fn run(
         bound.wait();
         let onoff = onoff::OnOff {
             slab: slab.clone(),
-            candidates: hotplug_candidates(&*topology, config),
+            candidates,
             interval: config.interval,
             seed: config.seed,
             progress: progress.transitions.clone(),
@@ -160,6 +171,9 @@ pub fn run(
         (stats, live)
     });
     let elapsed = started.elapsed();
+    if let Some(state) = fault_state {
+        slab.hotplug().remove_state_nocalls(state)?;
+    }
     // A panicked hotplug thread restored its CPUs while unwinding (`Restore`), but its
     // statistics are lost; it counts as a panicked thread.
     let (stats, hotplug_panicked) = match stats {
@@ -177,6 +191,19 @@ pub fn run(
     }
     let live: Vec<_> = live.into_iter().filter_map(|result| result.ok()).collect();
     Ok(report::finish(slab, config, &shared, stats, live, &panicked, elapsed))
+}
+
+/// Registers a hotplug state whose startup fails once, on `cpu`: the injected
+/// [`Fault::FailOneTransition`].
+fn fail_first_bring_up(slab: &NumaSlab, cpu: CpuId) -> Result<hotplug::StateId> {
+    let fired = AtomicBool::new(false);
+    let state = hotplug::State::new("torture:fault").startup(move |up| {
+        if up == cpu && !fired.swap(true, Ordering::Relaxed) {
+            return Err(hotplug::CallbackError::msg(format!("injected fault: cpu {cpu} refuses to come up")));
+        }
+        Ok(())
+    });
+    Ok(slab.hotplug().setup_state_nocalls(hotplug::Slot::OnlineDynamic, state)?)
 }
 
 /// Creates one cache per object size.
@@ -239,12 +266,57 @@ fn plan_workers(topology: &dyn Topology, config: &TortureConfig) -> Result<Vec<W
         .collect())
 }
 
-/// The CPUs the hotplug thread may switch: as configured, else every possible CPU but
+/// The CPUs the hotplug thread may switch: as configured, else every switchable CPU but
 /// cpu0 (which real machines usually cannot take offline).
 fn hotplug_candidates(topology: &dyn Topology, config: &TortureConfig) -> CpuSet {
-    let mut candidates = config.hotplug_cpus.clone().unwrap_or_else(|| topology.present_cpus());
-    if config.hotplug_cpus.is_none() {
-        candidates.remove(0);
+    match &config.hotplug_cpus {
+        Some(cpus) => cpus.clone(),
+        None => {
+            let mut candidates = switchable_cpus(topology);
+            candidates.remove(0);
+            candidates
+        }
     }
-    candidates
+}
+
+/// The CPUs of `topology` that can be taken offline and brought online: every present
+/// CPU of a backend without a sysfs tree (the fake), else the present CPUs that have a
+/// `cpuN/online` file (the kernel gives none to a CPU it cannot unplug, often cpu0).
+pub fn switchable_cpus(topology: &dyn Topology) -> CpuSet {
+    let present = topology.present_cpus();
+    match topology.sysfs_root() {
+        None => present,
+        Some(root) => {
+            let cpu_dir = root.join("sys/devices/system/cpu");
+            present.iter().filter(|cpu| cpu_dir.join(format!("cpu{cpu}/online")).is_file()).collect()
+        }
+    }
+}
+
+/// Refuses a set of CPUs to switch of which some do not exist or cannot be switched,
+/// naming them, so that a run does not start only to fail its transitions.
+pub fn check_hotplug_cpus(topology: &dyn Topology, cpus: &CpuSet) -> Result<()> {
+    let present = topology.present_cpus();
+    let missing = cpus.difference(&present);
+    let fixed = cpus.intersection(&present).difference(&switchable_cpus(topology));
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("cpu {missing} does not exist on {} (present: {present})", topology.name()));
+    }
+    if !fixed.is_empty() {
+        problems.push(format!("cpu {fixed} cannot be switched (no cpuN/online file)"));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let switchable = list_or_none(&switchable_cpus(topology));
+    Err(Error::Config(format!("{}; switchable: {switchable}", problems.join("; "))))
+}
+
+fn list_or_none(cpus: &CpuSet) -> String {
+    if cpus.is_empty() {
+        "none".into()
+    } else {
+        cpus.to_string()
+    }
 }

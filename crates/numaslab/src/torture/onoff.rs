@@ -156,6 +156,12 @@ impl OnOff {
     }
 
     fn switch(&self, cpu: CpuId, target: CpuState, stats: &mut TransitionStats, restore: &mut Restore) {
+        // The kernel refuses to take the last online CPU offline; asking would only count
+        // a failure that is no fault of the allocator.
+        let online = self.slab.topology().online_cpus().unwrap_or_default();
+        if target == CpuState::Offline && online.len() == 1 && online.contains(cpu) {
+            return;
+        }
         stats.attempted += 1;
         let result = match target {
             CpuState::Offline => self.slab.cpu_down(cpu),

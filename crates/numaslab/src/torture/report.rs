@@ -180,6 +180,20 @@ pub(super) fn finish(
             stranded.join("; ")
         },
     );
+    check(
+        "every hotplug transition completed",
+        transitions.failed == 0,
+        if transitions.failed == 0 {
+            format!("{} of {} transitions completed", transitions.done, transitions.attempted)
+        } else {
+            format!(
+                "{} of {} failed: {}",
+                transitions.failed,
+                transitions.attempted,
+                transitions.errors.join("; ")
+            )
+        },
+    );
     let restore_errors: Vec<&String> =
         transitions.errors.iter().filter(|e| e.contains("back online")).collect();
     check(
