@@ -16,8 +16,11 @@ use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 pub enum Source {
     /// A kernel uevent (`NETLINK_KOBJECT_UEVENT`) woke the watcher.
     Uevent,
-    /// Polling the sysfs `online` files found a change, or a periodic reconcile.
+    /// Polling the sysfs `online` files found a change.
     Poll,
+    /// A watcher's periodic reconcile, run when nothing woke it for a reconcile interval
+    /// (in every mode: it is what finds a change whose uevent or notice was lost).
+    Reconcile,
     /// The fake backend announced a change directly.
     Fake,
     /// [`crate::Hotplug::cpu_up`] or [`crate::Hotplug::cpu_down`].
@@ -36,6 +39,7 @@ impl Source {
         match self {
             Source::Uevent => "uevent",
             Source::Poll => "poll",
+            Source::Reconcile => "reconcile",
             Source::Fake => "fake",
             Source::Driver => "driver",
             Source::Registration => "registration",

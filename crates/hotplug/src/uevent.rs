@@ -8,10 +8,15 @@
 //! only messages whose sender port is 0 (the kernel) are taken, as udev does since
 //! CVE-2009-1185.
 
-use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use rustix::io::Errno;
+use rustix::net::netlink::SocketAddrNetlink;
+use rustix::net::{
+    self, netlink, sockopt, AddressFamily, RecvAncillaryBuffer, RecvFlags, ReturnFlags, SocketFlags,
+    SocketType,
+};
 use topology::{CpuState, OnlineChange};
 
 use crate::error::UeventError;
@@ -28,7 +33,7 @@ pub(crate) const RECEIVE_BUFFER: usize = 8192;
 /// The receive buffer asked of the kernel, so that a burst (many CPUs at once) does not
 /// overflow it: 1 MiB. The kernel caps it at `net.core.rmem_max` and may grant less, which
 /// only makes `ENOBUFS` likelier, and that is handled by a full reconcile.
-const SOCKET_BUFFER: libc::c_int = 1 << 20;
+const SOCKET_BUFFER: usize = 1 << 20;
 
 /// One parsed uevent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,111 +164,68 @@ pub(crate) struct Datagram {
     pub(crate) truncated: bool,
 }
 
-/// A non-blocking `NETLINK_KOBJECT_UEVENT` socket bound to the kernel's group.
+/// A non-blocking `NETLINK_KOBJECT_UEVENT` socket bound to the kernel's group, through
+/// rustix's safe wrappers of socket(2), bind(2), getsockname(2) and recvmsg(2).
 #[derive(Debug)]
 pub(crate) struct UeventSocket {
     fd: OwnedFd,
 }
 
 impl UeventSocket {
-    /// Opens and binds the socket (`socket(AF_NETLINK, SOCK_DGRAM|SOCK_CLOEXEC, ...)`).
+    /// Opens and binds the socket: `socket(AF_NETLINK, SOCK_DGRAM|SOCK_CLOEXEC|SOCK_NONBLOCK,
+    /// NETLINK_KOBJECT_UEVENT)`, then `bind` to port 0 (the kernel picks the port) and
+    /// group [`KERNEL_GROUP`].
     pub(crate) fn open() -> io::Result<UeventSocket> {
-        // SAFETY: socket(2) takes no pointers; the result is checked below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_KOBJECT_UEVENT,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let size = SOCKET_BUFFER;
-        // SAFETY: the option value points to a live c_int of the length given. A refusal
-        // only leaves the default buffer, so the result is ignored on purpose.
-        let _ = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        let mut address = netlink_address();
-        address.nl_groups = KERNEL_GROUP;
-        // SAFETY: `address` is a valid sockaddr_nl and the length is its size.
-        let bound = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&address as *const libc::sockaddr_nl).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if bound < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            Some(netlink::KOBJECT_UEVENT),
+        )?;
+        // A refusal only leaves the default buffer, so the result is ignored on purpose.
+        let _ = sockopt::set_socket_recv_buffer_size(&fd, SOCKET_BUFFER);
+        net::bind(&fd, &SocketAddrNetlink::new(0, KERNEL_GROUP))?;
         Ok(UeventSocket { fd })
     }
 
     /// The port id the kernel gave this socket; a test can send to it.
     pub(crate) fn port(&self) -> io::Result<u32> {
-        let mut address = netlink_address();
-        let mut len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: `address` and `len` are live and `len` holds the buffer's size.
-        let got = unsafe {
-            libc::getsockname(self.fd.as_raw_fd(), (&mut address as *mut libc::sockaddr_nl).cast(), &mut len)
-        };
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(address.nl_pid)
-    }
-
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        let address = SocketAddrNetlink::try_from(net::getsockname(&self.fd)?)?;
+        Ok(address.pid())
     }
 
     /// Receives one datagram without blocking: `Ok(None)` when none is waiting,
     /// `Err(ENOBUFS)` when the kernel dropped some because the buffer was full.
     pub(crate) fn receive(&self, buffer: &mut [u8]) -> io::Result<Option<Datagram>> {
-        let mut sender = netlink_address();
-        let mut iov = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
-        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-        let mut header: libc::msghdr = unsafe { mem::zeroed() };
-        header.msg_name = (&mut sender as *mut libc::sockaddr_nl).cast();
-        header.msg_namelen = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        header.msg_iov = &mut iov;
-        header.msg_iovlen = 1;
         loop {
-            // SAFETY: `header` points to `sender` and `iov`, which point to live buffers
-            // of the lengths given, all outliving the call.
-            let got = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut header, libc::MSG_DONTWAIT) };
-            if got >= 0 {
-                return Ok(Some(Datagram {
-                    len: got as usize,
-                    sender_port: sender.nl_pid,
-                    truncated: header.msg_flags & libc::MSG_TRUNC != 0,
-                }));
-            }
-            let error = io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => return Ok(None),
-                _ => return Err(error),
+            let mut iov = [IoSliceMut::new(buffer)];
+            let mut no_control = RecvAncillaryBuffer::default();
+            match net::recvmsg(&self.fd, &mut iov, &mut no_control, RecvFlags::DONTWAIT) {
+                Ok(message) => {
+                    // A datagram without a netlink sender address cannot be the kernel's:
+                    // it gets a port no kernel message has, so it is judged forged.
+                    let sender_port = message
+                        .address
+                        .and_then(|address| SocketAddrNetlink::try_from(address).ok())
+                        .map_or(u32::MAX, |address| address.pid());
+                    return Ok(Some(Datagram {
+                        len: message.bytes.min(buffer.len()),
+                        sender_port,
+                        truncated: message.flags.contains(ReturnFlags::TRUNC),
+                    }));
+                }
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return Ok(None),
+                Err(error) => return Err(error.into()),
             }
         }
     }
 }
 
-fn netlink_address() -> libc::sockaddr_nl {
-    // SAFETY: sockaddr_nl is plain data; all-zero is valid (port 0, no groups).
-    let mut address: libc::sockaddr_nl = unsafe { mem::zeroed() };
-    address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    address
+impl AsFd for UeventSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 #[cfg(test)]

@@ -4,13 +4,15 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 use topology::OnlineChange;
 
 use crate::error::{Error, Result};
@@ -218,25 +220,16 @@ struct Stopper {
 
 impl Stopper {
     fn new() -> Result<Stopper> {
-        // SAFETY: eventfd(2) takes no pointers; the result is checked below.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(Error::Watcher {
-                what: "creating the stop eventfd",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let eventfd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|errno| Error::Watcher { what: "creating the stop eventfd", source: errno.into() })?;
         Ok(Stopper { stopped: AtomicBool::new(false), eventfd })
     }
 
     fn signal(&self) {
         self.stopped.store(true, Ordering::Release);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our eventfd. It can only fail if the
+        // An eventfd takes an 8-byte counter increment. The write can only fail if the
         // counter would overflow, which a stop signalled once cannot cause.
-        let _ = unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
     }
 
     fn is_stopped(&self) -> bool {
@@ -363,18 +356,26 @@ impl Worker {
         self.hotplug.emit(source, EventKind::Wakeup { reported });
     }
 
-    /// Waits on the stop eventfd and optionally one more descriptor.
+    /// Waits on the stop eventfd and optionally the uevent socket. An interrupted poll(2)
+    /// counts as a timeout: the caller reconciles or polls, which is always safe.
     fn wait(&self, other: Option<&UeventSocket>, timeout: Duration) -> Woken {
-        let mut fds = [
-            libc::pollfd { fd: self.stop.eventfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: other.map_or(-1, UeventSocket::raw_fd), events: libc::POLLIN, revents: 0 },
-        ];
-        let millis = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a live array of two pollfd; a negative fd is ignored by poll(2).
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-        if self.stop.is_stopped() || fds[0].revents != 0 {
+        let timeout = Timespec::try_from(timeout.max(Duration::from_millis(1))).ok();
+        let stop = PollFd::new(&self.stop.eventfd, PollFlags::IN);
+        let (stop_woken, other_woken) = match other {
+            Some(socket) => {
+                let mut fds = [stop, PollFd::new(socket, PollFlags::IN)];
+                let ready = poll(&mut fds, timeout.as_ref()).unwrap_or(0);
+                (!fds[0].revents().is_empty(), ready > 0 && !fds[1].revents().is_empty())
+            }
+            None => {
+                let mut fds = [stop];
+                let _ = poll(&mut fds, timeout.as_ref());
+                (!fds[0].revents().is_empty(), false)
+            }
+        };
+        if self.stop.is_stopped() || stop_woken {
             Woken::Stop
-        } else if ready > 0 && fds[1].revents != 0 {
+        } else if other_woken {
             Woken::Readable
         } else {
             Woken::Timeout
@@ -393,7 +394,7 @@ impl Worker {
                         next_reconcile = self.reconcile_then_schedule(Source::Uevent);
                     }
                 }
-                Woken::Timeout => next_reconcile = self.reconcile_then_schedule(Source::Poll),
+                Woken::Timeout => next_reconcile = self.reconcile_then_schedule(Source::Reconcile),
             }
         }
     }
@@ -408,7 +409,7 @@ impl Worker {
                     let verdict = classify(datagram.sender_port, &buffer[..datagram.len], datagram.truncated);
                     wake |= self.judge(verdict);
                 }
-                Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {
+                Err(error) if error.raw_os_error() == Some(Errno::NOBUFS.raw_os_error()) => {
                     // The kernel dropped uevents: whatever they said, a full reconcile
                     // finds it.
                     self.stats.overflows += 1;
@@ -472,7 +473,7 @@ impl Worker {
                 last = now;
                 next_reconcile = self.reconcile_then_schedule(Source::Poll);
             } else if Instant::now() >= next_reconcile {
-                next_reconcile = self.reconcile_then_schedule(Source::Poll);
+                next_reconcile = self.reconcile_then_schedule(Source::Reconcile);
             }
         }
     }
@@ -501,7 +502,7 @@ impl Worker {
                     if self.stop.is_stopped() {
                         return;
                     }
-                    self.reconcile(Source::Poll);
+                    self.reconcile(Source::Reconcile);
                 }
             }
         }
@@ -509,7 +510,7 @@ impl Worker {
 
     fn run_reconcile_only(&mut self) {
         while self.wait(None, self.reconcile_interval) != Woken::Stop {
-            self.reconcile(Source::Poll);
+            self.reconcile(Source::Reconcile);
         }
     }
 }

@@ -109,7 +109,7 @@ fn a_periodic_reconcile_finds_what_no_notice_said() {
         .unwrap();
     let events = hotplug.events();
     fake.set_online(1, CpuState::Offline).unwrap();
-    assert!(wait_finished(&events, 1, Rank::OFFLINE, Source::Poll, WAIT).is_some());
+    assert!(wait_finished(&events, 1, Rank::OFFLINE, Source::Reconcile, WAIT).is_some());
     assert_eq!(log.take_for(1), [("down", "online"), ("down", "prepare")]);
     watcher.stop();
 }

@@ -1,45 +1,27 @@
 //! A uevent not sent by the kernel is ignored. Sending one needs `CAP_NET_ADMIN`; the
 //! message is sent to the watcher's own socket (unicast), so no other listener sees it.
 
-use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hotplug::{wait_for_event, EventKind, Hotplug, Slot, WatchMode, Watcher};
+use rustix::net::netlink::{self, SocketAddrNetlink};
+use rustix::net::{self, AddressFamily, SendFlags, SocketFlags, SocketType};
 use topology::FakeTopology;
 
 use crate::support::Log;
 
 /// Sends `bytes` from a new netlink socket to `port`; `Err` says why it could not.
 fn send_to_port(port: u32, bytes: &[u8]) -> Result<(), String> {
-    // SAFETY: socket(2) takes no pointers; the result is checked.
-    let raw = unsafe {
-        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_KOBJECT_UEVENT)
-    };
-    if raw < 0 {
-        return Err(format!("socket: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is a new descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: sockaddr_nl is plain data; all-zero is valid.
-    let mut to: libc::sockaddr_nl = unsafe { mem::zeroed() };
-    to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    to.nl_pid = port;
-    // SAFETY: `bytes` and `to` are live for the call, with the lengths given.
-    let sent = unsafe {
-        libc::sendto(
-            socket.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            0,
-            (&to as *const libc::sockaddr_nl).cast(),
-            mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(format!("sendto: {}", std::io::Error::last_os_error()));
-    }
+    let socket = net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::KOBJECT_UEVENT),
+    )
+    .map_err(|errno| format!("socket: {errno}"))?;
+    net::sendto(&socket, bytes, SendFlags::empty(), &SocketAddrNetlink::new(port, 0))
+        .map_err(|errno| format!("sendto: {errno}"))?;
     Ok(())
 }
 
