@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{CpuId, NodeId};
+use crate::{CpuId, Diagnostic, NodeId};
 
 /// A `Result` whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,6 +54,10 @@ pub enum Error {
         #[source]
         source: ParseError,
     },
+    /// A quirk that a strict reading refuses (see [`Reading::Strict`](crate::Reading)); a
+    /// lenient reading reports it in [`Topology::diagnostics`](crate::Topology::diagnostics).
+    #[error("strict reading refuses {0}")]
+    Strict(Box<Diagnostic>),
     /// The root folder is not a sysfs tree.
     #[error("{root} is not a sysfs tree: {reason}")]
     NotSysfs {

@@ -206,6 +206,10 @@ impl Topology for FixtureTopology {
     fn subscribe(&self) -> Option<crossbeam_channel::Receiver<OnlineChange>> {
         None
     }
+
+    fn diagnostics(&self) -> Vec<crate::Diagnostic> {
+        self.inner.diagnostics()
+    }
 }
 
 #[cfg(test)]

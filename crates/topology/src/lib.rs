@@ -13,6 +13,7 @@
 //! This crate knows nothing of slabs or hotplug callbacks; it only describes and, where
 //! the backend allows, changes which CPUs are online.
 
+mod diagnostic;
 mod error;
 mod fake;
 mod fixture;
@@ -26,6 +27,7 @@ mod virtual_cpu;
 use std::fmt;
 use std::path::Path;
 
+pub use crate::diagnostic::{Diagnostic, Quirk, Reading};
 pub use crate::error::{Error, ParseError, Result};
 pub use crate::fake::{FakeBuilder, FakeTopology};
 pub use crate::fixture::{FixtureTopology, FIXTURES_DIR_ENV};
@@ -155,6 +157,24 @@ pub trait Topology: Send + Sync + fmt::Debug {
     /// A channel of online changes for backends that announce them directly (the fake);
     /// `None` for backends whose changes are found by reading files.
     fn subscribe(&self) -> Option<crossbeam_channel::Receiver<OnlineChange>>;
+
+    /// The nodes with memory that this process may allocate from: the kernel's
+    /// `Mems_allowed` (its cpuset's effective memory nodes, never a node without memory).
+    /// The live root reads `Mems_allowed_list` in `/proc/self/status`; other roots read the
+    /// cpuset or cgroup files (`mems`, `cpuset.mems`, `cpuset.mems.effective`) found as
+    /// for [`Topology::allowed_cpus`]. Where nothing restricts them (and by default), every
+    /// memory node. Never empty on a machine that has a node with memory.
+    fn allowed_memory_nodes(&self) -> NodeSet {
+        self.memory_nodes()
+    }
+
+    /// Each quirk of the machine's files that the backend read by a documented
+    /// interpretation instead of refusing the machine (see [`Reading`]), in the order
+    /// found. Empty for a machine the kernel could have written, and by default (backends
+    /// built in code have no files to be odd).
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        Vec::new()
+    }
 
     /// Whether a CPU is online now.
     fn cpu_online(&self, cpu: CpuId) -> Result<bool> {

@@ -13,7 +13,15 @@
 //! node 0 cpus 0-1 mem_kb 4194304    # a node, its cpus (may be empty: "cpus -") and MemTotal
 //! distance 0 1 21                   # both ways (default 10 to itself, 20 to others)
 //! cgroup_cpus 0-2                   # a cgroup v2 cpuset.cpus.effective restriction
+//! file sys/devices/system/cpu/cpu1/online      # then write this file (here: empty)
+//! file sys/devices/system/node/node1/distance 0\n
+//! remove proc/meminfo               # then remove this file or folder
 //! ```
+//!
+//! `file PATH TEXT` and `remove PATH` change the written tree afterwards, in order, to
+//! reproduce what a real machine's files hold beyond what the kernel writes (the quirks of
+//! `fixtures/quirk-*.machine`). TEXT is the rest of the line, trimmed, with `\n`, `\0`,
+//! `\t` and `\\` escapes; PATH is relative and stays under the root.
 //!
 //! The tree written holds what the kernel writes for such a machine: the summary lists,
 //! `cpuN/online` and (for online CPUs only, as the kernel removes it on offline)
@@ -50,6 +58,15 @@ pub struct NodeDescription {
     pub mem_kb: u64,
 }
 
+/// A change to the written tree: a file's text, or a file or folder removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileEdit {
+    /// Write this text (creating folders as needed).
+    Write(String),
+    /// Remove the file or folder.
+    Remove,
+}
+
 /// A machine, as a description file states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineDescription {
@@ -69,6 +86,8 @@ pub struct MachineDescription {
     pub distances: BTreeMap<(NodeId, NodeId), u32>,
     /// A cgroup v2 restriction of the process's CPUs.
     pub cgroup_cpus: Option<CpuSet>,
+    /// Changes made to the tree after writing it, in order (path relative to the root).
+    pub edits: Vec<(String, FileEdit)>,
 }
 
 impl MachineDescription {
@@ -105,6 +124,7 @@ impl MachineDescription {
         let mut no_online_file = CpuSet::first_n(1);
         let mut nodes = BTreeMap::new();
         let mut distances = BTreeMap::new();
+        let mut edits = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let content = raw.split('#').next().unwrap_or("");
@@ -122,6 +142,18 @@ impl MachineDescription {
                 "offline" => offline = list(line, words.next())?,
                 "no_online_file" => no_online_file = list(line, words.next())?,
                 "cgroup_cpus" => cgroup_cpus = Some(list(line, words.next())?),
+                "file" | "remove" => {
+                    let path = relative_path(words.next()).map_err(|reason| fail(line, reason))?;
+                    let edit = if keyword == "remove" {
+                        FileEdit::Remove
+                    } else {
+                        // The text is the rest of the line, spaces included.
+                        let rest = content.trim_start()[keyword.len()..].trim_start()[path.len()..].trim();
+                        words = "".split_whitespace();
+                        FileEdit::Write(unescape(rest).map_err(|reason| fail(line, reason))?)
+                    };
+                    edits.push((path.to_owned(), edit));
+                }
                 "node" => {
                     let id = node_id(line, words.next())?;
                     if words.next() != Some("cpus") {
@@ -169,8 +201,17 @@ impl MachineDescription {
         }
         let present = present.unwrap_or(node_cpus);
         let possible = possible.unwrap_or_else(|| present.clone());
-        let description =
-            Self { kernel_max, possible, present, offline, no_online_file, nodes, distances, cgroup_cpus };
+        let description = Self {
+            kernel_max,
+            possible,
+            present,
+            offline,
+            no_online_file,
+            nodes,
+            distances,
+            cgroup_cpus,
+            edits,
+        };
         description.check().map_err(invalid)?;
         Ok(description)
     }
@@ -291,16 +332,64 @@ impl MachineDescription {
             file("sys/fs/cgroup/cpuset.cpus.effective".into(), format!("{cpus}\n"));
         }
         for (relative, text) in files {
+            write_file(&root.join(relative), &text)?;
+        }
+        for (relative, edit) in &self.edits {
             let path = root.join(relative);
             let io = |source| Error::Io { path: path.clone(), source };
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+            match edit {
+                FileEdit::Write(text) => write_file(&path, text)?,
+                FileEdit::Remove if path.is_dir() => fs::remove_dir_all(&path).map_err(io)?,
+                FileEdit::Remove => fs::remove_file(&path).map_err(io)?,
             }
-            fs::write(&path, text).map_err(io)?;
         }
         Ok(())
     }
+}
+
+/// Writes a file, creating its folders.
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+    }
+    fs::write(path, text).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// The PATH of a `file` or `remove` statement: relative, without `..`.
+fn relative_path(word: Option<&str>) -> std::result::Result<&str, String> {
+    let path = word.ok_or("a path is missing")?;
+    let escapes = Path::new(path)
+        .components()
+        .any(|part| !matches!(part, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if escapes {
+        return Err(format!("{path:?} must be a relative path that stays under the root"));
+    }
+    Ok(path)
+}
+
+/// The TEXT of a `file` statement with its escapes (`\n`, `\0`, `\t`, `\\`) replaced.
+fn unescape(text: &str) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('0') => out.push('\0'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            other => {
+                return Err(format!(
+                    "unknown escape \\{} in {text:?}",
+                    other.map_or(String::new(), String::from)
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The kernel's hex mask form padded to `bits` bits: 8-digit words, most significant first.

@@ -15,7 +15,7 @@
 //!   it, also for CPUs that are possible but have no folder (POWER9 lists all 88 possible
 //!   CPUs of a socket, present or not); else a `nodeN` entry (the kernel's symlink) in the
 //!   `cpuN` folder, which is how offline node 0's CPUs are known on a machine whose
-//!   `node0` folder is gone. A CPU in two nodes' lists is an error.
+//!   `node0` folder is gone. A CPU in two nodes' lists is a quirk (below).
 //! - **Nodes**: `node/possible` and `node/online`, else the `nodeN` folders. A tree without
 //!   a `node/` folder (or with no `nodeN` folder in it) is a kernel without NUMA: one node
 //!   0 with every possible CPU, `MemTotal` from `proc/meminfo`, distance 10.
@@ -36,20 +36,56 @@
 //!   `sysfs/cgroup.rs`) and, on the live root only, by `sched_getaffinity`.
 //!
 //! The `topology/` folder of each CPU is not needed and not read: offline CPUs lose it.
+//!
+//! # Quirks
+//!
+//! Real machines' files hold six things the kernel's own code would not write (all found
+//! in hwloc's captures, each reproduced by a `fixtures/quirk-*.machine`). A lenient reading
+//! ([`Reading::Lenient`], the default) takes each by the interpretation below and lists it
+//! in [`Topology::diagnostics`] with the file, its text and the reading taken; a strict one
+//! ([`Reading::Strict`]) refuses the machine with [`Error::Strict`]. Anything else that is
+//! missing, unreadable or malformed stays [`Error::Io`] or [`Error::Malformed`] naming the
+//! file.
+//!
+//! - **An empty `cpuN/online`** ([`Quirk::EmptyOnlineFlag`]) says nothing, so it is read as
+//!   absent: `cpu/online` decides, else the CPU is online (as for x86's cpu0, which has no
+//!   such file). Only `0` and `1` are flags; any other text is malformed.
+//! - **An empty `proc/self/cpuset`** ([`Quirk::EmptyCpusetPath`]) names no cpuset, so it is
+//!   read as absent: the cgroup comes from `proc/self/cgroup`.
+//! - **No `proc/meminfo` on a machine without a `node/` folder** ([`Quirk::NoMeminfo`]):
+//!   node 0's memory is unknown (`node_mem_total_kb(0)` is `None`, never a made-up figure).
+//!   With a `node/` folder `proc/meminfo` is not read.
+//! - **Every node lists the same CPUs** ([`Quirk::AllCpusInEveryNode`]: two or more nodes
+//!   have CPUs and all their lists are equal, as firmware with a broken SRAT writes): which
+//!   CPU sits where is unknown, so the machine is read as one without NUMA (one node 0 with
+//!   every CPU, `MemTotal` from `proc/meminfo`), as hwloc does. The quirk is noted on the
+//!   second such list.
+//! - **A distance row holding `0`** ([`Quirk::ZeroDistance`]): the firmware gave no
+//!   distance, so the whole row is ignored, as if the node had no `distance` file:
+//!   distances from it come from the other rows (the reverse pair), else 10 and 20. Any
+//!   other value outside 10..=255 is malformed.
+//! - **A CPU in two nodes' lists** ([`Quirk::CpuInTwoNodes`], heterogeneous memory: a
+//!   high-bandwidth or far-memory node that lists the CPUs near it): each CPU is read as
+//!   belonging to the node with the smallest list among those naming it (the most specific
+//!   locality, which is the CPU's own socket or die node rather than a memory node
+//!   spanning several), the lowest node id on a tie, and is taken off the other lists, so
+//!   that every CPU has exactly one node and `node_cpus` partitions the CPUs. The quirk is
+//!   noted on each list that lost CPUs, saying what it keeps.
 
 mod cgroup;
-mod read;
+pub(crate) mod read;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::diagnostic::Notes;
 use crate::idset::trim_kernel_text;
 use crate::virtual_cpu::{nodes_by_distance, VirtualCpus};
 use crate::{
-    os, CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, Topology, ID_LIMIT,
-    LOCAL_DISTANCE, REMOTE_DISTANCE,
+    os, CpuId, CpuSet, CpuState, Diagnostic, Error, NodeId, NodeSet, OnlineChange, Quirk, Reading, Result,
+    Topology, ID_LIMIT, LOCAL_DISTANCE, REMOTE_DISTANCE,
 };
 
 /// The largest distance a node row may hold: ACPI's SLIT stores distances in a byte.
@@ -74,6 +110,7 @@ enum RootKind {
 pub struct SysfsTopology {
     root: PathBuf,
     kind: RootKind,
+    reading: Reading,
     cpu_dir: PathBuf,
     /// CPU ids are below this: `kernel_max + 1`, or [`ID_LIMIT`].
     cpu_limit: u32,
@@ -93,21 +130,32 @@ pub struct SysfsTopology {
     restriction: Option<cgroup::Restriction>,
     /// The virtual current CPUs of a described (not live) machine.
     virtual_cpus: Option<VirtualCpus>,
+    /// The quirks read leniently at construction.
+    diagnostics: Vec<Diagnostic>,
 }
 
 impl SysfsTopology {
-    /// Reads the machine described under `root` (`/` for this machine).
+    /// Reads the machine described under `root` (`/` for this machine), reading quirks
+    /// leniently ([`Reading::Lenient`]): see [`SysfsTopology::with_reading`].
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        Self::with_reading(root, Reading::Lenient)
+    }
+
+    /// Reads the machine described under `root`. A quirk listed in the module
+    /// documentation is read by its interpretation and reported in
+    /// [`Topology::diagnostics`] ([`Reading::Lenient`]), or refused with
+    /// [`Error::Strict`] ([`Reading::Strict`]).
     ///
     /// Errors: [`Error::NotSysfs`] if `root` has no `sys/devices/system/cpu` folder or it
     /// names no CPU; [`Error::Io`] or [`Error::Malformed`] naming the file for anything
-    /// missing, unreadable or not what the kernel writes.
-    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+    /// missing, unreadable or not what the kernel writes, quirks aside.
+    pub fn with_reading(root: impl Into<PathBuf>, reading: Reading) -> Result<Self> {
         let root: PathBuf = root.into();
         let kind = match fs::canonicalize(&root) {
             Ok(path) if path == Path::new("/") => RootKind::Live,
             _ => RootKind::Described,
         };
-        Self::with_kind(root, kind)
+        Self::with_kind(root, kind, reading)
     }
 
     /// Reads this machine: the root `/`.
@@ -130,7 +178,8 @@ impl SysfsTopology {
         self.restriction.as_ref().map(|r| (r.path.as_path(), &r.cpus))
     }
 
-    fn with_kind(root: PathBuf, kind: RootKind) -> Result<Self> {
+    fn with_kind(root: PathBuf, kind: RootKind, reading: Reading) -> Result<Self> {
+        let mut notes = Notes::new(reading);
         let cpu_dir = root.join("sys/devices/system/cpu");
         let not_sysfs = |reason: String| Error::NotSysfs { root: root.clone(), reason };
         match fs::metadata(&root) {
@@ -159,7 +208,8 @@ impl SysfsTopology {
             )?;
         }
 
-        let nodes = NodeFacts::read(&root, &cpu_dir, &cpu_folders, cpu_limit, possible_file.as_ref())?;
+        let nodes =
+            NodeFacts::read(&root, &cpu_dir, &cpu_folders, cpu_limit, possible_file.as_ref(), &mut notes)?;
         let possible = match possible_file {
             Some(possible) => possible,
             None => cpu_folders.union(&present).union(&nodes.listed_cpus),
@@ -170,12 +220,13 @@ impl SysfsTopology {
         if possible.is_empty() {
             return Err(not_sysfs("sys/devices/system/cpu names no cpu".into()));
         }
-        let nodes = if nodes.numa { nodes } else { NodeFacts::without_numa(&root, &possible)? };
+        let nodes = if nodes.numa { nodes } else { NodeFacts::without_numa(&root, &possible, &mut notes)? };
 
-        let restriction = cgroup::restriction(&root, cpu_limit)?;
+        let restriction = cgroup::restriction(&root, cpu_limit, &mut notes)?;
         let mut topology = Self {
             root,
             kind,
+            reading,
             cpu_dir,
             cpu_limit,
             present,
@@ -189,10 +240,15 @@ impl SysfsTopology {
             possible,
             restriction,
             virtual_cpus: None,
+            diagnostics: Vec::new(),
         };
+        // The online files are read on every call; reading them once here finds their
+        // quirks (and, when strict, refuses them) at construction.
+        topology.read_online_noting(&mut notes)?;
         if kind == RootKind::Described {
             topology.virtual_cpus = Some(topology.new_virtual_cpus()?);
         }
+        topology.diagnostics = notes.into_found();
         Ok(topology)
     }
 
@@ -211,6 +267,11 @@ impl SysfsTopology {
 
     /// Reads the online CPUs (see the module documentation for the rules).
     fn read_online(&self) -> Result<CpuSet> {
+        self.read_online_noting(&mut Notes::new(self.reading))
+    }
+
+    /// [`Self::read_online`], recording the quirks it reads in `notes`.
+    fn read_online_noting(&self, notes: &mut Notes) -> Result<CpuSet> {
         let summary_path = self.cpu_dir.join("online");
         let summary = read::list(&summary_path, "cpu list", self.cpu_limit)?;
         if self.kind == RootKind::Live {
@@ -220,7 +281,7 @@ impl SysfsTopology {
         }
         let mut online = CpuSet::new();
         for cpu in &self.possible {
-            let file = read::flag(&self.online_file(cpu), "cpu online flag")?;
+            let file = self.online_flag(cpu, notes)?;
             let is_online = match (file, &summary) {
                 (Some(flag), _) => flag,
                 (None, Some(summary)) => summary.contains(cpu),
@@ -231,6 +292,24 @@ impl SysfsTopology {
             }
         }
         Ok(online)
+    }
+
+    /// A CPU's `online` file: `Ok(None)` if absent, or empty (a quirk, read as absent).
+    fn online_flag(&self, cpu: CpuId, notes: &mut Notes) -> Result<Option<bool>> {
+        let path = self.online_file(cpu);
+        let Some(text) = read::text(&path, "cpu online flag")? else { return Ok(None) };
+        match trim_kernel_text(&text) {
+            "0" => Ok(Some(false)),
+            "1" => Ok(Some(true)),
+            "" => {
+                let reading = format!(
+                    "says nothing: read as if cpu{cpu} had no online file (cpu/online decides, else it is online)"
+                );
+                notes.note(Diagnostic::new(Quirk::EmptyOnlineFlag, &path, &text, reading))?;
+                Ok(None)
+            }
+            _ => Err(read::malformed(&path, "cpu online flag", &text, "expected 0 or 1")),
+        }
     }
 
     fn online_file(&self, cpu: CpuId) -> PathBuf {
@@ -397,6 +476,10 @@ impl Topology for SysfsTopology {
     fn subscribe(&self) -> Option<crossbeam_channel::Receiver<OnlineChange>> {
         None
     }
+
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.diagnostics.clone()
+    }
 }
 
 /// The bound on CPU ids: `cpu/kernel_max` + 1 where that file exists, else [`ID_LIMIT`].
@@ -454,6 +537,7 @@ impl NodeFacts {
         cpu_folders: &CpuSet,
         cpu_limit: u32,
         possible_cpus: Option<&CpuSet>,
+        notes: &mut Notes,
     ) -> Result<Self> {
         let node_dir = root.join("sys/devices/system/node");
         if !node_dir.is_dir() {
@@ -482,43 +566,90 @@ impl NodeFacts {
         let mut facts =
             Self { numa: true, node_cpus: vec![CpuSet::new(); bound], possible, online, ..Self::default() };
         let mut rows = BTreeMap::new();
+        let mut lists = BTreeMap::new();
         for node in &folders {
             let folder = node_dir.join(format!("node{node}"));
-            if let Some(row) = facts.read_node_folder(&folder, node, cpu_limit, possible_cpus)? {
+            let (list, row) = facts.read_node_folder(&folder, node, cpu_limit, possible_cpus, notes)?;
+            lists.insert(node, list);
+            if let Some(row) = row {
                 rows.insert(node, row);
             }
         }
+        if all_cpus_in_every_node(&lists, notes)? {
+            return Ok(Self::default());
+        }
+        facts.give_each_cpu_one_node(&lists, notes)?;
         facts.read_cpu_links(cpu_dir, cpu_folders, &folders)?;
         facts.distance = facts.distance_matrix(&rows)?;
         Ok(facts)
     }
 
-    /// Reads one `nodeN` folder: its CPUs (which must be possible and in no other node's
-    /// list), its memory, and its distance row if it has one.
+    /// Reads one `nodeN` folder: its CPU list (whose CPUs must be possible), its memory,
+    /// and its distance row if it has a usable one.
     fn read_node_folder(
         &mut self,
         folder: &Path,
         node: NodeId,
         cpu_limit: u32,
         possible_cpus: Option<&CpuSet>,
-    ) -> Result<Option<DistanceRow>> {
+        notes: &mut Notes,
+    ) -> Result<(NodeList, Option<DistanceRow>)> {
         let (list_path, cpus) = node_cpu_list(folder, cpu_limit)?;
         if let Some(possible) = possible_cpus {
             read::refuse_outside(&list_path, "cpu list", &cpus, cpus.difference(possible), |cpu| {
                 format!("cpu{cpu} is not a possible cpu")
             })?;
         }
-        let twice = cpus.intersection(&self.listed_cpus);
-        read::refuse_outside(&list_path, "cpu list", &cpus, twice, |cpu| {
-            format!("cpu{cpu} is also in another node's list")
-        })?;
         self.listed_cpus = self.listed_cpus.union(&cpus);
-        self.node_cpus[node as usize] = cpus;
         self.mem_kb.insert(node, node_mem_total(&folder.join("meminfo"), node)?);
+        let list = NodeList { path: list_path, cpus };
         let path = folder.join("distance");
-        let Some(text) = read::text(&path, "distance row")? else { return Ok(None) };
-        let distances = parse_distance_row(&path, &text)?;
-        Ok(Some(DistanceRow { path, text, distances }))
+        let Some(text) = read::text(&path, "distance row")? else { return Ok((list, None)) };
+        let Some(distances) = parse_distance_row(&path, &text)? else {
+            let reading = format!(
+                "0 is no distance: the row is ignored; distances from node{node} come from the other \
+                 nodes' rows, else 10 to itself and 20 to others"
+            );
+            notes.note(Diagnostic::new(Quirk::ZeroDistance, &path, &text, reading))?;
+            return Ok((list, None));
+        };
+        Ok((list, Some(DistanceRow { path, text, distances })))
+    }
+
+    /// Sets each node's CPUs from the lists, so that each CPU has one node: a CPU that
+    /// several lists name (heterogeneous memory) goes to the node with the smallest list,
+    /// the lowest id on a tie, and is taken off the other lists with a diagnostic.
+    fn give_each_cpu_one_node(
+        &mut self,
+        lists: &BTreeMap<NodeId, NodeList>,
+        notes: &mut Notes,
+    ) -> Result<()> {
+        let owner = |cpu: CpuId| {
+            lists
+                .iter()
+                .filter(|(_, list)| list.cpus.contains(cpu))
+                .min_by_key(|(&node, list)| (list.cpus.len(), node))
+                .map(|(&node, _)| node)
+        };
+        for (&node, list) in lists {
+            let taken: CpuSet = list.cpus.iter().filter(|&cpu| owner(cpu) != Some(node)).collect();
+            if let Some(first) = taken.first() {
+                let other = owner(first).unwrap_or(node);
+                let reading = format!(
+                    "cpus {taken} are also in a smaller node list (cpu{first}: node{other}'s): each is \
+                     read as the smallest list's (the lowest node on a tie); node{node} keeps {}",
+                    list.cpus.difference(&taken)
+                );
+                notes.note(Diagnostic::new(
+                    Quirk::CpuInTwoNodes,
+                    &list.path,
+                    &list.cpus.to_string(),
+                    reading,
+                ))?;
+            }
+            self.node_cpus[node as usize] = list.cpus.difference(&taken);
+        }
+        Ok(())
     }
 
     /// For CPUs that no node list names, the kernel's `cpuN/nodeM` link: how offline
@@ -544,10 +675,20 @@ impl NodeFacts {
         Ok(())
     }
 
-    /// A kernel without NUMA: node 0 holds every possible CPU and all of `MemTotal`.
-    fn without_numa(root: &Path, possible_cpus: &CpuSet) -> Result<Self> {
+    /// A kernel without NUMA: node 0 holds every possible CPU and all of `MemTotal`, or an
+    /// unknown amount of memory (a quirk) where `proc/meminfo` is missing.
+    fn without_numa(root: &Path, possible_cpus: &CpuSet, notes: &mut Notes) -> Result<Self> {
         let meminfo = root.join("proc/meminfo");
-        let mem_kb = BTreeMap::from([(0, proc_mem_total(&meminfo)?)]);
+        let mut mem_kb = BTreeMap::new();
+        match read::text(&meminfo, "meminfo")? {
+            Some(text) => {
+                mem_kb.insert(0, proc_mem_total(&meminfo, &text)?);
+            }
+            None => {
+                let reading = "missing on a machine without a node/ folder: node 0's memory is unknown";
+                notes.note(Diagnostic::new(Quirk::NoMeminfo, &meminfo, "", reading))?;
+            }
+        }
         Ok(Self {
             numa: false,
             possible: NodeSet::first_n(1),
@@ -662,10 +803,9 @@ fn node_mem_total(path: &Path, node: NodeId) -> Result<u64> {
     Err(read::malformed(path, "node meminfo", &text, format!("no \"Node {node} MemTotal:\" line")))
 }
 
-/// `MemTotal` in kB from `proc/meminfo`, parsed by procfs-core.
-fn proc_mem_total(path: &Path) -> Result<u64> {
+/// `MemTotal` in kB from `proc/meminfo`'s `text`, parsed by procfs-core.
+fn proc_mem_total(path: &Path, text: &str) -> Result<u64> {
     use procfs_core::FromBufRead;
-    let text = read::required_text(path, "meminfo")?;
     // procfs-core multiplies each value by its unit without checking for overflow;
     // refuse such values first so that garbage is an error, not a panic.
     for line in text.lines() {
@@ -686,27 +826,67 @@ fn proc_mem_total(path: &Path) -> Result<u64> {
         }
     }
     let meminfo = procfs_core::Meminfo::from_buf_read(io::Cursor::new(text.as_bytes()))
-        .map_err(|error| read::malformed(path, "meminfo", &text, error.to_string()))?;
+        .map_err(|error| read::malformed(path, "meminfo", text, error.to_string()))?;
     Ok(meminfo.mem_total / 1024)
 }
 
-/// A `nodeN/distance` row: distances separated by spaces, each 10 to 255.
-fn parse_distance_row(path: &Path, text: &str) -> Result<Vec<u32>> {
+/// A `nodeN/distance` row: distances separated by spaces, each 10 to 255; `Ok(None)` for
+/// a row holding a `0` among such distances (a quirk: the firmware gave no distance).
+fn parse_distance_row(path: &Path, text: &str) -> Result<Option<Vec<u32>>> {
     let body = trim_kernel_text(text);
     if body.is_empty() {
         return Err(read::malformed(path, "distance row", text, "the row is empty"));
     }
-    body.split_whitespace()
-        .map(|word| match word.parse::<u32>() {
-            Ok(d) if (LOCAL_DISTANCE..=MAX_DISTANCE).contains(&d) => Ok(d),
-            _ => Err(read::malformed(
-                path,
-                "distance row",
-                text,
-                format!("{word:?} is not a distance from {LOCAL_DISTANCE} to {MAX_DISTANCE}"),
-            )),
-        })
-        .collect()
+    let mut zero = false;
+    let mut row = Vec::new();
+    for word in body.split_whitespace() {
+        match word.parse::<u32>() {
+            Ok(0) => zero = true,
+            Ok(d) if (LOCAL_DISTANCE..=MAX_DISTANCE).contains(&d) => row.push(d),
+            _ => {
+                return Err(read::malformed(
+                    path,
+                    "distance row",
+                    text,
+                    format!("{word:?} is not a distance from {LOCAL_DISTANCE} to {MAX_DISTANCE}"),
+                ))
+            }
+        }
+    }
+    Ok((!zero).then_some(row))
+}
+
+/// Whether every node that has CPUs lists the same CPUs, and there are at least two: the
+/// firmware's NUMA facts are unusable ("buggy NUMA"), and the machine is read as one
+/// without NUMA, as hwloc does. Notes the quirk on the second such list.
+fn all_cpus_in_every_node(lists: &BTreeMap<NodeId, NodeList>, notes: &mut Notes) -> Result<bool> {
+    let with_cpus: Vec<(&NodeId, &NodeList)> =
+        lists.iter().filter(|(_, list)| !list.cpus.is_empty()).collect();
+    let [(first, list), (_, second), ..] = with_cpus.as_slice() else { return Ok(false) };
+    if with_cpus.iter().any(|(_, other)| other.cpus != list.cpus) {
+        return Ok(false);
+    }
+    let nodes: NodeSet = with_cpus.iter().map(|(&node, _)| node).collect();
+    let reading = format!(
+        "nodes {nodes} all list cpus {} (node{first} too): the NUMA facts are unusable; read as a \
+         machine without NUMA (one node 0 with every cpu, MemTotal from proc/meminfo), as hwloc does",
+        list.cpus
+    );
+    notes.note(Diagnostic::new(
+        Quirk::AllCpusInEveryNode,
+        &second.path,
+        &second.cpus.to_string(),
+        reading,
+    ))?;
+    Ok(true)
+}
+
+/// One node's CPU list as its file gave it.
+#[derive(Debug)]
+struct NodeList {
+    /// The `cpulist` or `cpumap` file.
+    path: PathBuf,
+    cpus: CpuSet,
 }
 
 #[cfg(test)]

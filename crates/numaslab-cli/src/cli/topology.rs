@@ -1,12 +1,13 @@
 //! `numaslab topology`: the machine as a backend sees it, as text in the shape of
-//! `numactl --hardware`, or as JSON.
+//! `numactl --hardware`, or as JSON, with the quirks the backend read leniently
+//! (`--strict` refuses a machine that has any).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
-use topology::{NodeId, Topology};
+use topology::{Diagnostic, NodeId, Topology};
 
 use super::machine::{DefaultMachine, MachineArgs};
 
@@ -18,11 +19,25 @@ pub(crate) struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Refuse a machine whose files have quirks (listed as diagnostics otherwise): for
+    /// validating captures. Exits with an error naming each file and its text.
+    #[arg(long)]
+    strict: bool,
 }
 
 /// Runs the command.
 pub(crate) fn run(args: &Args) -> Result<()> {
     let machine = args.machine.open(DefaultMachine::Live)?;
+    let diagnostics = machine.diagnostics();
+    if args.strict && !diagnostics.is_empty() {
+        let lines: Vec<String> = diagnostics.iter().map(|d| format!("  {d}")).collect();
+        bail!(
+            "--strict: {} reads only by {} documented interpretation(s):\n{}",
+            machine.name(),
+            diagnostics.len(),
+            lines.join("\n")
+        );
+    }
     let report = Report::gather(machine.as_ref())?;
     let text = if args.json {
         let mut text = serde_json::to_string_pretty(&report.to_json())?;
@@ -46,6 +61,7 @@ struct Report {
     nodes: Vec<NodeReport>,
     cpuless_nodes: Vec<NodeId>,
     memoryless_nodes: Vec<NodeId>,
+    diagnostics: Vec<Diagnostic>,
 }
 
 struct NodeReport {
@@ -83,6 +99,7 @@ impl Report {
             nodes,
             cpuless_nodes: machine.cpuless_nodes().iter().collect(),
             memoryless_nodes: machine.memoryless_nodes().iter().collect(),
+            diagnostics: machine.diagnostics(),
             possible_nodes,
             online_nodes,
         })
@@ -139,6 +156,15 @@ impl Report {
         let _ = writeln!(out, "allowed cpus: {}", list(&self.allowed_cpus));
         let _ = writeln!(out, "cpu-less nodes: {}", ids_text(&self.cpuless_nodes));
         let _ = writeln!(out, "memory-less nodes: {}", ids_text(&self.memoryless_nodes));
+        if self.diagnostics.is_empty() {
+            let _ = writeln!(out, "diagnostics: (none)");
+        } else {
+            let _ =
+                writeln!(out, "diagnostics: {} (read by documented interpretations)", self.diagnostics.len());
+            for diagnostic in &self.diagnostics {
+                let _ = writeln!(out, "  {diagnostic}");
+            }
+        }
         out
     }
 
@@ -172,6 +198,7 @@ impl Report {
             "nodes": nodes,
             "cpuless_nodes": self.cpuless_nodes,
             "memoryless_nodes": self.memoryless_nodes,
+            "diagnostics": self.diagnostics,
         })
     }
 }

@@ -55,6 +55,13 @@ fn check_text(text: &str, expected: &dyn Topology) {
     assert!(text.contains(&format!("online cpus: {}\n", expected.online_cpus().unwrap())), "{text}");
     assert!(text.contains("offline cpus: "), "{text}");
     assert!(text.contains("allowed cpus: "), "{text}");
+    let diagnostics = expected.diagnostics();
+    if diagnostics.is_empty() {
+        assert!(text.contains("diagnostics: (none)\n"), "{text}");
+    }
+    for diagnostic in &diagnostics {
+        assert!(text.contains(&format!("  {diagnostic}\n")), "{text}");
+    }
 }
 
 fn check_json(json: &Value, expected: &dyn Topology) {
@@ -86,6 +93,14 @@ fn check_json(json: &Value, expected: &dyn Topology) {
     assert_eq!(ids("memoryless_nodes"), expected.memoryless_nodes().iter().collect::<Vec<_>>());
     let allowed: topology::CpuSet = json["allowed_cpus"].as_str().unwrap().parse().unwrap();
     assert!(allowed.is_subset(&expected.online_cpus().unwrap()));
+    let diagnostics = json["diagnostics"].as_array().expect("diagnostics is an array");
+    assert_eq!(diagnostics.len(), expected.diagnostics().len());
+    for (printed, diagnostic) in diagnostics.iter().zip(expected.diagnostics()) {
+        assert_eq!(printed["quirk"], diagnostic.quirk.as_str());
+        assert_eq!(printed["path"], diagnostic.path.to_str().unwrap());
+        assert_eq!(printed["text"], diagnostic.text);
+        assert_eq!(printed["reading"], diagnostic.reading);
+    }
 }
 
 #[test]
@@ -105,6 +120,32 @@ fn each_own_fixture_by_name_and_by_path() {
         // --root reads the committed tree directly, without copying it.
         check(&["topology", "--root", path.to_str().unwrap()], &SysfsTopology::new(&path).unwrap());
     }
+}
+
+#[test]
+fn quirk_fixtures_print_their_diagnostics_and_strict_refuses_them() {
+    for name in [
+        "quirk-empty-online",
+        "quirk-empty-cpuset",
+        "quirk-no-meminfo",
+        "quirk-buggy-numa",
+        "quirk-zero-distance",
+        "quirk-cpu-in-two-nodes",
+    ] {
+        let path = workspace().join("fixtures").join(name);
+        let expected = SysfsTopology::new(&path).unwrap();
+        assert_eq!(expected.diagnostics().len(), 1, "{name}");
+        check(&["topology", "--root", path.to_str().unwrap()], &expected);
+        let output = numaslab(&["topology", "--strict", "--root", path.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1), "{name}: --strict refuses");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let diagnostic = &expected.diagnostics()[0];
+        assert!(stderr.contains(&diagnostic.to_string()), "{name}: {stderr}");
+        assert!(output.stdout.is_empty(), "{name}: nothing printed on refusal");
+    }
+    // A machine without quirks passes --strict.
+    let text = success(&["topology", "--strict", "--fixture", "seed-box"]);
+    assert!(text.contains("diagnostics: (none)\n"), "{text}");
 }
 
 #[test]

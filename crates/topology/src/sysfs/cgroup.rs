@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use procfs_core::{FromBufRead, MountEntry, ProcessCGroups};
 
 use super::read;
+use crate::diagnostic::Notes;
 use crate::idset::trim_kernel_text;
-use crate::{CpuSet, Result};
+use crate::{CpuSet, Diagnostic, Quirk, Result};
 
 /// Which cgroup hierarchy the process's path was found for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +42,8 @@ pub(crate) struct Restriction {
 }
 
 /// Reads the restriction under `root`; `Ok(None)` where none is known.
-pub(crate) fn restriction(root: &Path, limit: u32) -> Result<Option<Restriction>> {
-    let Some((cgroup_path, hierarchy)) = process_cgroup(root)? else { return Ok(None) };
+pub(crate) fn restriction(root: &Path, limit: u32, notes: &mut Notes) -> Result<Option<Restriction>> {
+    let Some((cgroup_path, hierarchy)) = process_cgroup(root, notes)? else { return Ok(None) };
     let mounts_path = root.join("proc/mounts");
     let Some(mounts_text) = read::text(&mounts_path, "mount table")? else { return Ok(None) };
     let mounts = Vec::<MountEntry>::from_buf_read(Cursor::new(mounts_text.as_bytes()))
@@ -76,14 +77,18 @@ pub(crate) fn restriction(root: &Path, limit: u32) -> Result<Option<Restriction>
 }
 
 /// The process's cpuset path and the hierarchy it belongs to.
-fn process_cgroup(root: &Path) -> Result<Option<(String, Hierarchy)>> {
+fn process_cgroup(root: &Path, notes: &mut Notes) -> Result<Option<(String, Hierarchy)>> {
     let cpuset_path = root.join("proc/self/cpuset");
     if let Some(text) = read::text(&cpuset_path, "cpuset path")? {
         let path = trim_kernel_text(&text);
-        if !path.starts_with('/') {
+        if path.is_empty() {
+            let reading = "names no cpuset: read as if absent (the cgroup comes from proc/self/cgroup)";
+            notes.note(Diagnostic::new(Quirk::EmptyCpusetPath, &cpuset_path, &text, reading))?;
+        } else if !path.starts_with('/') {
             return Err(read::malformed(&cpuset_path, "cpuset path", &text, "expected an absolute path"));
+        } else {
+            return Ok(Some((path.to_owned(), Hierarchy::Any)));
         }
-        return Ok(Some((path.to_owned(), Hierarchy::Any)));
     }
     let cgroup_path = root.join("proc/self/cgroup");
     let Some(text) = read::text(&cgroup_path, "cgroup list")? else { return Ok(None) };

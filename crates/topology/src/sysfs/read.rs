@@ -95,16 +95,6 @@ pub(crate) fn mask(path: &Path, what: &'static str, limit: u32) -> Result<Option
         .transpose()
 }
 
-/// Reads a `0`/`1` file such as `cpuN/online`, `Ok(None)` if absent.
-pub(crate) fn flag(path: &Path, what: &'static str) -> Result<Option<bool>> {
-    let Some(text) = text(path, what)? else { return Ok(None) };
-    match trim_kernel_text(&text) {
-        "0" => Ok(Some(false)),
-        "1" => Ok(Some(true)),
-        _ => Err(malformed(path, what, &text, "expected 0 or 1")),
-    }
-}
-
 /// Reads a decimal number file such as `cpu/kernel_max`, `Ok(None)` if absent.
 pub(crate) fn number(path: &Path, what: &'static str) -> Result<Option<u64>> {
     let Some(text) = text(path, what)? else { return Ok(None) };
