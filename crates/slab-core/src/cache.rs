@@ -24,6 +24,8 @@ use crate::allocator::Allocator;
 use crate::array_cache::{ArraySlot, SlotGuard};
 use crate::cpu::{read_rseq_cpu, CpuSource};
 use crate::error::{Error, Result};
+use crate::failslab::{FailPoint, FailSlab};
+use crate::fallback::NodeScope;
 use crate::machine::Machine;
 use crate::memory;
 use crate::node::{free_limit, KmemList3, Refused, SlabRecords};
@@ -114,6 +116,8 @@ pub(crate) struct KmemCache {
     bind_warned: AtomicBool,
     /// Corruption found by `free_block` (objects it refused), for `validate` to report.
     pub(crate) refused: AtomicU32,
+    /// Planned allocation failures (`Cache::fail_nth`).
+    pub(crate) failslab: FailSlab,
 }
 
 // SAFETY: all shared mutable state is behind the slot locks and node locks; slab memory
@@ -189,6 +193,7 @@ impl KmemCache {
             tunables: TunableCells::new(tunables),
             bind_warned: AtomicBool::new(false),
             refused: AtomicU32::new(0),
+            failslab: FailSlab::new(),
         })
     }
 
@@ -338,34 +343,21 @@ impl KmemCache {
                 return Ok(unsafe { NonNull::new_unchecked(obj) });
             }
             // Still holding the slot: other threads on this CPU id use the slow path
-            // meanwhile, and hotplug waits for the growth to finish.
-            self.cache_grow(node)?;
+            // meanwhile, and hotplug waits for the growth to finish. A node that cannot
+            // grow hands the caller another node's object, past the (local) CPU array.
+            if let Err(error) = self.cache_grow(node) {
+                drop(guard);
+                return self.fallback_alloc(node, error);
+            }
         }
     }
 
     /// `__cache_alloc_node`: one object straight from a node's slabs, growing the node
-    /// when it has none free.
+    /// when it has none free, another node's when it cannot grow (`fallback.rs`).
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_direct(&self, node: NodeId) -> Result<NonNull<u8>> {
-        loop {
-            {
-                let mut l3 = self.l3(node).list_lock.lock();
-                if l3.destroyed {
-                    return Err(self.destroyed_error());
-                }
-                if let Some(obj) = l3.take_object(&self.geometry) {
-                    l3.direct_allocs = l3.direct_allocs.wrapping_add(1);
-                    drop(l3);
-                    if self.debug {
-                        return self.debug_alloc_direct(node, obj);
-                    }
-                    // SAFETY: objects are slab addresses, never null.
-                    return Ok(unsafe { NonNull::new_unchecked(obj) });
-                }
-            }
-            self.cache_grow(node)?;
-        }
+        self.cache_alloc_node(node, NodeScope::AnyNode)
     }
 
     /// `kmem_cache_alloc_node`: the CPU's own node goes through the fast path; another
@@ -392,6 +384,9 @@ impl KmemCache {
             }
             l3.next_colour(&self.geometry)
         };
+        if self.failslab.should_fail(FailPoint::Grow) {
+            return Err(self.injected_error(FailPoint::Grow, node, self.geometry.slab_bytes));
+        }
         let block = match self.pages.take(node, self.geometry.gfporder) {
             // A cached block of this node was bound to it when first mapped.
             Some(block) => block,

@@ -23,6 +23,8 @@ impl std::fmt::Display for RedZoneSide {
     }
 }
 
+use crate::failslab::FailPoint;
+
 /// Everything the slab allocator can report.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -178,6 +180,25 @@ pub enum Error {
         found: u8,
         /// The poison byte expected.
         expected: u8,
+    },
+    /// A failure-injection plan that cannot be followed ([`crate::Cache::fail_nth`]).
+    #[error("cache {cache:?}: cannot plan a failure of the {point}: {reason}")]
+    InvalidFailure {
+        /// The cache.
+        cache: String,
+        /// The fail point.
+        point: FailPoint,
+        /// What is wrong with the plan.
+        reason: String,
+    },
+    /// An allocation from one node only ([`crate::Cache::alloc_node_exact`]) of a node
+    /// that has no memory: its objects would have to come from another node.
+    #[error("node {node} has no memory: no object can come from it alone (the nearest node with memory is {nearest})")]
+    NodeWithoutMemory {
+        /// The node asked for.
+        node: NodeId,
+        /// Where `alloc_node` would have taken the object.
+        nearest: NodeId,
     },
     /// `validate` found the cache's bookkeeping inconsistent.
     #[error("cache {cache:?}: corrupted: {reason}")]

@@ -7,7 +7,8 @@ use topology::{CpuId, NodeId};
 
 use crate::array_cache::ArrayCache;
 use crate::cache::KmemCache;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::failslab::UNUSED_BATCHCOUNT;
 use crate::node::free_limit;
 use crate::slab::SlabChain;
 
@@ -22,15 +23,6 @@ struct Prepared {
 }
 
 impl KmemCache {
-    fn oom(&self, node: NodeId, entries: u32) -> Error {
-        Error::OutOfMemory {
-            cache: self.name.clone(),
-            node,
-            bytes: entries as usize * std::mem::size_of::<*mut u8>(),
-            reason: "the array cache could not be allocated".into(),
-        }
-    }
-
     /// CPU_UP_PREPARE for one cache: allocate the CPU's array cache and the node's shared
     /// and alien caches *before* taking the node's list lock, install them under it only
     /// where still absent, and free the spares after unlocking. `cpus_on_node` counts the
@@ -39,17 +31,16 @@ impl KmemCache {
         let tunables = self.tunables.get();
         // alloc_arraycache(node, limit, batchcount), then the shared and alien arrays:
         // all allocation happens here, with no lock held.
-        let nc = ArrayCache::new(tunables.limit, tunables.batchcount)
-            .map_err(|_| self.oom(home, tunables.limit))?;
+        let nc = self.alloc_arraycache(home, tunables.limit, tunables.batchcount)?;
         let shared_entries = tunables.shared * tunables.batchcount;
         let shared = match shared_entries {
             0 => None,
-            entries => Some(ArrayCache::new(entries, 0xbaad_f00d).map_err(|_| self.oom(home, entries))?),
+            entries => Some(self.alloc_arraycache(home, entries, UNUSED_BATCHCOUNT)?),
         };
         let alien_limit = if tunables.limit > 1 { ALIEN_LIMIT } else { tunables.limit };
         let mut alien = Vec::new();
         for &owner in self.machine.memory_nodes.iter().filter(|&&n| n != home) {
-            let ac = ArrayCache::new(alien_limit, 0xbaad_f00d).map_err(|_| self.oom(home, alien_limit))?;
+            let ac = self.alloc_arraycache(home, alien_limit, UNUSED_BATCHCOUNT)?;
             alien.push((owner, Some(ac)));
         }
         let mut prepared = Prepared { nc: Some(nc), shared, alien };

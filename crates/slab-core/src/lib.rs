@@ -14,7 +14,8 @@
 //! kmem_list3, free_block), `cache.rs` (struct kmem_cache, the alloc and free paths,
 //! cache_grow), `tune.rs` (enable_cpucache, do_tune_cpucache), `reap.rs` (cache_reap,
 //! drain_cpu_caches, kmem_cache_shrink), `hotplug.rs` (cpuup_callback), `debug.rs` (red
-//! zones, poison, validate), `stats.rs` (slabinfo), `cpu.rs` (the current CPU), `memory.rs` (pages from the OS), `pages.rs` (the page-block cache beneath the slabs),
+//! zones, poison, validate), `failslab.rs` (allocation-failure injection), `fallback.rs`
+//! (`fallback_alloc`: another node's objects when a node cannot grow), `stats.rs` (slabinfo), `cpu.rs` (the current CPU), `memory.rs` (pages from the OS), `pages.rs` (the page-block cache beneath the slabs),
 //! `sync.rs` (every atomic and lock, loom-switchable).
 
 mod allocator;
@@ -23,6 +24,8 @@ mod cache;
 mod cpu;
 mod debug;
 mod error;
+mod failslab;
+mod fallback;
 mod hotplug;
 mod machine;
 mod memory;
@@ -39,6 +42,7 @@ mod typed;
 pub use crate::allocator::Allocator;
 pub use crate::cache::Cache;
 pub use crate::error::{Error, RedZoneSide, Result};
+pub use crate::failslab::FailPoint;
 pub use crate::stats::{CacheStats, NodeStats, SLABINFO_HEADER};
 pub use crate::tune::{Tunables, MAX_LIMIT, MAX_SHARED_ENTRIES};
 pub use crate::typed::{Handle, TypedCache};

@@ -1,11 +1,11 @@
 //! Tunables: the kernel's defaults by object size (`enable_cpucache`) and run-time
 //! changes (`do_tune_cpucache`, checked as `slabinfo_write` checks them).
 
-use topology::{CpuId, CpuSet};
+use topology::{CpuId, CpuSet, NodeId};
 
-use crate::array_cache::ArrayCache;
 use crate::cache::KmemCache;
 use crate::error::{Error, Result};
+use crate::failslab::UNUSED_BATCHCOUNT;
 use crate::memory::page_size;
 use crate::node::free_limit;
 use crate::slab::SlabChain;
@@ -124,24 +124,35 @@ impl KmemCache {
             .collect()
     }
 
-    /// `do_tune_cpucache`: new arrays for every prepared CPU, allocated before anything
-    /// changes; swapped in under each slot lock; the old arrays' objects returned to the
-    /// slabs; then `alloc_kmemlist`: new shared arrays and free limits for every node.
-    /// The caller holds the cache_chain mutex (or the allocator is gone).
+    /// `do_tune_cpucache`: new arrays for every prepared CPU and new shared arrays for
+    /// every node with one (`alloc_kmemlist`), all allocated before anything changes, so
+    /// that a refused allocation returns its error (the kernel's -ENOMEM) with the old
+    /// tunables and arrays in force; then the CPU arrays swapped in under each slot lock,
+    /// the old arrays' objects returned to the slabs, and each node's shared array and
+    /// free limit replaced under its list lock. The caller holds the cache_chain mutex
+    /// (or the allocator is gone).
     pub(crate) fn do_tune_cpucache(&self, tunables: Tunables, prepared: &CpuSet) -> Result<()> {
         let cpus: Vec<CpuId> = prepared.iter().filter(|&cpu| (cpu as usize) < self.array.len()).collect();
         let mut fresh = Vec::with_capacity(cpus.len());
         for &cpu in &cpus {
-            let home = self.home_or_default(cpu);
-            let ac =
-                ArrayCache::new(tunables.limit, tunables.batchcount).map_err(|_| Error::OutOfMemory {
-                    cache: self.name.clone(),
-                    node: home,
-                    bytes: tunables.limit as usize * std::mem::size_of::<*mut u8>(),
-                    reason: "the array cache could not be allocated".into(),
-                })?;
-            fresh.push(ac);
+            fresh.push(self.alloc_arraycache(
+                self.home_or_default(cpu),
+                tunables.limit,
+                tunables.batchcount,
+            )?);
         }
+        let cpus_on = |node: NodeId| cpus.iter().filter(|&&cpu| self.home_or_default(cpu) == node).count();
+        let entries = tunables.shared * tunables.batchcount;
+        let mut shared = Vec::with_capacity(self.nodelists.len());
+        for node in 0..self.nodelists.len() as NodeId {
+            let wanted = cpus_on(node) > 0 && entries > 0;
+            shared.push(if wanted {
+                Some(self.alloc_arraycache(node, entries, UNUSED_BATCHCOUNT)?)
+            } else {
+                None
+            });
+        }
+        // Nothing can fail from here on.
         let mut chain = SlabChain::default();
         for (&cpu, ac) in cpus.iter().zip(fresh) {
             let slot = &self.array[cpu as usize];
@@ -151,19 +162,11 @@ impl KmemCache {
             }
         }
         self.tunables.set(tunables);
-        // alloc_kmemlist: each node's shared array and free_limit.
-        for node in 0..self.nodelists.len() as u32 {
-            let cpus_on_node = cpus.iter().filter(|&&cpu| self.home_or_default(cpu) == node).count();
-            let entries = tunables.shared * tunables.batchcount;
-            let shared = if cpus_on_node > 0 && entries > 0 {
-                ArrayCache::new(entries, 0xbaad_f00d).ok()
-            } else {
-                None
-            };
+        for (node, new_shared) in (0..self.nodelists.len() as NodeId).zip(shared) {
             let old = {
                 let mut state = self.l3(node).list_lock.lock();
-                state.free_limit = free_limit(cpus_on_node, tunables.batchcount, self.geometry.num);
-                let old = std::mem::replace(&mut state.shared, shared);
+                state.free_limit = free_limit(cpus_on(node), tunables.batchcount, self.geometry.num);
+                let old = std::mem::replace(&mut state.shared, new_shared);
                 if let Some(old) = old.as_ref() {
                     // SAFETY: the shared array held handed-out objects of this node.
                     let refused =
@@ -172,6 +175,7 @@ impl KmemCache {
                 }
                 old
             };
+            // kfree(old shared), after unlocking.
             drop(old);
         }
         self.slabs_destroy(chain);

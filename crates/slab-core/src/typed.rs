@@ -68,6 +68,14 @@ impl<T: Send> TypedCache<T> {
         Ok(Handle { ptr, kmem: self.kmem, _marker: PhantomData })
     }
 
+    /// Moves `value` into an object from `node` and no other ([`Cache::alloc_node_exact`]).
+    pub fn alloc_node_exact(&self, node: NodeId, value: T) -> Result<Handle<T>> {
+        let ptr = self.cache.alloc_node_exact(node)?.cast::<T>();
+        // SAFETY: a fresh object of T's layout, ours alone.
+        unsafe { ptr.as_ptr().write(value) };
+        Ok(Handle { ptr, kmem: self.kmem, _marker: PhantomData })
+    }
+
     /// The untyped cache.
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
