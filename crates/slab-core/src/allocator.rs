@@ -14,6 +14,7 @@ use crate::machine::Machine;
 use crate::pages::{PageCache, NODE_CACHE_BYTES};
 use crate::reap::{DrainMode, NodePass};
 use crate::registry::SlabRegistry;
+use crate::slab::SlabOrder;
 use crate::stats::SLABINFO_HEADER;
 use crate::sync::Lock;
 use crate::typed::TypedCache;
@@ -56,7 +57,7 @@ struct Reaper {
 /// The slab allocator of one machine: owns the cache chain.
 pub struct Allocator {
     pub(crate) machine: Arc<Machine>,
-    registry: Arc<SlabRegistry>,
+    pub(crate) registry: Arc<SlabRegistry>,
     /// The page-block cache beneath every cache's slabs.
     pub(crate) pages: Arc<PageCache>,
     /// `cache_chain` under `cache_chain_mutex`.
@@ -108,6 +109,18 @@ impl Allocator {
         layout: Layout,
         flags: CacheFlags,
     ) -> Result<Arc<Cache>> {
+        self.create_cache_ordered(name, layout, flags, SlabOrder::Calculated)
+    }
+
+    /// [`Allocator::create_cache`] with the slab order chosen by `slab_order` (the kmalloc
+    /// caches all take one order).
+    pub(crate) fn create_cache_ordered(
+        self: &Arc<Self>,
+        name: &str,
+        layout: Layout,
+        flags: CacheFlags,
+        slab_order: SlabOrder,
+    ) -> Result<Arc<Cache>> {
         let invalid = |reason: &str| Error::InvalidName { name: name.to_owned(), reason: reason.to_owned() };
         if name.is_empty() {
             return Err(invalid("a cache needs a name"));
@@ -133,6 +146,7 @@ impl Allocator {
                 pages: Arc::clone(&self.pages),
             },
             &chain.prepared_per_node(&self.machine),
+            slab_order,
         )?;
         // The Cache owns the KmemCache from here: an error below drops it, freeing
         // whatever arrays were installed.

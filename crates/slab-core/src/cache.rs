@@ -31,7 +31,7 @@ use crate::memory;
 use crate::node::{free_limit, KmemList3, Refused, SlabRecords};
 use crate::pages::PageCache;
 use crate::registry::SlabRegistry;
-use crate::slab::{Geometry, ObjectAlign, RedZoning, SlabChain, SlabPtr};
+use crate::slab::{Geometry, ObjectAlign, RedZoning, SlabChain, SlabOrder, SlabPtr};
 use crate::stats::CacheStats;
 use crate::sync::{next_cache_id, AtomicBool, AtomicU32, Ordering};
 use crate::tune::{TunableCells, Tunables};
@@ -145,19 +145,25 @@ impl KmemCache {
         flags: CacheFlags,
         shared: SharedParts,
         prepared_per_node: &[usize],
+        slab_order: SlabOrder,
     ) -> Result<Self> {
         let SharedParts { allocator, machine, registry, pages } = shared;
         let debug = flags.contains(CacheFlags::DEBUG);
         let red_zoning = if debug { RedZoning::On } else { RedZoning::Off };
         let object_align =
             if flags.contains(CacheFlags::HWCACHE_ALIGN) { ObjectAlign::HwCache } else { ObjectAlign::Word };
-        let geometry = Geometry::new(layout, object_align, red_zoning, machine.slab_break_gfp_order)
-            .map_err(|reason| Error::InvalidLayout {
-                cache: name.to_owned(),
-                size: layout.size(),
-                align: layout.align(),
-                reason,
-            })?;
+        let geometry = match slab_order {
+            SlabOrder::Calculated => {
+                Geometry::new(layout, object_align, red_zoning, machine.slab_break_gfp_order)
+            }
+            SlabOrder::Fixed(gfporder) => Geometry::with_order(layout, object_align, red_zoning, gfporder),
+        }
+        .map_err(|reason| Error::InvalidLayout {
+            cache: name.to_owned(),
+            size: layout.size(),
+            align: layout.align(),
+            reason,
+        })?;
         let tunables = Tunables::defaults(geometry.buffer_size, machine.smp, debug);
         let array = (0..machine.cpu_bound)
             .map(|cpu| {
@@ -399,9 +405,13 @@ impl KmemCache {
             // SAFETY: the slab is new and unpublished.
             unsafe { self.init_objects_debug(slab) };
         }
+        // The registry makes room for the slab now, before the list lock under which the
+        // slab enters it: its table may grow, and growing allocates.
+        self.registry.reserve();
         let mut l3 = self.l3(node).list_lock.lock();
         if l3.destroyed {
             drop(l3);
+            self.registry.cancel_reservation();
             let mut chain = SlabChain::default();
             // SAFETY: the slab was never published on a list or in the registry; it is
             // ours alone.

@@ -27,6 +27,9 @@ mod error;
 mod failslab;
 mod fallback;
 mod hotplug;
+// kmalloc keeps statics (the bootstrap arena), which cannot hold loom's types.
+#[cfg(not(loom))]
+pub mod kmalloc;
 mod machine;
 mod memory;
 mod node;
@@ -43,6 +46,8 @@ pub use crate::allocator::Allocator;
 pub use crate::cache::Cache;
 pub use crate::error::{Error, RedZoneSide, Result};
 pub use crate::failslab::FailPoint;
+#[cfg(not(loom))]
+pub use crate::kmalloc::{Checking, Kmalloc};
 pub use crate::stats::{CacheStats, NodeStats, SLABINFO_HEADER};
 pub use crate::tune::{Tunables, MAX_LIMIT, MAX_SHARED_ENTRIES};
 pub use crate::typed::{Handle, TypedCache};

@@ -129,15 +129,25 @@ impl KmemCache {
                     _ => state.next_reap = Some(now + period),
                 }
             }
-            if let Some(shared) = state.shared.as_mut() {
-                let tofree = objects_to_drain(shared, Force::No);
+            // The shared array leaves the node for the free_block and comes back under the
+            // same lock (no copy of its entries: nothing is allocated under list_lock, since
+            // a kmalloc cache's allocation could need this very lock).
+            if let Some(mut shared) = state.shared.take() {
+                let tofree = objects_to_drain(&mut shared, Force::No);
                 if tofree > 0 {
-                    let objects: Vec<*mut u8> = shared.objects()[..tofree as usize].to_vec();
-                    shared.remove_oldest(tofree);
                     // SAFETY: shared entries are handed-out objects of this node.
-                    let refused = unsafe { state.free_block(&self.geometry, &objects, node, &mut chain) };
+                    let refused = unsafe {
+                        state.free_block(
+                            &self.geometry,
+                            &shared.objects()[..tofree as usize],
+                            node,
+                            &mut chain,
+                        )
+                    };
+                    shared.remove_oldest(tofree);
                     self.note_refused(refused);
                 }
+                state.shared = Some(shared);
             }
             if state.free_touched {
                 state.free_touched = false;

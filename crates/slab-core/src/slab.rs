@@ -85,6 +85,15 @@ pub(crate) fn hwcache_align(size: usize) -> usize {
     ralign
 }
 
+/// How a new cache's slab order is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlabOrder {
+    /// `calculate_slab_order` with the machine's `slab_break_gfp_order`: object caches.
+    Calculated,
+    /// This order for every object size: the kmalloc caches (`kmalloc.rs`).
+    Fixed(u32),
+}
+
 /// The shape of a cache's objects and slabs, fixed at cache creation.
 #[derive(Debug, Clone)]
 pub(crate) struct Geometry {
@@ -215,6 +224,36 @@ impl Geometry {
         red_zoning: RedZoning,
         slab_break_gfp_order: u32,
     ) -> Result<Self, String> {
+        Self::build(layout, object_align, red_zoning, MAX_GFP_ORDER, |size, align| {
+            calculate_slab_order(size, align, slab_break_gfp_order)
+        })
+    }
+
+    /// As [`Geometry::new`], with every slab of order `gfporder` whatever the object size:
+    /// the kmalloc caches share one slab size, so that a pointer of unknown size finds its
+    /// slab by one mask (`kmalloc.rs`).
+    pub(crate) fn with_order(
+        layout: Layout,
+        object_align: ObjectAlign,
+        red_zoning: RedZoning,
+        gfporder: u32,
+    ) -> Result<Self, String> {
+        Self::build(layout, object_align, red_zoning, gfporder, |size, align| {
+            let (num, left_over) = cache_estimate(gfporder, size, align);
+            (gfporder, num, left_over)
+        })
+    }
+
+    /// The common part of [`Geometry::new`] and [`Geometry::with_order`]; `order_of` picks
+    /// `(gfporder, num, left_over)` for a slot size and alignment, `num` 0 when no slab
+    /// up to `largest_order` holds one.
+    fn build(
+        layout: Layout,
+        object_align: ObjectAlign,
+        red_zoning: RedZoning,
+        largest_order: u32,
+        order_of: impl FnOnce(usize, usize) -> (u32, u32, usize),
+    ) -> Result<Self, String> {
         let page = page_size();
         if layout.align() > page {
             return Err(format!("alignment above the page size ({page}) is not supported"));
@@ -234,11 +273,11 @@ impl Geometry {
             }
         };
         let buffer_size = align_up(slot, align);
-        let (gfporder, num, left_over) = calculate_slab_order(buffer_size, align, slab_break_gfp_order);
+        let (gfporder, num, left_over) = order_of(buffer_size, align);
         if num == 0 {
             return Err(format!(
                 "an object slot of {buffer_size} bytes does not fit the largest slab ({} bytes)",
-                page << MAX_GFP_ORDER
+                page << largest_order
             ));
         }
         let colour_off = CACHE_LINE.max(align);

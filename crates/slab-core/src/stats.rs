@@ -111,7 +111,9 @@ impl KmemCache {
     /// seed patch does).
     pub(crate) fn stats(&self) -> CacheStats {
         let num = self.geometry.num as usize;
-        let mut nodes = Vec::new();
+        // Sized before any lock is taken: nothing is allocated under list_lock (a kmalloc
+        // cache's allocation could need it).
+        let mut nodes = Vec::with_capacity(self.nodelists.len());
         for (node, l3) in self.nodelists.iter().enumerate() {
             let alien_avail = l3
                 .alien

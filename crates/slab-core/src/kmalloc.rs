@@ -1,0 +1,414 @@
+//! kmalloc: the general caches (`kmalloc`, `kfree`, `krealloc`, `ksize` and
+//! `kmalloc_node` of `mm/slab.c`), a ladder of caches by size class from which any
+//! [`Layout`] is served, and direct mappings for what is larger.
+//!
+//! The ladder is the kernel's `kmalloc_sizes.h` from 8 bytes with the two in-between
+//! classes later kernels keep (96 and 192): 8, 16, 32, 64, 96, 128, 192, 256, 512, 1k, 2k,
+//! 4k, 8k, 16k, 32k. Power-of-two classes are naturally aligned up to the page (the
+//! guarantee later kernels give, since 5.4), 96 to 32 bytes and 192 to 64, so a layout is
+//! served by the smallest class at least as large and as aligned.
+//!
+//! Every kmalloc cache has slabs of one size, [`KMALLOC_ORDER`] (128 KiB with 4 KiB pages,
+//! the kernel's `MAX_GFP_ORDER` 5), and every other block this module hands out (direct
+//! mappings, the bootstrap arena's chunks) starts its `SUPERBLOCK`-aligned block with a
+//! header whose first word is a magic number, as a slab's descriptor does. So a pointer
+//! of unknown size (`kfree`, C's `free`) finds its owner with one mask and one load: a
+//! slab (then its cache by the descriptor's cache id), a direct mapping (`large.rs`), or
+//! the bootstrap arena (`bootstrap.rs`). The top class, 32 KiB, is the largest that
+//! puts three objects in such a slab (25 % lost to the descriptor's page); larger
+//! requests, and alignments above the page, are mapped directly and unmapped on free.
+
+mod bootstrap;
+mod large;
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use topology::NodeId;
+
+use crate::allocator::Allocator;
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::memory::page_size;
+use crate::slab::{SlabOrder, SlabPtr, SLAB_MAGIC};
+use crate::CacheFlags;
+
+pub use bootstrap::{bootstrap_alloc, bootstrap_bytes};
+
+/// The slab order of every kmalloc cache: `PAGE_SIZE << 5`, the kernel's `MAX_GFP_ORDER`.
+pub const KMALLOC_ORDER: u32 = 5;
+
+/// The size classes, smallest first (`malloc_sizes[]`).
+pub const KMALLOC_SIZES: [usize; 15] =
+    [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768];
+
+/// The largest request served by a cache; larger ones are mapped directly.
+pub const KMALLOC_MAX_CACHE_SIZE: usize = KMALLOC_SIZES[KMALLOC_SIZES.len() - 1];
+
+/// `size_index[]` of later kernels: the class of every size up to 192 bytes, by
+/// `(size - 1) / 8`, so the common small requests need no logarithm.
+const SIZE_INDEX: [u8; 24] = [0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6];
+
+/// The alignment every object of class `index` has.
+const fn class_align(index: usize) -> usize {
+    match KMALLOC_SIZES[index] {
+        96 => 32,
+        192 => 64,
+        size => size,
+    }
+}
+
+/// The bytes of one kmalloc slab, and of the block whose header any kmalloc pointer
+/// finds by masking.
+pub fn superblock_bytes() -> usize {
+    page_size() << KMALLOC_ORDER
+}
+
+/// The class serving `layout`, or `None` for a direct mapping (`kmalloc_index`).
+#[inline]
+pub fn class_of(layout: Layout) -> Option<usize> {
+    let size = layout.size().max(1);
+    if size > KMALLOC_MAX_CACHE_SIZE || layout.align() > page_size() {
+        return None;
+    }
+    let index = if size <= 192 {
+        SIZE_INDEX[(size - 1) / 8] as usize
+    } else {
+        // 256 is class 7; each doubling one more.
+        7 + (size.next_power_of_two().trailing_zeros() as usize - 8)
+    };
+    if layout.align() <= class_align(index).min(page_size()) {
+        return Some(index);
+    }
+    // A stricter alignment: the power-of-two class of max(size, align), which is
+    // aligned to its size up to the page.
+    let wanted = size.max(layout.align()).next_power_of_two();
+    KMALLOC_SIZES.iter().position(|&class| class >= wanted && class.is_power_of_two())
+}
+
+/// Whether the caches check every free (red zones, poison, double and foreign frees
+/// reported as errors) or trust their callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checking {
+    /// Plain caches: the fast paths.
+    Trusting,
+    /// [`CacheFlags::DEBUG`] caches, and every pointer given to
+    /// [`Kmalloc::free_unsized`] probed before it is read.
+    Debug,
+}
+
+/// Who owns a pointer this module handed out, read from its block's header.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// An object of the kmalloc cache at this class index.
+    Slab(usize),
+    /// A direct mapping.
+    Large(large::LargeHeader),
+    /// A bootstrap arena allocation of this many usable bytes.
+    Bootstrap(usize),
+}
+
+/// The general caches of one allocator.
+pub struct Kmalloc {
+    allocator: Arc<Allocator>,
+    /// The cache of each class, by index into [`KMALLOC_SIZES`].
+    caches: Box<[Arc<Cache>]>,
+    /// Each class's cache id, for the descriptor-to-class lookup.
+    ids: Box<[u64]>,
+    checking: Checking,
+}
+
+impl std::fmt::Debug for Kmalloc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kmalloc")
+            .field("classes", &self.caches.len())
+            .field("checking", &self.checking)
+            .finish()
+    }
+}
+
+impl Kmalloc {
+    /// Creates the caches `kmalloc-8` to `kmalloc-32k` in `allocator`
+    /// (`kmem_cache_init`'s loop over `malloc_sizes`). Fails if a cache of one of those
+    /// names exists already.
+    pub fn new(allocator: &Arc<Allocator>, checking: Checking) -> Result<Kmalloc> {
+        let flags = match checking {
+            Checking::Trusting => CacheFlags::NONE,
+            Checking::Debug => CacheFlags::DEBUG,
+        };
+        let mut caches = Vec::with_capacity(KMALLOC_SIZES.len());
+        for (index, &size) in KMALLOC_SIZES.iter().enumerate() {
+            let align = class_align(index).min(page_size());
+            let layout = Layout::from_size_align(size, align).map_err(|error| Error::InvalidLayout {
+                cache: class_name(size),
+                size,
+                align,
+                reason: error.to_string(),
+            })?;
+            let cache = allocator.create_cache_ordered(
+                &class_name(size),
+                layout,
+                flags,
+                SlabOrder::Fixed(KMALLOC_ORDER),
+            )?;
+            caches.push(cache);
+        }
+        let ids = caches.iter().map(|cache| cache.kmem().id).collect();
+        Ok(Kmalloc { allocator: Arc::clone(allocator), caches: caches.into_boxed_slice(), ids, checking })
+    }
+
+    /// The allocator the caches belong to.
+    pub fn allocator(&self) -> &Arc<Allocator> {
+        &self.allocator
+    }
+
+    /// The caches, smallest class first.
+    pub fn caches(&self) -> &[Arc<Cache>] {
+        &self.caches
+    }
+
+    /// Whether frees are checked.
+    pub fn checking(&self) -> Checking {
+        self.checking
+    }
+
+    /// `kmalloc`: memory for `layout` on the current CPU's node.
+    #[inline]
+    pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
+        match class_of(layout) {
+            Some(index) => self.caches[index].alloc(),
+            None => large::map(layout, None),
+        }
+    }
+
+    /// `kmalloc_node`: memory for `layout` on `node` (or the nearest node with memory).
+    pub fn alloc_node(&self, layout: Layout, node: NodeId) -> Result<NonNull<u8>> {
+        match class_of(layout) {
+            Some(index) => self.caches[index].alloc_node(node),
+            None => {
+                let target = self.allocator.machine.fallback_of(node)?;
+                let bind = self.allocator.machine.numa_binding.then_some(target);
+                large::map(layout, bind)
+            }
+        }
+    }
+
+    /// `kzalloc`: zeroed memory for `layout`.
+    pub fn alloc_zeroed(&self, layout: Layout) -> Result<NonNull<u8>> {
+        let ptr = self.alloc(layout)?;
+        // A fresh direct mapping is zero already.
+        if class_of(layout).is_some() {
+            // SAFETY: the object holds at least layout.size() bytes and is ours.
+            unsafe { ptr.as_ptr().write_bytes(0, layout.size()) };
+        }
+        Ok(ptr)
+    }
+
+    /// `kfree`: returns memory from any of this module's allocation functions, whatever
+    /// its size; with [`Checking::Debug`], any pointer (an unknown one is an error, and
+    /// nothing is written).
+    ///
+    /// # Safety
+    /// With [`Checking::Trusting`], `ptr` must come from this `Kmalloc` (or the bootstrap
+    /// arena) and not have been freed since.
+    pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) -> Result<()> {
+        // SAFETY: forwarded to the caller; debug mode probes before it reads.
+        let owner = unsafe { self.owner(ptr)? };
+        match owner {
+            // SAFETY: the descriptor says the object is this cache's.
+            Owner::Slab(index) => unsafe { self.caches[index].free(ptr) },
+            // SAFETY: the header says this is a live direct mapping starting at ptr.
+            Owner::Large(header) => unsafe { large::unmap(ptr, header) },
+            Owner::Bootstrap(_) => {
+                bootstrap::release(ptr);
+                Ok(())
+            }
+        }
+    }
+
+    /// Returns memory allocated for `layout`: the same as [`Kmalloc::free_unsized`] (the
+    /// layout cannot be trusted to say where memory came from: the bootstrap arena serves
+    /// any layout).
+    ///
+    /// # Safety
+    /// As for [`Kmalloc::free_unsized`].
+    #[inline]
+    pub unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) -> Result<()> {
+        if self.checking == Checking::Trusting {
+            if let Some(index) = class_of(layout) {
+                // SAFETY: the caller's pointer came from this module, so the block holding
+                // it starts with a header.
+                let magic = unsafe { superblock_magic(ptr) };
+                if magic == Some(SLAB_MAGIC) {
+                    // SAFETY: a slab object of this layout is of the layout's class.
+                    return unsafe { self.caches[index].free(ptr) };
+                }
+            }
+        }
+        // SAFETY: forwarded to the caller.
+        unsafe { self.free_unsized(ptr) }
+    }
+
+    /// `ksize`: the bytes usable at `ptr` (at least what was asked).
+    ///
+    /// # Safety
+    /// As for [`Kmalloc::free_unsized`], and `ptr` not freed.
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize> {
+        // SAFETY: forwarded to the caller.
+        Ok(match unsafe { self.owner(ptr)? } {
+            Owner::Slab(index) => self.caches[index].object_size(),
+            Owner::Large(header) => header.usable(ptr),
+            Owner::Bootstrap(usable) => usable,
+        })
+    }
+
+    /// `krealloc`: memory for `new_layout` holding the first bytes of `ptr` (as many as
+    /// both hold). Stays in place when the new layout's class is the object's class, or
+    /// when a direct mapping has room and is not more than twice too large; else
+    /// allocates, copies and frees. On error `ptr` is untouched and still allocated.
+    ///
+    /// # Safety
+    /// As for [`Kmalloc::usable_size`].
+    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_layout: Layout) -> Result<NonNull<u8>> {
+        // SAFETY: forwarded to the caller.
+        let owner = unsafe { self.owner(ptr)? };
+        let aligned = ptr.as_ptr() as usize % new_layout.align() == 0;
+        let usable = match owner {
+            Owner::Slab(index) => {
+                if aligned && class_of(new_layout) == Some(index) {
+                    return Ok(ptr);
+                }
+                self.caches[index].object_size()
+            }
+            Owner::Large(header) => {
+                let usable = header.usable(ptr);
+                let size = new_layout.size();
+                if aligned && class_of(new_layout).is_none() && size <= usable && size > usable / 2 {
+                    return Ok(ptr);
+                }
+                usable
+            }
+            Owner::Bootstrap(usable) => usable,
+        };
+        let fresh = self.alloc(new_layout)?;
+        // SAFETY: both blocks are live, distinct, and hold at least the bytes copied.
+        unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), usable.min(new_layout.size())) };
+        // SAFETY: ptr is the caller's live allocation, no longer needed.
+        unsafe { self.free_unsized(ptr) }?;
+        Ok(fresh)
+    }
+
+    /// The node of the memory at `ptr`: its slab's node, or the node a direct mapping
+    /// was bound to (`None`: unbound, or a bootstrap allocation).
+    ///
+    /// # Safety
+    /// As for [`Kmalloc::usable_size`].
+    pub unsafe fn node_of(&self, ptr: NonNull<u8>) -> Result<Option<NodeId>> {
+        // SAFETY: forwarded to the caller.
+        Ok(match unsafe { self.owner(ptr)? } {
+            Owner::Slab(index) => self.caches[index].node_of(ptr),
+            Owner::Large(header) => header.node(),
+            Owner::Bootstrap(_) => None,
+        })
+    }
+
+    /// Reads who owns `ptr` from its block's header; in debug mode, the header's page is
+    /// probed first and a slab is checked against the registry.
+    ///
+    /// # Safety
+    /// With [`Checking::Trusting`], `ptr` must come from this `Kmalloc` or the bootstrap
+    /// arena and be live.
+    unsafe fn owner(&self, ptr: NonNull<u8>) -> Result<Owner> {
+        let address = ptr.as_ptr() as usize;
+        let unknown = || Error::ForeignPointer { cache: "kmalloc".to_owned(), ptr: address };
+        let header = header_address(ptr);
+        if self.checking == Checking::Debug && !large::is_mapped(header) {
+            return Err(unknown());
+        }
+        // SAFETY: the header's page is mapped: a live pointer of this module (the
+        // caller's promise) or probed just now.
+        let magic = unsafe { (header as *const u64).read() };
+        match magic {
+            SLAB_MAGIC => {
+                // SAFETY: a slab descriptor is at the header address.
+                let cache_id =
+                    unsafe { SlabPtr::of(header as *const u8, page_size()).map(|slab| slab.cache_id()) };
+                let index = cache_id.and_then(|id| self.class_of_id(id)).ok_or_else(unknown)?;
+                if self.checking == Checking::Debug {
+                    let owner = self.allocator.registry.find(address).ok_or_else(unknown)?;
+                    if owner.cache_id != self.ids[index] {
+                        return Err(unknown());
+                    }
+                }
+                Ok(Owner::Slab(index))
+            }
+            large::LARGE_MAGIC => {
+                // SAFETY: a direct mapping's header is at the header address.
+                let header = unsafe { large::LargeHeader::read(header) };
+                if !header.starts(ptr) {
+                    return Err(unknown());
+                }
+                Ok(Owner::Large(header))
+            }
+            bootstrap::ARENA_MAGIC => {
+                // SAFETY: the magic says a bootstrap chunk starts here.
+                unsafe { bootstrap::usable(ptr) }.map(Owner::Bootstrap).ok_or_else(unknown)
+            }
+            _ => Err(unknown()),
+        }
+    }
+
+    /// The class whose cache has id `id`.
+    #[inline]
+    fn class_of_id(&self, id: u64) -> Option<usize> {
+        // The caches were created one after another, so their ids are usually
+        // consecutive; another thread's cache creation can interleave, hence the search.
+        let guess = id.wrapping_sub(self.ids[0]) as usize;
+        if self.ids.get(guess) == Some(&id) {
+            return Some(guess);
+        }
+        self.ids.iter().position(|&known| known == id)
+    }
+}
+
+/// `kmalloc-8` .. `kmalloc-512`, `kmalloc-1k` .. `kmalloc-32k`, as later kernels name
+/// them in slabinfo.
+fn class_name(size: usize) -> String {
+    if size >= 1024 {
+        format!("kmalloc-{}k", size / 1024)
+    } else {
+        format!("kmalloc-{size}")
+    }
+}
+
+/// Where the header of the block holding `ptr` is: the superblock start, or for a
+/// superblock-aligned pointer (only a direct mapping aligned to a superblock or more
+/// starts there: a slab's first bytes are its descriptor) the page before it.
+#[inline(always)]
+fn header_address(ptr: NonNull<u8>) -> usize {
+    let address = ptr.as_ptr() as usize;
+    let superblock = superblock_bytes();
+    if address % superblock == 0 {
+        address - page_size()
+    } else {
+        address & !(superblock - 1)
+    }
+}
+
+/// The magic number at the start of the block holding `ptr`.
+///
+/// # Safety
+/// `ptr` must come from this module and be live.
+#[inline(always)]
+unsafe fn superblock_magic(ptr: NonNull<u8>) -> Option<u64> {
+    let address = ptr.as_ptr() as usize;
+    if address % superblock_bytes() == 0 {
+        return None;
+    }
+    // SAFETY: the caller's pointer is in a live block, which starts with a header.
+    Some(unsafe { (header_address(ptr) as *const u64).read() })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! kmalloc: the class ladder, direct mappings, realloc, usable_size, node targeting, the
+//! debug-mode free, and a property test against a model.
+
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use topology::FakeTopology;
+
+use super::*;
+
+fn kmalloc(checking: Checking) -> Kmalloc {
+    let allocator = Allocator::new(Arc::new(FakeTopology::seed_box()));
+    Kmalloc::new(&allocator, checking).unwrap()
+}
+
+fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).unwrap()
+}
+
+#[test]
+fn class_ladder_is_the_kernels() {
+    let cases = [
+        (1, 8, Some(8)),
+        (8, 8, Some(8)),
+        (9, 8, Some(16)),
+        (24, 8, Some(32)),
+        (65, 8, Some(96)),
+        (96, 8, Some(96)),
+        (97, 8, Some(128)),
+        (129, 8, Some(192)),
+        (193, 8, Some(256)),
+        (257, 8, Some(512)),
+        (4097, 8, Some(8192)),
+        (32768, 8, Some(32768)),
+        (32769, 8, None),
+        // Alignment moves up to a naturally aligned class.
+        (8, 16, Some(16)),
+        (65, 64, Some(128)),
+        (100, 64, Some(128)),
+        (129, 64, Some(192)),
+        (1, 4096, Some(4096)),
+        (5000, 4096, Some(8192)),
+        (8, 8192, None),
+    ];
+    for (size, align, class) in cases {
+        assert_eq!(
+            class_of(layout(size, align)).map(|index| KMALLOC_SIZES[index]),
+            class,
+            "{size} bytes, align {align}"
+        );
+    }
+}
+
+#[test]
+fn every_class_holds_at_least_three_objects_in_one_slab_size() {
+    let kmalloc = kmalloc(Checking::Trusting);
+    for cache in kmalloc.caches() {
+        let geometry = &cache.kmem().geometry;
+        assert_eq!(geometry.slab_bytes, superblock_bytes(), "{}", cache.name());
+        assert!(geometry.num >= 3, "{}: {} objects", cache.name(), geometry.num);
+        assert_eq!(
+            cache.object_size(),
+            KMALLOC_SIZES[kmalloc.caches().iter().position(|c| Arc::ptr_eq(c, cache)).unwrap()]
+        );
+    }
+    assert_eq!(kmalloc.caches()[0].name(), "kmalloc-8");
+    assert_eq!(kmalloc.caches()[14].name(), "kmalloc-32k");
+}
+
+#[test]
+fn a_second_ladder_in_one_allocator_is_refused() {
+    let kmalloc = kmalloc(Checking::Trusting);
+    let error = Kmalloc::new(kmalloc.allocator(), Checking::Trusting).unwrap_err();
+    assert!(error.to_string().contains("kmalloc-8"), "{error}");
+}
+
+#[test]
+fn large_requests_are_mapped_and_unmapped() {
+    let kmalloc = kmalloc(Checking::Trusting);
+    for (size, align) in [(40_000, 8), (1 << 20, 16), (100, 8192), (300_000, 1 << 18)] {
+        let ptr = kmalloc.alloc(layout(size, align)).unwrap();
+        assert_eq!(ptr.as_ptr() as usize % align, 0);
+        // SAFETY: ptr is live.
+        let usable = unsafe { kmalloc.usable_size(ptr) }.unwrap();
+        assert!(usable >= size, "{usable} < {size}");
+        // SAFETY: the mapping holds `usable` bytes.
+        unsafe { ptr.as_ptr().write_bytes(0xa5, usable) };
+        // SAFETY: ptr is live and ours.
+        unsafe { kmalloc.free_unsized(ptr) }.unwrap();
+        assert!(!large::is_mapped(ptr.as_ptr() as usize), "the memory went back to the OS");
+    }
+}
+
+#[test]
+fn realloc_stays_in_place_within_a_class() {
+    let kmalloc = kmalloc(Checking::Trusting);
+    let ptr = kmalloc.alloc(layout(70, 8)).unwrap();
+    // SAFETY: 70 bytes are ours.
+    unsafe { ptr.as_ptr().write_bytes(7, 70) };
+    // SAFETY: ptr is live.
+    let same = unsafe { kmalloc.realloc(ptr, layout(96, 8)) }.unwrap();
+    assert_eq!(same, ptr, "70 and 96 bytes are both kmalloc-96");
+    // SAFETY: ptr is live.
+    let moved = unsafe { kmalloc.realloc(ptr, layout(200, 8)) }.unwrap();
+    assert_ne!(moved, ptr);
+    // SAFETY: the first 70 bytes were copied.
+    assert!(unsafe { std::slice::from_raw_parts(moved.as_ptr(), 70) }.iter().all(|&b| b == 7));
+    // SAFETY: moved is live.
+    let large = unsafe { kmalloc.realloc(moved, layout(100_000, 8)) }.unwrap();
+    // SAFETY: large is live.
+    let grown = unsafe { kmalloc.realloc(large, layout(100_001, 8)) }.unwrap();
+    assert_eq!(grown, large, "a direct mapping with room stays");
+    // SAFETY: grown is live.
+    assert!(unsafe { std::slice::from_raw_parts(grown.as_ptr(), 70) }.iter().all(|&b| b == 7));
+    // SAFETY: grown is live.
+    unsafe { kmalloc.free_unsized(grown) }.unwrap();
+}
+
+#[test]
+fn node_targeted_allocations_land_on_their_node() {
+    let kmalloc = kmalloc(Checking::Trusting);
+    for node in [0, 1] {
+        let ptr = kmalloc.alloc_node(layout(64, 8), node).unwrap();
+        // SAFETY: ptr is live.
+        assert_eq!(unsafe { kmalloc.node_of(ptr) }.unwrap(), Some(node));
+        // SAFETY: ptr is live.
+        unsafe { kmalloc.free(ptr, layout(64, 8)) }.unwrap();
+    }
+}
+
+#[test]
+fn debug_mode_reports_unknown_and_double_frees_without_writing() {
+    let kmalloc = kmalloc(Checking::Debug);
+    let mut local = [0u64; 4];
+    let stack = NonNull::new(local.as_mut_ptr().cast::<u8>()).unwrap();
+    // SAFETY: debug mode probes any pointer.
+    let error = unsafe { kmalloc.free_unsized(stack) }.unwrap_err();
+    assert!(matches!(error, Error::ForeignPointer { .. }), "{error}");
+    assert_eq!(local, [0; 4]);
+    let unmapped = NonNull::new(0x10_0000_0000usize as *mut u8).unwrap();
+    // SAFETY: as above.
+    assert!(unsafe { kmalloc.free_unsized(unmapped) }.is_err());
+    let ptr = kmalloc.alloc(layout(32, 8)).unwrap();
+    // SAFETY: ptr is live.
+    unsafe { kmalloc.free_unsized(ptr) }.unwrap();
+    // SAFETY: debug mode checks a second free.
+    let error = unsafe { kmalloc.free_unsized(ptr) }.unwrap_err();
+    assert!(matches!(error, Error::DoubleFree { .. }), "{error}");
+    let inside = NonNull::new(kmalloc.alloc(layout(64, 8)).unwrap().as_ptr().wrapping_add(8)).unwrap();
+    // SAFETY: as above.
+    assert!(unsafe { kmalloc.free_unsized(inside) }.is_err(), "a pointer into an object");
+}
+
+#[test]
+fn bootstrap_memory_is_freed_through_kmalloc() {
+    let kmalloc = kmalloc(Checking::Debug);
+    let ptr = NonNull::new(bootstrap_alloc(layout(100, 64))).unwrap();
+    assert_eq!(ptr.as_ptr() as usize % 64, 0);
+    // SAFETY: ptr is live.
+    assert_eq!(unsafe { kmalloc.usable_size(ptr) }.unwrap(), 100);
+    // SAFETY: ptr is live.
+    let moved = unsafe { kmalloc.realloc(ptr, layout(300, 8)) }.unwrap();
+    // SAFETY: moved is live.
+    unsafe { kmalloc.free_unsized(moved) }.unwrap();
+}
+
+/// One step of the model test.
+#[derive(Debug, Clone)]
+enum Step {
+    Alloc { size: usize, align_shift: u32, node: Option<NodeId> },
+    Realloc { pick: usize, size: usize },
+    Free { pick: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let size = prop_oneof![1usize..=256, 257usize..=40_000, 40_001usize..=200_000];
+    prop_oneof![
+        4 => (size.clone(), 0u32..=13, prop::option::of(0u32..2))
+            .prop_map(|(size, align_shift, node)| Step::Alloc { size, align_shift, node }),
+        2 => (any::<usize>(), size).prop_map(|(pick, size)| Step::Realloc { pick, size }),
+        2 => any::<usize>().prop_map(|pick| Step::Free { pick }),
+    ]
+}
+
+fn fill(ptr: NonNull<u8>, len: usize, seed: u8) {
+    // SAFETY: the caller's block holds len bytes.
+    unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) }
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, byte)| *byte = seed.wrapping_add(i as u8));
+}
+
+fn holds(ptr: NonNull<u8>, len: usize, seed: u8) -> bool {
+    // SAFETY: the caller's block holds len bytes.
+    unsafe { std::slice::from_raw_parts(ptr.as_ptr(), len) }
+        .iter()
+        .enumerate()
+        .all(|(i, &byte)| byte == seed.wrapping_add(i as u8))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Against a model (a map of live blocks to their size, alignment and fill seed):
+    /// every block is aligned, holds at least its size, keeps its contents across
+    /// realloc, and never overlaps another live block.
+    #[test]
+    fn kmalloc_matches_its_model(steps in prop::collection::vec(step(), 1..60), debug in any::<bool>()) {
+        let kmalloc = kmalloc(if debug { Checking::Debug } else { Checking::Trusting });
+        let mut live: Vec<(NonNull<u8>, usize, usize, u8)> = Vec::new();
+        for (n, step) in steps.into_iter().enumerate() {
+            let seed = n as u8;
+            match step {
+                Step::Alloc { size, align_shift, node } => {
+                    let layout = layout(size, 1 << align_shift);
+                    let ptr = match node {
+                        Some(node) => kmalloc.alloc_node(layout, node).unwrap(),
+                        None => kmalloc.alloc(layout).unwrap(),
+                    };
+                    prop_assert_eq!(ptr.as_ptr() as usize % layout.align(), 0);
+                    // SAFETY: ptr is live.
+                    let usable = unsafe { kmalloc.usable_size(ptr) }.unwrap();
+                    prop_assert!(usable >= size, "usable {} < {}", usable, size);
+                    fill(ptr, size, seed);
+                    live.push((ptr, size, layout.align(), seed));
+                }
+                Step::Realloc { pick, size } if !live.is_empty() => {
+                    let index = pick % live.len();
+                    let (ptr, old, align, old_seed) = live[index];
+                    // SAFETY: ptr is live.
+                    let fresh = unsafe { kmalloc.realloc(ptr, layout(size, align)) }.unwrap();
+                    prop_assert_eq!(fresh.as_ptr() as usize % align, 0);
+                    prop_assert!(holds(fresh, old.min(size), old_seed), "contents lost across realloc");
+                    // SAFETY: fresh is live.
+                    let usable = unsafe { kmalloc.usable_size(fresh) }.unwrap();
+                    prop_assert!(usable >= size, "usable {} < {}", usable, size);
+                    fill(fresh, size, seed);
+                    live[index] = (fresh, size, align, seed);
+                }
+                Step::Free { pick } if !live.is_empty() => {
+                    let (ptr, size, align, seed) = live.swap_remove(pick % live.len());
+                    prop_assert!(holds(ptr, size, seed), "a block was overwritten");
+                    // SAFETY: ptr is live.
+                    unsafe { kmalloc.free(ptr, layout(size, align)) }.unwrap();
+                }
+                _ => {}
+            }
+        }
+        let mut ends: HashMap<usize, usize> = HashMap::new();
+        for &(ptr, size, _, seed) in &live {
+            prop_assert!(holds(ptr, size, seed), "a block was overwritten");
+            ends.insert(ptr.as_ptr() as usize, size);
+        }
+        let mut starts: Vec<_> = ends.into_iter().collect();
+        starts.sort();
+        for pair in starts.windows(2) {
+            prop_assert!(pair[0].0 + pair[0].1 <= pair[1].0, "live blocks overlap");
+        }
+        for (ptr, _, _, _) in live {
+            // SAFETY: ptr is live.
+            unsafe { kmalloc.free_unsized(ptr) }.unwrap();
+        }
+        kmalloc.allocator().validate().unwrap();
+    }
+}
