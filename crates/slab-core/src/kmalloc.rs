@@ -213,41 +213,20 @@ impl Kmalloc {
     /// With [`Checking::Trusting`], `ptr` must come from this `Kmalloc` (or the bootstrap
     /// arena) and not have been freed since.
     pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) -> Result<()> {
-        // SAFETY: forwarded to the caller; debug mode probes before it reads.
-        let owner = unsafe { self.owner(ptr)? };
-        match owner {
-            // SAFETY: the descriptor says the object is this cache's.
-            Owner::Slab(index) => unsafe { self.caches[index].free(ptr) },
-            // SAFETY: the header says this is a live direct mapping starting at ptr.
-            Owner::Large(header) => unsafe { large::unmap(ptr, header) },
-            Owner::Bootstrap(_) => {
-                bootstrap::release(ptr);
-                Ok(())
-            }
-        }
+        // SAFETY: forwarded to the caller.
+        unsafe { free_of(Some(self), ptr, None) }
     }
 
-    /// Returns memory allocated for `layout`: the same as [`Kmalloc::free_unsized`] (the
-    /// layout cannot be trusted to say where memory came from: the bootstrap arena serves
-    /// any layout).
+    /// Returns memory allocated for `layout` (the layout saves the header's class
+    /// lookup; where the memory came from is still read from its header, since the
+    /// bootstrap arena serves any layout).
     ///
     /// # Safety
     /// As for [`Kmalloc::free_unsized`].
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) -> Result<()> {
-        if self.checking == Checking::Trusting {
-            if let Some(index) = class_of(layout) {
-                // SAFETY: the caller's pointer came from this module, so the block holding
-                // it starts with a header.
-                let magic = unsafe { superblock_magic(ptr) };
-                if magic == Some(SLAB_MAGIC) {
-                    // SAFETY: a slab object of this layout is of the layout's class.
-                    return unsafe { self.caches[index].free(ptr) };
-                }
-            }
-        }
         // SAFETY: forwarded to the caller.
-        unsafe { self.free_unsized(ptr) }
+        unsafe { free_of(Some(self), ptr, Some(layout)) }
     }
 
     /// `ksize`: the bytes usable at `ptr` (at least what was asked).
@@ -256,11 +235,7 @@ impl Kmalloc {
     /// As for [`Kmalloc::free_unsized`], and `ptr` not freed.
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize> {
         // SAFETY: forwarded to the caller.
-        Ok(match unsafe { self.owner(ptr)? } {
-            Owner::Slab(index) => self.caches[index].object_size(),
-            Owner::Large(header) => header.usable(ptr),
-            Owner::Bootstrap(usable) => usable,
-        })
+        unsafe { usable_size_of(Some(self), ptr) }
     }
 
     /// `krealloc`: memory for `new_layout` holding the first bytes of `ptr` (as many as
@@ -272,31 +247,7 @@ impl Kmalloc {
     /// As for [`Kmalloc::usable_size`].
     pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_layout: Layout) -> Result<NonNull<u8>> {
         // SAFETY: forwarded to the caller.
-        let owner = unsafe { self.owner(ptr)? };
-        let aligned = ptr.as_ptr() as usize % new_layout.align() == 0;
-        let usable = match owner {
-            Owner::Slab(index) => {
-                if aligned && class_of(new_layout) == Some(index) {
-                    return Ok(ptr);
-                }
-                self.caches[index].object_size()
-            }
-            Owner::Large(header) => {
-                let usable = header.usable(ptr);
-                let size = new_layout.size();
-                if aligned && class_of(new_layout).is_none() && size <= usable && size > usable / 2 {
-                    return Ok(ptr);
-                }
-                usable
-            }
-            Owner::Bootstrap(usable) => usable,
-        };
-        let fresh = self.alloc(new_layout)?;
-        // SAFETY: both blocks are live, distinct, and hold at least the bytes copied.
-        unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), usable.min(new_layout.size())) };
-        // SAFETY: ptr is the caller's live allocation, no longer needed.
-        unsafe { self.free_unsized(ptr) }?;
-        Ok(fresh)
+        unsafe { realloc_of(Some(self), ptr, new_layout) }
     }
 
     /// The node of the memory at `ptr`: its slab's node, or the node a direct mapping
@@ -306,57 +257,11 @@ impl Kmalloc {
     /// As for [`Kmalloc::usable_size`].
     pub unsafe fn node_of(&self, ptr: NonNull<u8>) -> Result<Option<NodeId>> {
         // SAFETY: forwarded to the caller.
-        Ok(match unsafe { self.owner(ptr)? } {
+        Ok(match unsafe { owner(Some(self), ptr)? } {
             Owner::Slab(index) => self.caches[index].node_of(ptr),
             Owner::Large(header) => header.node(),
             Owner::Bootstrap(_) => None,
         })
-    }
-
-    /// Reads who owns `ptr` from its block's header; in debug mode, the header's page is
-    /// probed first and a slab is checked against the registry.
-    ///
-    /// # Safety
-    /// With [`Checking::Trusting`], `ptr` must come from this `Kmalloc` or the bootstrap
-    /// arena and be live.
-    unsafe fn owner(&self, ptr: NonNull<u8>) -> Result<Owner> {
-        let address = ptr.as_ptr() as usize;
-        let unknown = || Error::ForeignPointer { cache: "kmalloc".to_owned(), ptr: address };
-        let header = header_address(ptr);
-        if self.checking == Checking::Debug && !large::is_mapped(header) {
-            return Err(unknown());
-        }
-        // SAFETY: the header's page is mapped: a live pointer of this module (the
-        // caller's promise) or probed just now.
-        let magic = unsafe { (header as *const u64).read() };
-        match magic {
-            SLAB_MAGIC => {
-                // SAFETY: a slab descriptor is at the header address.
-                let cache_id =
-                    unsafe { SlabPtr::of(header as *const u8, page_size()).map(|slab| slab.cache_id()) };
-                let index = cache_id.and_then(|id| self.class_of_id(id)).ok_or_else(unknown)?;
-                if self.checking == Checking::Debug {
-                    let owner = self.allocator.registry.find(address).ok_or_else(unknown)?;
-                    if owner.cache_id != self.ids[index] {
-                        return Err(unknown());
-                    }
-                }
-                Ok(Owner::Slab(index))
-            }
-            large::LARGE_MAGIC => {
-                // SAFETY: a direct mapping's header is at the header address.
-                let header = unsafe { large::LargeHeader::read(header) };
-                if !header.starts(ptr) {
-                    return Err(unknown());
-                }
-                Ok(Owner::Large(header))
-            }
-            bootstrap::ARENA_MAGIC => {
-                // SAFETY: the magic says a bootstrap chunk starts here.
-                unsafe { bootstrap::usable(ptr) }.map(Owner::Bootstrap).ok_or_else(unknown)
-            }
-            _ => Err(unknown()),
-        }
     }
 
     /// The class whose cache has id `id`.
@@ -369,6 +274,142 @@ impl Kmalloc {
             return Some(guess);
         }
         self.ids.iter().position(|&known| known == id)
+    }
+}
+
+/// [`Kmalloc::free`] for a caller that may have no caches yet (a global allocator being
+/// brought up frees bootstrap and directly mapped memory before its caches exist).
+/// `layout`, when known, saves the class lookup of a slab object.
+///
+/// # Safety
+/// As for [`Kmalloc::free_unsized`]; without caches, `ptr` must come from the bootstrap
+/// arena or a direct mapping.
+#[inline]
+pub unsafe fn free_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>, layout: Option<Layout>) -> Result<()> {
+    if let (Some(kmalloc), Some(index)) = (kmalloc, layout.and_then(class_of)) {
+        // SAFETY: the caller's pointer came from this module, so the block holding it
+        // starts with a header.
+        if kmalloc.checking == Checking::Trusting && unsafe { superblock_magic(ptr) } == Some(SLAB_MAGIC) {
+            // SAFETY: a slab object allocated for this layout is of the layout's class.
+            return unsafe { kmalloc.caches[index].free(ptr) };
+        }
+    }
+    // SAFETY: forwarded to the caller.
+    match unsafe { owner(kmalloc, ptr)? } {
+        Owner::Slab(index) => match kmalloc {
+            // SAFETY: the descriptor says the object is this cache's.
+            Some(kmalloc) => unsafe { kmalloc.caches[index].free(ptr) },
+            None => Err(Error::ForeignPointer { cache: "kmalloc".to_owned(), ptr: ptr.as_ptr() as usize }),
+        },
+        // SAFETY: the header says this is a live direct mapping starting at ptr.
+        Owner::Large(header) => unsafe { large::unmap(ptr, header) },
+        Owner::Bootstrap(_) => {
+            bootstrap::release(ptr);
+            Ok(())
+        }
+    }
+}
+
+/// [`Kmalloc::usable_size`] for a caller that may have no caches yet.
+///
+/// # Safety
+/// As for [`free_of`], and `ptr` live.
+pub unsafe fn usable_size_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>) -> Result<usize> {
+    // SAFETY: forwarded to the caller.
+    Ok(match unsafe { owner(kmalloc, ptr)? } {
+        Owner::Slab(index) => kmalloc.map_or(0, |kmalloc| kmalloc.caches[index].object_size()),
+        Owner::Large(header) => header.usable(ptr),
+        Owner::Bootstrap(usable) => usable,
+    })
+}
+
+/// [`Kmalloc::realloc`] for a caller that may have no caches yet (the new memory then
+/// comes from the bootstrap arena).
+///
+/// # Safety
+/// As for [`usable_size_of`].
+pub unsafe fn realloc_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>, new_layout: Layout) -> Result<NonNull<u8>> {
+    // SAFETY: forwarded to the caller.
+    let owner = unsafe { owner(kmalloc, ptr)? };
+    let aligned = ptr.as_ptr() as usize % new_layout.align() == 0;
+    let usable = match owner {
+        Owner::Slab(index) => {
+            if aligned && class_of(new_layout) == Some(index) {
+                return Ok(ptr);
+            }
+            kmalloc.map_or(0, |kmalloc| kmalloc.caches[index].object_size())
+        }
+        Owner::Large(header) => {
+            let usable = header.usable(ptr);
+            let size = new_layout.size();
+            if aligned && class_of(new_layout).is_none() && size <= usable && size > usable / 2 {
+                return Ok(ptr);
+            }
+            usable
+        }
+        Owner::Bootstrap(usable) => usable,
+    };
+    let fresh = match kmalloc {
+        Some(kmalloc) => kmalloc.alloc(new_layout)?,
+        None => NonNull::new(bootstrap_alloc(new_layout)).ok_or_else(|| Error::OutOfMemory {
+            cache: "kmalloc-bootstrap".to_owned(),
+            node: 0,
+            bytes: new_layout.size(),
+            reason: "the bootstrap arena could not map a chunk".to_owned(),
+        })?,
+    };
+    // SAFETY: both blocks are live, distinct, and hold at least the bytes copied.
+    unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), usable.min(new_layout.size())) };
+    // SAFETY: ptr is the caller's live allocation, no longer needed.
+    unsafe { free_of(kmalloc, ptr, None) }?;
+    Ok(fresh)
+}
+
+/// Reads who owns `ptr` from its block's header; in debug mode, the header's page is
+/// probed first and a slab is checked against the registry. Without caches, a slab
+/// object is an unknown pointer.
+///
+/// # Safety
+/// Outside debug mode, `ptr` must come from `kmalloc` (or, without caches, a direct
+/// mapping) or the bootstrap arena, and be live.
+unsafe fn owner(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>) -> Result<Owner> {
+    let address = ptr.as_ptr() as usize;
+    let unknown = || Error::ForeignPointer { cache: "kmalloc".to_owned(), ptr: address };
+    let checking = kmalloc.map_or(Checking::Trusting, |kmalloc| kmalloc.checking);
+    let header = header_address(ptr);
+    if checking == Checking::Debug && !large::is_mapped(header) {
+        return Err(unknown());
+    }
+    // SAFETY: the header's page is mapped: a live pointer of this module (the caller's
+    // promise) or probed just now.
+    let magic = unsafe { (header as *const u64).read() };
+    match magic {
+        SLAB_MAGIC => {
+            let Some(kmalloc) = kmalloc else { return Err(unknown()) };
+            // SAFETY: a slab descriptor is at the header address.
+            let cache_id = unsafe { SlabPtr::of(header as *const u8, page_size()).map(|slab| slab.cache_id()) };
+            let index = cache_id.and_then(|id| kmalloc.class_of_id(id)).ok_or_else(unknown)?;
+            if checking == Checking::Debug {
+                let owner = kmalloc.allocator.registry.find(address).ok_or_else(unknown)?;
+                if owner.cache_id != kmalloc.ids[index] {
+                    return Err(unknown());
+                }
+            }
+            Ok(Owner::Slab(index))
+        }
+        large::LARGE_MAGIC => {
+            // SAFETY: a direct mapping's header is at the header address.
+            let header = unsafe { large::LargeHeader::read(header) };
+            if !header.starts(ptr) {
+                return Err(unknown());
+            }
+            Ok(Owner::Large(header))
+        }
+        bootstrap::ARENA_MAGIC => {
+            // SAFETY: the magic says a bootstrap chunk starts here.
+            unsafe { bootstrap::usable(ptr) }.map(Owner::Bootstrap).ok_or_else(unknown)
+        }
+        _ => Err(unknown()),
     }
 }
 
