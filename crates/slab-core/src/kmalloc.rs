@@ -328,7 +328,11 @@ pub unsafe fn usable_size_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>) -> Res
 ///
 /// # Safety
 /// As for [`usable_size_of`].
-pub unsafe fn realloc_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>, new_layout: Layout) -> Result<NonNull<u8>> {
+pub unsafe fn realloc_of(
+    kmalloc: Option<&Kmalloc>,
+    ptr: NonNull<u8>,
+    new_layout: Layout,
+) -> Result<NonNull<u8>> {
     // SAFETY: forwarded to the caller.
     let owner = unsafe { owner(kmalloc, ptr)? };
     let aligned = ptr.as_ptr() as usize % new_layout.align() == 0;
@@ -387,7 +391,8 @@ unsafe fn owner(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>) -> Result<Owner> {
         SLAB_MAGIC => {
             let Some(kmalloc) = kmalloc else { return Err(unknown()) };
             // SAFETY: a slab descriptor is at the header address.
-            let cache_id = unsafe { SlabPtr::of(header as *const u8, page_size()).map(|slab| slab.cache_id()) };
+            let cache_id =
+                unsafe { SlabPtr::of(header as *const u8, page_size()).map(|slab| slab.cache_id()) };
             let index = cache_id.and_then(|id| kmalloc.class_of_id(id)).ok_or_else(unknown)?;
             if checking == Checking::Debug {
                 let owner = kmalloc.allocator.registry.find(address).ok_or_else(unknown)?;
