@@ -4,6 +4,7 @@
 
 mod machine;
 mod parse;
+mod real_lock;
 mod topology;
 mod torture;
 mod watch;

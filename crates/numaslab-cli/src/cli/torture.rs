@@ -1,6 +1,7 @@
 //! `numaslab torture`: the seed's torture test, the command's default job.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use topology::CpuSet;
 
 use super::machine::{DefaultMachine, MachineArgs};
 use super::parse;
+use super::real_lock::{self, RealLock};
 
 /// Most worker threads a run may start.
 const MAX_WORKERS: usize = 1024;
@@ -67,6 +69,10 @@ pub(crate) struct TortureArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The lock file a --real run locks instead of /tmp/numaslab-real-hotplug.lock (for the
+    /// project's tests, which hold that lock themselves while they run the command).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub(crate) lock_file: Option<PathBuf>,
     /// Inject a fault so that a check must fail (for the project's own tests).
     #[arg(long, hide = true, value_parser = parse_fault)]
     pub(crate) inject_fault: Option<Fault>,
@@ -151,6 +157,9 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
         hotplug_cpus: args.cpus.clone(),
         fault: args.inject_fault,
     };
+    // Held until the run has restored every CPU and reported.
+    let _lock =
+        args.real.then(|| RealLock::acquire(&real_lock::path(args.lock_file.as_ref()))).transpose()?;
     let slab = NumaSlab::new(topology).context("setting up the allocator")?;
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod real_hotplug;
+mod real_lock;
 mod support;
 mod topology_command;
 mod torture_command;

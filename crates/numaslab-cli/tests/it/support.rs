@@ -10,11 +10,40 @@ const CPU1_ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
 /// every other test binary of the project that switches cpu1.
 static REAL: Mutex<()> = Mutex::new(());
 
+/// The lock every program of the project takes before it switches real CPUs.
+pub(crate) const LOCK_PATH: &str = "/tmp/numaslab-real-hotplug.lock";
+
+/// The real-hotplug lock, held: by this binary's mutex and by `flock` on [`LOCK_PATH`].
+#[derive(Debug)]
+pub(crate) struct HotplugLock {
+    _file: File,
+    _local: MutexGuard<'static, ()>,
+}
+
+impl HotplugLock {
+    /// Waits for the lock and takes it.
+    pub(crate) fn acquire() -> Self {
+        let local = REAL.lock().unwrap_or_else(|poison| poison.into_inner());
+        let file = File::create(LOCK_PATH).expect("create the hotplug lock file");
+        // SAFETY: flock(2) on a descriptor we own; it blocks until the lock is ours.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "flock of the hotplug lock file failed");
+        Self { _file: file, _local: local }
+    }
+
+    /// Only this binary's mutex, for a test whose child takes the file lock itself.
+    pub(crate) fn local_only() -> MutexGuard<'static, ()> {
+        REAL.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
 /// Exclusive use of cpu1; brings it back online however the test ends.
 #[derive(Debug)]
 pub(crate) struct RealCpu1 {
-    _file: File,
-    _local: MutexGuard<'static, ()>,
+    _lock: HotplugLock,
+    /// A private lock file for the `--real` runs the test starts while it holds the
+    /// shared one (`--lock-file`), so that they do not refuse to run.
+    private_lock: tempfile::TempDir,
 }
 
 impl RealCpu1 {
@@ -26,14 +55,14 @@ impl RealCpu1 {
             );
             return None;
         }
-        let local = REAL.lock().unwrap_or_else(|poison| poison.into_inner());
-        let file = File::create("/tmp/numaslab-real-hotplug.lock").expect("create the hotplug lock file");
-        // SAFETY: flock(2) on a descriptor we own; it blocks until the lock is ours.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(locked, 0, "flock of the hotplug lock file failed");
-        let guard = Self { _file: file, _local: local };
+        let guard = Self { _lock: HotplugLock::acquire(), private_lock: tempfile::tempdir().unwrap() };
         guard.restore();
         Some(guard)
+    }
+
+    /// `--lock-file PATH` for a `--real` run started under this guard.
+    pub(crate) fn lock_file_args(&self) -> [String; 2] {
+        ["--lock-file".into(), self.private_lock.path().join("lock").to_string_lossy().into_owned()]
     }
 
     fn restore(&self) {

@@ -160,12 +160,18 @@ fn real_is_refused_without_root() {
 
 #[test]
 fn real_torture_switches_cpu1_and_restores_it() {
-    let Some(_cpu1) = RealCpu1::acquire() else { return };
-    let (report, status) = report(&["--real", "--cpus", "1", "--interval-ms", "40", "--duration", "6"]);
+    let Some(cpu1) = RealCpu1::acquire() else { return };
+    let lock = cpu1.lock_file_args();
+    let lock = [lock[0].as_str(), lock[1].as_str()];
+    let (report, status) =
+        report(&["--real", "--cpus", "1", "--interval-ms", "40", "--duration", "6", lock[0], lock[1]]);
     assert!(status.success(), "{report:#}");
     assert_eq!(report["checks_passed"], true);
     let offline = report["transitions"]["offline"].as_u64().unwrap();
-    assert!(offline >= 20, "cpu1 went offline only {offline} times: {report:#}");
+    // How many transitions fit in 6 s depends on the kernel and the machine's load (a
+    // real offline takes 200 ms on a loaded 2-CPU VM); a few prove the switching.
+    assert!(offline >= 3, "cpu1 went offline only {offline} times: {report:#}");
+    assert_eq!(report["transitions"]["failed"], 0, "{report:#}");
     assert!(crate::support::cpu1_online(), "cpu1 is online after the run");
     // A worker's panic ends the run early; the CPUs still come back.
     let (after_panic, status) = crate::torture_command::report(&[
@@ -178,12 +184,15 @@ fn real_torture_switches_cpu1_and_restores_it() {
         "3",
         "--inject-fault",
         "panic-one",
+        lock[0],
+        lock[1],
     ]);
     assert_eq!(status.code(), Some(3), "{after_panic:#}");
     assert!(crate::support::cpu1_online(), "cpu1 is online after a worker panicked");
     // Ctrl-C ends the run early, with the report and every CPU back online.
     let child = Command::new(env!("CARGO_BIN_EXE_numaslab"))
         .args(["torture", "--real", "--cpus", "1", "--interval-ms", "10", "--duration", "60", "--json"])
+        .args(lock)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
