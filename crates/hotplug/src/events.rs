@@ -74,11 +74,18 @@ pub enum EventKind {
         /// The change the source reported, if it named one.
         reported: Option<OnlineChange>,
     },
-    /// Something a watcher could not act on: a uevent it ignored (forged sender,
-    /// malformed), an error of the uevent socket, or a reconcile that failed.
+    /// Something a watcher did not act on: a kernel uevent about something other than a
+    /// CPU going online or offline, a malformed uevent, an error of the uevent socket, or
+    /// a reconcile that failed.
     Ignored {
         /// Why, in words.
         reason: String,
+    },
+    /// A uevent whose sender is not the kernel (its netlink port is not 0), ignored as
+    /// udev ignores them since CVE-2009-1185.
+    Forged {
+        /// The sender's netlink port.
+        port: u32,
     },
     /// The uevent socket overflowed (`ENOBUFS`): uevents were lost, so a full reconcile
     /// follows.
@@ -156,7 +163,7 @@ impl Event {
     pub fn cpu(&self) -> Option<CpuId> {
         match &self.kind {
             EventKind::Wakeup { reported } => reported.map(|change| change.cpu),
-            EventKind::Ignored { .. } | EventKind::Overflow => None,
+            EventKind::Ignored { .. } | EventKind::Forged { .. } | EventKind::Overflow => None,
             EventKind::TransitionStarted { cpu, .. }
             | EventKind::StateEntered { cpu, .. }
             | EventKind::StateLeft { cpu, .. }

@@ -128,8 +128,13 @@ fn find<'a>(vars: &'a [(String, String)], key: &str) -> Option<&'a str> {
 pub enum Verdict {
     /// A CPU went online or offline, says the kernel: wake the reconciler.
     Cpu(OnlineChange),
-    /// A kernel uevent about something else: ignore quietly.
-    Unrelated,
+    /// A kernel uevent about something else: ignore, and say what it was.
+    Unrelated {
+        /// `ACTION@DEVPATH`, as the header said.
+        header: String,
+        /// The `SUBSYSTEM` variable, if present.
+        subsystem: Option<String>,
+    },
     /// Not sent by the kernel (sender port is not 0): ignore, and say so.
     Forged {
         /// The sender's port.
@@ -149,9 +154,16 @@ pub fn classify(sender_port: u32, bytes: &[u8], truncated: bool) -> Verdict {
     if truncated {
         return Verdict::Truncated;
     }
-    match Uevent::parse(bytes).and_then(|event| event.cpu_change()) {
+    let event = match Uevent::parse(bytes) {
+        Ok(event) => event,
+        Err(error) => return Verdict::Malformed(error),
+    };
+    match event.cpu_change() {
         Ok(Some(change)) => Verdict::Cpu(change),
-        Ok(None) => Verdict::Unrelated,
+        Ok(None) => Verdict::Unrelated {
+            header: format!("{}@{}", event.action, event.devpath),
+            subsystem: event.subsystem,
+        },
         Err(error) => Verdict::Malformed(error),
     }
 }

@@ -54,6 +54,8 @@ pub struct WatchStats {
     pub reconciles: u64,
     /// Uevents ignored (forged, malformed).
     pub ignored: u64,
+    /// Kernel uevents about something other than a CPU going online or offline.
+    pub unrelated: u64,
     /// Socket overflows (`ENOBUFS`).
     pub overflows: u64,
 }
@@ -129,6 +131,8 @@ impl WatcherBuilder {
             mode,
             fallback,
             uevent_port,
+            poll_interval: self.poll_interval,
+            reconcile_interval: self.reconcile_interval,
         })
     }
 }
@@ -143,6 +147,8 @@ pub struct Watcher {
     mode: WatchMode,
     fallback: Option<String>,
     uevent_port: Option<u32>,
+    poll_interval: Duration,
+    reconcile_interval: Duration,
 }
 
 impl fmt::Debug for Watcher {
@@ -185,6 +191,17 @@ impl Watcher {
     /// The netlink port of the uevent socket, for tests that send it forged messages.
     pub fn uevent_port(&self) -> Option<u32> {
         self.uevent_port
+    }
+
+    /// How often the `online` files are read, in [`WatchMode::Poll`] (the interval is
+    /// kept, but unused, in the other modes).
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// How often the watcher reconciles when nothing woke it, in every mode.
+    pub fn reconcile_interval(&self) -> Duration {
+        self.reconcile_interval
     }
 
     /// Stops the thread and returns what it saw. Called from inside a hotplug callback
@@ -434,15 +451,22 @@ impl Worker {
                 self.wakeup(Source::Uevent, Some(change));
                 true
             }
-            Verdict::Unrelated => false,
+            Verdict::Unrelated { header, subsystem } => {
+                self.stats.unrelated += 1;
+                let subsystem = subsystem.as_deref().unwrap_or("none");
+                let reason = format!(
+                    "kernel uevent {header} (subsystem {subsystem}): not a CPU going online or offline"
+                );
+                self.hotplug.emit(Source::Uevent, EventKind::Ignored { reason });
+                false
+            }
             Verdict::Truncated => {
                 self.wakeup(Source::Uevent, None);
                 true
             }
             Verdict::Forged { port } => {
                 self.stats.ignored += 1;
-                let reason = format!("uevent from port {port}, not the kernel (port 0)");
-                self.hotplug.emit(Source::Uevent, EventKind::Ignored { reason });
+                self.hotplug.emit(Source::Uevent, EventKind::Forged { port });
                 false
             }
             Verdict::Malformed(error) => {
