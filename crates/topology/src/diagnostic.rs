@@ -40,6 +40,8 @@ pub enum Quirk {
     ZeroDistance,
     /// A CPU named in two nodes' lists (heterogeneous memory).
     CpuInTwoNodes,
+    /// A memory-node restriction (cpuset `mems`) naming no node with memory.
+    NoAllowedMemoryNode,
 }
 
 impl Quirk {
@@ -52,6 +54,7 @@ impl Quirk {
             Quirk::AllCpusInEveryNode => "all-cpus-in-every-node",
             Quirk::ZeroDistance => "zero-distance",
             Quirk::CpuInTwoNodes => "cpu-in-two-nodes",
+            Quirk::NoAllowedMemoryNode => "no-allowed-memory-node",
         }
     }
 }

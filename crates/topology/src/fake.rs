@@ -29,6 +29,7 @@ pub struct FakeBuilder {
     memoryless: Vec<NodeId>,
     node_mem_kb: u64,
     distances: Vec<(NodeId, NodeId, u32)>,
+    allowed_mems: Option<NodeSet>,
 }
 
 impl Default for FakeBuilder {
@@ -40,6 +41,7 @@ impl Default for FakeBuilder {
             memoryless: Vec::new(),
             node_mem_kb: DEFAULT_NODE_MEM_KB,
             distances: Vec::new(),
+            allowed_mems: None,
         }
     }
 }
@@ -78,6 +80,13 @@ impl FakeBuilder {
     /// Sets the distance between two distinct nodes, both ways (default 20).
     pub fn distance(mut self, a: NodeId, b: NodeId, distance: u32) -> Self {
         self.distances.push((a, b, distance));
+        self
+    }
+
+    /// Restricts the memory nodes the process may allocate from, as a cpuset's `mems`
+    /// does (default: every node with memory). Must name at least one node with memory.
+    pub fn allowed_memory_nodes(mut self, nodes: NodeSet) -> Self {
+        self.allowed_mems = Some(nodes);
         self
     }
 
@@ -129,6 +138,19 @@ impl FakeBuilder {
         let node_mem_kb = (0..node_count as u32)
             .map(|n| if self.memoryless.contains(&n) { 0 } else { self.node_mem_kb })
             .collect();
+        let memory: NodeSet = nodes.iter().filter(|&n| !self.memoryless.contains(&n)).collect();
+        let allowed_mems = match &self.allowed_mems {
+            None => memory,
+            Some(allowed) if !allowed.is_subset(&nodes) => {
+                return Err(Error::InvalidFake(format!(
+                    "allowed memory nodes {allowed}: not all exist ({nodes})"
+                )))
+            }
+            Some(allowed) if allowed.intersection(&memory).is_empty() => {
+                return Err(Error::InvalidFake(format!("allowed memory nodes {allowed}: none has memory")))
+            }
+            Some(allowed) => allowed.intersection(&memory),
+        };
         let cpus = VirtualCpus::new(possible.clone(), &possible, cpu_node.clone(), node_cpus.clone(), order);
         Ok(FakeTopology {
             name: format!("fake:{cpu_count}x{}", self.nodes),
@@ -138,6 +160,7 @@ impl FakeBuilder {
             nodes,
             node_mem_kb,
             distance,
+            allowed_mems,
             cpus,
             change: Mutex::new(Vec::new()),
         })
@@ -156,6 +179,7 @@ pub struct FakeTopology {
     nodes: NodeSet,
     node_mem_kb: Vec<u64>,
     distance: Vec<Vec<u32>>,
+    allowed_mems: NodeSet,
     cpus: VirtualCpus,
     /// Serializes online changes and holds the subscribers they are sent to.
     change: Mutex<Vec<Sender<OnlineChange>>>,
@@ -269,6 +293,10 @@ impl Topology for FakeTopology {
 
     fn sysfs_root(&self) -> Option<&Path> {
         None
+    }
+
+    fn allowed_memory_nodes(&self) -> NodeSet {
+        self.allowed_mems.clone()
     }
 
     fn subscribe(&self) -> Option<Receiver<OnlineChange>> {

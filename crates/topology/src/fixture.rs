@@ -207,6 +207,10 @@ impl Topology for FixtureTopology {
         None
     }
 
+    fn allowed_memory_nodes(&self) -> NodeSet {
+        self.inner.allowed_memory_nodes()
+    }
+
     fn diagnostics(&self) -> Vec<crate::Diagnostic> {
         self.inner.diagnostics()
     }

@@ -13,6 +13,7 @@
 //! node 0 cpus 0-1 mem_kb 4194304    # a node, its cpus (may be empty: "cpus -") and MemTotal
 //! distance 0 1 21                   # both ways (default 10 to itself, 20 to others)
 //! cgroup_cpus 0-2                   # a cgroup v2 cpuset.cpus.effective restriction
+//! cgroup_mems 0,2                   # a cgroup v2 cpuset.mems.effective restriction
 //! file sys/devices/system/cpu/cpu1/online      # then write this file (here: empty)
 //! file sys/devices/system/node/node1/distance 0\n
 //! remove proc/meminfo               # then remove this file or folder
@@ -47,6 +48,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("memoryless-node", include_str!("../../../fixtures/memoryless-node.machine")),
     ("cpuless-node", include_str!("../../../fixtures/cpuless-node.machine")),
     ("large-sparse", include_str!("../../../fixtures/large-sparse.machine")),
+    ("restricted-mems", include_str!("../../../fixtures/restricted-mems.machine")),
 ];
 
 /// One node of a description.
@@ -86,6 +88,8 @@ pub struct MachineDescription {
     pub distances: BTreeMap<(NodeId, NodeId), u32>,
     /// A cgroup v2 restriction of the process's CPUs.
     pub cgroup_cpus: Option<CpuSet>,
+    /// A cgroup v2 restriction of the process's memory nodes.
+    pub cgroup_mems: Option<NodeSet>,
     /// Changes made to the tree after writing it, in order (path relative to the root).
     pub edits: Vec<(String, FileEdit)>,
 }
@@ -121,6 +125,7 @@ impl MachineDescription {
         };
         let mut kernel_max = 8191;
         let (mut possible, mut present, mut offline, mut cgroup_cpus) = (None, None, CpuSet::new(), None);
+        let mut cgroup_mems = None;
         let mut no_online_file = CpuSet::first_n(1);
         let mut nodes = BTreeMap::new();
         let mut distances = BTreeMap::new();
@@ -142,6 +147,7 @@ impl MachineDescription {
                 "offline" => offline = list(line, words.next())?,
                 "no_online_file" => no_online_file = list(line, words.next())?,
                 "cgroup_cpus" => cgroup_cpus = Some(list(line, words.next())?),
+                "cgroup_mems" => cgroup_mems = Some(list(line, words.next())?),
                 "file" | "remove" => {
                     let path = relative_path(words.next()).map_err(|reason| fail(line, reason))?;
                     let edit = if keyword == "remove" {
@@ -210,6 +216,7 @@ impl MachineDescription {
             nodes,
             distances,
             cgroup_cpus,
+            cgroup_mems,
             edits,
         };
         description.check().map_err(invalid)?;
@@ -236,6 +243,9 @@ impl MachineDescription {
         }
         if self.online().is_empty() {
             return Err("no cpu is online".into());
+        }
+        if let Some(node) = self.cgroup_mems.iter().flatten().find(|node| !self.nodes.contains_key(node)) {
+            return Err(format!("cgroup_mems names node {node}, which is not described"));
         }
         if let Some(&(a, b)) =
             self.distances.keys().find(|(a, b)| !self.nodes.contains_key(a) || !self.nodes.contains_key(b))
@@ -330,6 +340,9 @@ impl MachineDescription {
         );
         if let Some(cpus) = &self.cgroup_cpus {
             file("sys/fs/cgroup/cpuset.cpus.effective".into(), format!("{cpus}\n"));
+        }
+        if let Some(mems) = &self.cgroup_mems {
+            file("sys/fs/cgroup/cpuset.mems.effective".into(), format!("{mems}\n"));
         }
         for (relative, text) in files {
             write_file(&root.join(relative), &text)?;

@@ -34,13 +34,19 @@
 //!   `cpu/online`.
 //! - **Allowed CPUs**: online CPUs, restricted by the cpuset or cgroup (see
 //!   `sysfs/cgroup.rs`) and, on the live root only, by `sched_getaffinity`.
+//! - **Allowed memory nodes**: the memory nodes (online, `MemTotal` > 0), restricted on
+//!   the live root by `Mems_allowed_list` in `proc/self/status` (the kernel's own answer,
+//!   cpuset included), on other roots by the cpuset or cgroup's `mems`, `cpuset.mems` or
+//!   `cpuset.mems.effective` (see `sysfs/cgroup.rs`). Nodes without memory are never
+//!   allowed: the kernel's effective `mems` never hold one (`guarantee_online_mems`).
 //!
 //! The `topology/` folder of each CPU is not needed and not read: offline CPUs lose it.
 //!
 //! # Quirks
 //!
 //! Real machines' files hold six things the kernel's own code would not write (all found
-//! in hwloc's captures, each reproduced by a `fixtures/quirk-*.machine`). A lenient reading
+//! in hwloc's captures, each reproduced by a `fixtures/quirk-*.machine`), and a memory
+//! restriction can contradict the node files. A lenient reading
 //! ([`Reading::Lenient`], the default) takes each by the interpretation below and lists it
 //! in [`Topology::diagnostics`] with the file, its text and the reading taken; a strict one
 //! ([`Reading::Strict`]) refuses the machine with [`Error::Strict`]. Anything else that is
@@ -71,6 +77,9 @@
 //!   spanning several), the lowest node id on a tie, and is taken off the other lists, so
 //!   that every CPU has exactly one node and `node_cpus` partitions the CPUs. The quirk is
 //!   noted on each list that lost CPUs, saying what it keeps.
+//! - **A memory restriction naming no node with memory** ([`Quirk::NoAllowedMemoryNode`]:
+//!   a v1 `cpuset.mems` as written, say, naming only memory-less nodes) cannot be obeyed,
+//!   so it is read as no restriction: every memory node is allowed.
 
 mod cgroup;
 pub(crate) mod read;
@@ -128,6 +137,10 @@ pub struct SysfsTopology {
     /// Indexed by the position of a node in `possible_nodes`.
     distance: Vec<Vec<u32>>,
     restriction: Option<cgroup::Restriction>,
+    /// Where the allowed memory nodes were read, if anything restricts them.
+    mems_restriction: Option<cgroup::Restriction>,
+    /// The memory nodes this process may allocate from.
+    allowed_mems: NodeSet,
     /// The virtual current CPUs of a described (not live) machine.
     virtual_cpus: Option<VirtualCpus>,
     /// The quirks read leniently at construction.
@@ -175,7 +188,13 @@ impl SysfsTopology {
 
     /// The cgroup or cpuset file that restricts the allowed CPUs, and its CPUs, if any.
     pub fn cgroup_restriction(&self) -> Option<(&Path, &CpuSet)> {
-        self.restriction.as_ref().map(|r| (r.path.as_path(), &r.cpus))
+        self.restriction.as_ref().map(|r| (r.path.as_path(), &r.ids))
+    }
+
+    /// The file that restricts the allowed memory nodes (`proc/self/status` on the live
+    /// root, a cpuset or cgroup file on others) and the nodes it names, if any.
+    pub fn memory_restriction(&self) -> Option<(&Path, &NodeSet)> {
+        self.mems_restriction.as_ref().map(|r| (r.path.as_path(), &r.ids))
     }
 
     fn with_kind(root: PathBuf, kind: RootKind, reading: Reading) -> Result<Self> {
@@ -222,7 +241,11 @@ impl SysfsTopology {
         }
         let nodes = if nodes.numa { nodes } else { NodeFacts::without_numa(&root, &possible, &mut notes)? };
 
-        let restriction = cgroup::restriction(&root, cpu_limit, &mut notes)?;
+        let restrictions = cgroup::restrictions(&root, cpu_limit, &mut notes)?;
+        let mems_restriction = match kind {
+            RootKind::Live => cgroup::process_mems(&root)?,
+            RootKind::Described => restrictions.mems,
+        };
         let mut topology = Self {
             root,
             kind,
@@ -238,10 +261,13 @@ impl SysfsTopology {
             node_mem_kb: nodes.mem_kb,
             distance: nodes.distance,
             possible,
-            restriction,
+            restriction: restrictions.cpus,
+            mems_restriction,
+            allowed_mems: NodeSet::new(),
             virtual_cpus: None,
             diagnostics: Vec::new(),
         };
+        topology.allowed_mems = topology.allowed_memory(&mut notes)?;
         // The online files are read on every call; reading them once here finds their
         // quirks (and, when strict, refuses them) at construction.
         topology.read_online_noting(&mut notes)?;
@@ -263,6 +289,21 @@ impl SysfsTopology {
             self.node_cpus.clone(),
             order,
         ))
+    }
+
+    /// The memory nodes the restriction allows, or every memory node where nothing
+    /// restricts them or the restriction names none (a quirk).
+    fn allowed_memory(&self, notes: &mut Notes) -> Result<NodeSet> {
+        let memory = self.memory_nodes();
+        let Some(restriction) = &self.mems_restriction else { return Ok(memory) };
+        let allowed = restriction.ids.intersection(&memory);
+        if allowed.is_empty() && !memory.is_empty() {
+            let reading = format!("names no node with memory ({memory}): read as no restriction");
+            let text = restriction.ids.to_string();
+            notes.note(Diagnostic::new(Quirk::NoAllowedMemoryNode, &restriction.path, &text, reading))?;
+            return Ok(memory);
+        }
+        Ok(allowed)
     }
 
     /// Reads the online CPUs (see the module documentation for the rules).
@@ -376,7 +417,7 @@ impl Topology for SysfsTopology {
     fn allowed_cpus(&self) -> CpuSet {
         let mut allowed = self.online_cpus().unwrap_or_else(|_| self.present.clone());
         if let Some(restriction) = &self.restriction {
-            allowed = allowed.intersection(&restriction.cpus);
+            allowed = allowed.intersection(&restriction.ids);
         }
         if self.kind == RootKind::Live {
             if let Ok(affinity) = os::thread_affinity(self.cpu_limit) {
@@ -475,6 +516,10 @@ impl Topology for SysfsTopology {
 
     fn subscribe(&self) -> Option<crossbeam_channel::Receiver<OnlineChange>> {
         None
+    }
+
+    fn allowed_memory_nodes(&self) -> NodeSet {
+        self.allowed_mems.clone()
     }
 
     fn diagnostics(&self) -> Vec<Diagnostic> {

@@ -56,6 +56,7 @@ struct Report {
     present_cpus: topology::CpuSet,
     online_cpus: topology::CpuSet,
     allowed_cpus: topology::CpuSet,
+    allowed_memory_nodes: topology::NodeSet,
     possible_nodes: topology::NodeSet,
     online_nodes: topology::NodeSet,
     nodes: Vec<NodeReport>,
@@ -95,6 +96,7 @@ impl Report {
             possible_cpus: machine.possible_cpus(),
             present_cpus: machine.present_cpus(),
             allowed_cpus: machine.allowed_cpus(),
+            allowed_memory_nodes: machine.allowed_memory_nodes(),
             online_cpus,
             nodes,
             cpuless_nodes: machine.cpuless_nodes().iter().collect(),
@@ -154,6 +156,8 @@ impl Report {
         let _ = writeln!(out, "online cpus: {}", list(&self.online_cpus));
         let _ = writeln!(out, "offline cpus: {}", list(&self.possible_cpus.difference(&self.online_cpus)));
         let _ = writeln!(out, "allowed cpus: {}", list(&self.allowed_cpus));
+        // numactl --show calls these "membind" (for the default policy).
+        let _ = writeln!(out, "allowed memory nodes: {}", list(&self.allowed_memory_nodes));
         let _ = writeln!(out, "cpu-less nodes: {}", ids_text(&self.cpuless_nodes));
         let _ = writeln!(out, "memory-less nodes: {}", ids_text(&self.memoryless_nodes));
         if self.diagnostics.is_empty() {
@@ -192,6 +196,7 @@ impl Report {
             "online_cpus": self.online_cpus.to_string(),
             "offline_cpus": self.possible_cpus.difference(&self.online_cpus).to_string(),
             "allowed_cpus": self.allowed_cpus.to_string(),
+            "allowed_memory_nodes": self.allowed_memory_nodes.to_string(),
             "possible_nodes": self.possible_nodes.to_string(),
             "online_nodes": self.online_nodes.to_string(),
             "node_ids": self.possible_nodes.iter().collect::<Vec<_>>(),

@@ -55,6 +55,9 @@ fn check_text(text: &str, expected: &dyn Topology) {
     assert!(text.contains(&format!("online cpus: {}\n", expected.online_cpus().unwrap())), "{text}");
     assert!(text.contains("offline cpus: "), "{text}");
     assert!(text.contains("allowed cpus: "), "{text}");
+    let mems = expected.allowed_memory_nodes();
+    let mems_text = if mems.is_empty() { "(none)".to_owned() } else { mems.to_string() };
+    assert!(text.contains(&format!("allowed memory nodes: {mems_text}\n")), "{text}");
     let diagnostics = expected.diagnostics();
     if diagnostics.is_empty() {
         assert!(text.contains("diagnostics: (none)\n"), "{text}");
@@ -93,6 +96,7 @@ fn check_json(json: &Value, expected: &dyn Topology) {
     assert_eq!(ids("memoryless_nodes"), expected.memoryless_nodes().iter().collect::<Vec<_>>());
     let allowed: topology::CpuSet = json["allowed_cpus"].as_str().unwrap().parse().unwrap();
     assert!(allowed.is_subset(&expected.online_cpus().unwrap()));
+    assert_eq!(json["allowed_memory_nodes"], expected.allowed_memory_nodes().to_string());
     let diagnostics = json["diagnostics"].as_array().expect("diagnostics is an array");
     assert_eq!(diagnostics.len(), expected.diagnostics().len());
     for (printed, diagnostic) in diagnostics.iter().zip(expected.diagnostics()) {
@@ -112,7 +116,9 @@ fn this_machine() {
 
 #[test]
 fn each_own_fixture_by_name_and_by_path() {
-    for name in ["seed-box", "memoryless-node", "cpuless-node", "large-sparse", "this-machine"] {
+    for name in
+        ["seed-box", "memoryless-node", "cpuless-node", "large-sparse", "restricted-mems", "this-machine"]
+    {
         let expected = FixtureTopology::load(name).unwrap();
         check(&["topology", "--fixture", name], &expected);
         let path = workspace().join("fixtures").join(name);
@@ -146,6 +152,15 @@ fn quirk_fixtures_print_their_diagnostics_and_strict_refuses_them() {
     // A machine without quirks passes --strict.
     let text = success(&["topology", "--strict", "--fixture", "seed-box"]);
     assert!(text.contains("diagnostics: (none)\n"), "{text}");
+}
+
+#[test]
+fn restricted_memory_nodes_are_shown() {
+    let text = success(&["topology", "--fixture", "restricted-mems"]);
+    assert!(text.contains("allowed memory nodes: 0,2\n"), "{text}");
+    let json: Value =
+        serde_json::from_str(&success(&["topology", "--fixture", "restricted-mems", "--json"])).unwrap();
+    assert_eq!(json["allowed_memory_nodes"], "0,2");
 }
 
 #[test]

@@ -76,3 +76,22 @@ fn naming_a_memoryless_node_twice_is_the_same_machine() {
     assert_eq!(topo.memoryless_nodes().to_string(), "0");
     assert_eq!(topo.nearest_memory_node(0), Some(1));
 }
+
+#[test]
+fn allowed_memory_nodes_default_to_the_memory_nodes_and_can_be_restricted() {
+    let topo = FakeTopology::builder().nodes(3).memoryless_node(1).build().unwrap();
+    assert_eq!(topo.allowed_memory_nodes().to_string(), "0,2");
+    let nodes = |list: &str| -> NodeSet { list.parse().unwrap() };
+    let topo = FakeTopology::builder().nodes(3).allowed_memory_nodes(nodes("1-2")).build().unwrap();
+    assert_eq!(topo.allowed_memory_nodes().to_string(), "1-2");
+    // A memory-less node is never allowed, and a restriction must leave one memory node.
+    let topo = FakeTopology::builder().nodes(3).memoryless_node(1).allowed_memory_nodes(nodes("1-2"));
+    assert_eq!(topo.build().unwrap().allowed_memory_nodes().to_string(), "2");
+    let error = FakeTopology::builder().nodes(2).memoryless_node(1).allowed_memory_nodes(nodes("1")).build();
+    assert!(
+        matches!(&error, Err(Error::InvalidFake(reason)) if reason.contains("none has memory")),
+        "{error:?}"
+    );
+    let error = FakeTopology::builder().nodes(2).allowed_memory_nodes(nodes("0,5")).build();
+    assert!(matches!(&error, Err(Error::InvalidFake(reason)) if reason.contains("0,5")), "{error:?}");
+}

@@ -1,11 +1,13 @@
-//! The CPU restriction of the process's cpuset or cgroup, read under a root.
+//! The CPU and memory-node restrictions of the process's cpuset or cgroup, read under a
+//! root.
 //!
 //! The cgroup path comes from `proc/self/cpuset` where it exists (it names the cpuset
 //! path for cgroup v1 and v2 alike), else from the cpuset line (v1) or the `0::` line (v2)
 //! of `proc/self/cgroup`. The mount that holds it comes from `proc/mounts`: a `cpuset`
 //! file system (the old `/dev/cpuset`, files named `cpus`), a `cgroup` mount with the
 //! `cpuset` option (`cpuset.cpus`), or a `cgroup2` mount (`cpuset.cpus.effective`), in
-//! that order of preference, as hwloc does.
+//! that order of preference, as hwloc does. The memory nodes come from the same folder's
+//! `mems`, `cpuset.mems` or `cpuset.mems.effective`, found the same way.
 //!
 //! Absent files mean that no restriction is known: a capture trimmed of its cgroup
 //! folders, a v2 cgroup without the cpuset controller, a kernel without cpusets. An empty
@@ -19,7 +21,7 @@ use procfs_core::{FromBufRead, MountEntry, ProcessCGroups};
 use super::read;
 use crate::diagnostic::Notes;
 use crate::idset::trim_kernel_text;
-use crate::{CpuSet, Diagnostic, Quirk, Result};
+use crate::{Diagnostic, IdSet, Quirk, Result, ID_LIMIT};
 
 /// Which cgroup hierarchy the process's path was found for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,48 +34,90 @@ enum Hierarchy {
     V2,
 }
 
-/// The restriction found: the file it came from and its CPUs.
+/// One restriction found: the file it came from and the ids it allows.
 #[derive(Debug, Clone)]
 pub(crate) struct Restriction {
-    /// The `cpus`, `cpuset.cpus` or `cpuset.cpus.effective` file.
+    /// The `cpus`, `cpuset.cpus` or `cpuset.cpus.effective` file (for CPUs), or the
+    /// `mems`, `cpuset.mems` or `cpuset.mems.effective` file (for memory nodes).
     pub(crate) path: PathBuf,
-    /// The CPUs it allows.
-    pub(crate) cpus: CpuSet,
+    /// The CPUs or nodes it allows.
+    pub(crate) ids: IdSet,
 }
 
-/// Reads the restriction under `root`; `Ok(None)` where none is known.
-pub(crate) fn restriction(root: &Path, limit: u32, notes: &mut Notes) -> Result<Option<Restriction>> {
-    let Some((cgroup_path, hierarchy)) = process_cgroup(root, notes)? else { return Ok(None) };
+/// The restrictions of the process's cgroup: on its CPUs and on its memory nodes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Restrictions {
+    pub(crate) cpus: Option<Restriction>,
+    pub(crate) mems: Option<Restriction>,
+}
+
+/// A cgroup folder that may hold cpuset files, and how they are named there.
+struct Candidate {
+    folder: PathBuf,
+    /// The CPU file's name and the memory-node file's name.
+    names: (&'static str, &'static str),
+}
+
+/// Reads the restrictions under `root`; each `None` where none is known.
+pub(crate) fn restrictions(root: &Path, limit: u32, notes: &mut Notes) -> Result<Restrictions> {
+    let mut found = Restrictions::default();
+    for Candidate { folder, names: (cpus, mems) } in candidates(root, notes)? {
+        if found.cpus.is_none() {
+            found.cpus = nonempty(folder.join(cpus), "cgroup cpu list", limit)?;
+        }
+        if found.mems.is_none() {
+            found.mems = nonempty(folder.join(mems), "cgroup node list", ID_LIMIT)?;
+        }
+    }
+    Ok(found)
+}
+
+/// The restriction in an id list file, if it exists and is not empty.
+fn nonempty(path: PathBuf, what: &'static str, limit: u32) -> Result<Option<Restriction>> {
+    Ok(read::list(&path, what, limit)?.filter(|ids| !ids.is_empty()).map(|ids| Restriction { path, ids }))
+}
+
+/// The folders that may hold the process's cpuset files, in order of preference.
+fn candidates(root: &Path, notes: &mut Notes) -> Result<Vec<Candidate>> {
+    let Some((cgroup_path, hierarchy)) = process_cgroup(root, notes)? else { return Ok(Vec::new()) };
     let mounts_path = root.join("proc/mounts");
-    let Some(mounts_text) = read::text(&mounts_path, "mount table")? else { return Ok(None) };
+    let Some(mounts_text) = read::text(&mounts_path, "mount table")? else { return Ok(Vec::new()) };
     let mounts = Vec::<MountEntry>::from_buf_read(Cursor::new(mounts_text.as_bytes()))
         .map_err(|error| read::malformed(&mounts_path, "mount table", &mounts_text, error.to_string()))?;
 
     let relative = cgroup_path.trim_start_matches('/');
-    let mut candidates: Vec<PathBuf> = Vec::new();
+    let mut candidates = Vec::new();
     let v1 = matches!(hierarchy, Hierarchy::Any | Hierarchy::V1);
     let v2 = matches!(hierarchy, Hierarchy::Any | Hierarchy::V2);
     for mount in &mounts {
         let folder = under_root(root, &mount.fs_file).join(relative);
         match mount.fs_vfstype.as_str() {
-            "cpuset" if v1 => candidates.push(folder.join("cpus")),
+            "cpuset" if v1 => candidates.push(Candidate { folder, names: ("cpus", "mems") }),
             "cgroup" if v1 && mount.fs_mntops.contains_key("cpuset") => {
-                candidates.push(folder.join("cpuset.cpus"))
+                candidates.push(Candidate { folder, names: ("cpuset.cpus", "cpuset.mems") })
             }
             _ => {}
         }
     }
     for mount in mounts.iter().filter(|m| v2 && m.fs_vfstype == "cgroup2") {
-        candidates.push(under_root(root, &mount.fs_file).join(relative).join("cpuset.cpus.effective"));
+        let folder = under_root(root, &mount.fs_file).join(relative);
+        candidates.push(Candidate { folder, names: ("cpuset.cpus.effective", "cpuset.mems.effective") });
     }
-    for path in candidates {
-        if let Some(cpus) = read::list(&path, "cgroup cpu list", limit)? {
-            if !cpus.is_empty() {
-                return Ok(Some(Restriction { path, cpus }));
-            }
-        }
-    }
-    Ok(None)
+    Ok(candidates)
+}
+
+/// The live process's memory nodes: `Mems_allowed_list` in `proc/self/status` (its
+/// cpuset's effective `mems`, as the kernel applies them); `Ok(None)` where the file or
+/// the line is absent (a kernel without cpusets).
+pub(crate) fn process_mems(root: &Path) -> Result<Option<Restriction>> {
+    let path = root.join("proc/self/status");
+    let Some(text) = read::text(&path, "process status")? else { return Ok(None) };
+    let Some(list) = text.lines().find_map(|line| line.strip_prefix("Mems_allowed_list:")) else {
+        return Ok(None);
+    };
+    let ids = IdSet::parse_list(list.trim(), ID_LIMIT)
+        .map_err(|error| read::parse_error(&path, "Mems_allowed_list", error))?;
+    Ok(Some(Restriction { path, ids }))
 }
 
 /// The process's cpuset path and the hierarchy it belongs to.

@@ -28,6 +28,18 @@ fn documented_allowed(name: &str) -> Option<&'static str> {
     }
 }
 
+/// The allowed memory nodes that the README says each capture's cpuset restricts to (all
+/// memory nodes where it says nothing).
+fn documented_allowed_mems(name: &str) -> Option<&'static str> {
+    match name {
+        // cgroup v1 cpuset mems 1-4.
+        "16amd64-8n2c-cpusets" => Some("1-4"),
+        // cgroup v2 cpuset.mems.effective 0-5.
+        "32amd64-4s2n4c-cgroup2" => Some("0-5"),
+        _ => None,
+    }
+}
+
 #[test]
 fn every_capture_agrees_with_its_expected_json() {
     let Some(dir) = hwloc_captures() else { return };
@@ -139,6 +151,10 @@ fn check_capture(capture: &Path) {
     assert!(allowed.is_subset(&online), "{}", context("allowed within online"));
     let want = documented_allowed(&name).map_or_else(|| online.clone(), |list| list.parse().unwrap());
     assert_eq!(allowed, want, "{}", context("allowed cpus"));
+    let memory = topo.memory_nodes();
+    let want = documented_allowed_mems(&name).map_or_else(|| memory.clone(), |list| list.parse().unwrap());
+    assert_eq!(topo.allowed_memory_nodes(), want, "{}", context("allowed memory nodes"));
+    assert_eq!(topo.diagnostics(), Vec::new(), "{}", context("no quirk in the shared captures"));
     assert!(!topo.is_live());
 }
 
@@ -172,4 +188,11 @@ fn interpretations_the_readme_calls_out() {
         path.display()
     );
     assert_eq!(cpus.to_string(), "0-5");
+    let (path, nodes) = cgroup2.memory_restriction().unwrap();
+    assert!(path.ends_with("step_0/cpuset.mems.effective"), "{}", path.display());
+    assert_eq!(nodes.to_string(), "0-5");
+    let cpusets = SysfsTopology::new(dir.join("16amd64-8n2c-cpusets/fsroot")).unwrap();
+    let (path, nodes) = cpusets.memory_restriction().unwrap();
+    assert!(path.ends_with("dev/cpuset/dummy/mems"), "{}", path.display());
+    assert_eq!(nodes.to_string(), "1-4");
 }

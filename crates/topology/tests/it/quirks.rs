@@ -110,8 +110,32 @@ fn a_cpu_in_two_nodes_goes_to_the_smaller_list() {
 }
 
 #[test]
+fn a_memory_restriction_naming_no_memory_node_reads_as_none() {
+    // Built on the restricted-mems fixture, whose cgroup allows nodes 0 and 2: a cpuset
+    // naming only node 7, which the machine does not have, cannot be obeyed.
+    let topo = FixtureTopology::load("restricted-mems").unwrap();
+    let file = topo.copy_root().join("sys/fs/cgroup/cpuset.mems.effective");
+    std::fs::write(&file, "7\n").unwrap();
+    let reread = SysfsTopology::new(topo.copy_root()).unwrap();
+    assert_eq!(reread.allowed_memory_nodes().to_string(), "0-2");
+    let diagnostics = reread.diagnostics();
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    check_diagnostic(
+        &diagnostics[0],
+        topo.copy_root(),
+        Quirk::NoAllowedMemoryNode,
+        "sys/fs/cgroup/cpuset.mems.effective",
+        "7",
+    );
+    let strict = SysfsTopology::with_reading(topo.copy_root(), Reading::Strict);
+    assert!(matches!(&strict, Err(Error::Strict(d)) if d.quirk == Quirk::NoAllowedMemoryNode), "{strict:?}");
+}
+
+#[test]
 fn machines_without_quirks_have_no_diagnostics() {
-    for name in ["seed-box", "cpuless-node", "memoryless-node", "large-sparse", "this-machine"] {
+    for name in
+        ["seed-box", "cpuless-node", "memoryless-node", "large-sparse", "restricted-mems", "this-machine"]
+    {
         let topo = FixtureTopology::load(name).unwrap();
         assert_eq!(topo.diagnostics(), Vec::new(), "{name}");
         let tree = workspace().join("fixtures").join(name);
