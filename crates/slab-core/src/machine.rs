@@ -33,7 +33,11 @@ pub(crate) struct Machine {
     pub(crate) node_fallback: Vec<Option<NodeId>>,
     /// Possible nodes.
     pub(crate) possible_nodes: NodeSet,
-    /// Possible nodes that have memory: where slabs live.
+    /// Possible nodes that have memory and that this process may allocate from
+    /// ([`Topology::allowed_memory_nodes`]): where slabs live, and the only nodes `mbind`
+    /// is ever asked for. A disallowed node keeps its lists (as every possible node does)
+    /// but they stay empty: allocation for it, and for its CPUs, falls back to the nearest
+    /// node here.
     pub(crate) memory_nodes: Vec<NodeId>,
     /// More than one possible CPU (the kernel's `CONFIG_SMP` for the shared-array default).
     pub(crate) smp: bool,
@@ -45,17 +49,18 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
-    /// Reads the facts from the topology. A topology that lists no node with memory
-    /// (impossible on a running machine) is served from its first possible node.
+    /// Reads the facts from the topology. A topology that lists no allowed node with
+    /// memory (impossible on a running machine) is served from its first possible node.
     pub(crate) fn new(topology: Arc<dyn Topology>) -> Self {
         let possible_nodes = topology.possible_nodes();
         let node_bound = topology.node_id_bound().max(1);
         let cpu_bound = topology.cpu_id_bound();
+        let allowed = topology.allowed_memory_nodes();
         let mut memory_nodes: Vec<NodeId> =
-            possible_nodes.iter().filter(|&n| topology.has_memory(n)).collect();
+            possible_nodes.iter().filter(|&n| topology.has_memory(n) && allowed.contains(n)).collect();
         if memory_nodes.is_empty() {
             eprintln!(
-                "slab-core: topology {} lists no node with memory; using its first node",
+                "slab-core: topology {} lists no allowed node with memory; using its first node",
                 topology.name()
             );
             memory_nodes.push(possible_nodes.first().unwrap_or(0));
