@@ -200,6 +200,16 @@ pub enum Error {
         /// Where `alloc_node` would have taken the object.
         nearest: NodeId,
     },
+    /// An allocation from one node only ([`crate::Cache::alloc_node_exact`]) of a node
+    /// that has memory this process may not use (outside its cpuset's `mems`,
+    /// [`topology::Topology::allowed_memory_nodes`]).
+    #[error("node {node} is not an allowed memory node of this process: no object can come from it (the nearest allowed node is {nearest})")]
+    NodeNotAllowed {
+        /// The node asked for.
+        node: NodeId,
+        /// Where `alloc_node` would have taken the object.
+        nearest: NodeId,
+    },
     /// `validate` found the cache's bookkeeping inconsistent.
     #[error("cache {cache:?}: corrupted: {reason}")]
     Corrupted {

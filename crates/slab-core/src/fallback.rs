@@ -31,11 +31,14 @@ impl Cache {
     /// `__GFP_THISNODE`): when `node` has no free object and cannot grow, this is
     /// [`Error::OutOfMemory`], where [`Cache::alloc_node`] would take another node's.
     /// The object comes from the node's lists, not through a CPU's array. A node
-    /// without memory is [`Error::NodeWithoutMemory`], an impossible one
-    /// [`Error::UnknownNode`].
+    /// without memory is [`Error::NodeWithoutMemory`], one outside the allowed memory
+    /// nodes [`Error::NodeNotAllowed`], an impossible one [`Error::UnknownNode`].
     pub fn alloc_node_exact(&self, node: NodeId) -> Result<NonNull<u8>> {
         let kmem = self.kmem();
         let nearest = kmem.machine.fallback_of(node)?;
+        if nearest != node && kmem.machine.topology.has_memory(node) {
+            return Err(Error::NodeNotAllowed { node, nearest });
+        }
         if nearest != node {
             return Err(Error::NodeWithoutMemory { node, nearest });
         }

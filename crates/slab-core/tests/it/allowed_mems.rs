@@ -6,7 +6,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use slab_core::{Allocator, Cache, CacheFlags};
+use slab_core::{Allocator, Cache, CacheFlags, Error};
 use topology::{FakeTopology, FixtureTopology, NodeSet, Topology};
 
 fn cache_on(topology: Arc<dyn Topology>) -> (Arc<Allocator>, Arc<Cache>) {
@@ -44,6 +44,11 @@ fn a_disallowed_node_gets_no_slabs_on_the_restricted_fixture() {
         all_from(&cache, count, 2, || cache.alloc_on(cpu).unwrap(), "node 1's cpus allocate from node 2");
     }
     all_from(&cache, count, 0, || cache.alloc_on(0).unwrap(), "node 0's cpus allocate from node 0");
+    // Node 1 alone cannot serve: it is refused, naming where alloc_node would go.
+    let error = cache.alloc_node_exact(1).unwrap_err();
+    assert!(matches!(error, Error::NodeNotAllowed { node: 1, nearest: 2 }), "{error}");
+    assert!(error.to_string().contains("not an allowed memory node"), "{error}");
+    all_from(&cache, count, 2, || cache.alloc_node_exact(2).unwrap(), "alloc_node_exact(2)");
     allocator.validate().unwrap();
 }
 
