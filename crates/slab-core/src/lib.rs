@@ -20,6 +20,7 @@
 
 mod allocator;
 mod array_cache;
+mod barn;
 mod cache;
 mod cpu;
 mod debug;
@@ -36,6 +37,7 @@ mod node;
 mod pages;
 mod reap;
 mod registry;
+mod remote;
 mod slab;
 mod stats;
 mod sync;
