@@ -40,6 +40,7 @@
 
 use std::collections::TryReserveError;
 
+use crate::barn::Sheaf;
 use crate::sync::{TryLock, UnsafeCell};
 
 /// The kernel's `struct array_cache`: `avail` objects at `entry[0..avail]`, LIFO.
@@ -112,27 +113,30 @@ impl ArrayCache {
         self.avail -= count;
     }
 
-    /// Moves the `count` newest objects of `from` into `self` (the `memcpy` of a shared
-    /// array refill); returns how many moved.
-    pub(crate) fn take_newest_from(&mut self, from: &mut ArrayCache, count: u32) -> u32 {
-        let count = count.min(from.avail).min(self.room());
-        let start = (from.avail - count) as usize;
-        let to = self.avail as usize;
-        self.entry[to..to + count as usize].copy_from_slice(&from.entry[start..start + count as usize]);
-        self.avail += count;
-        from.avail -= count;
-        count
-    }
-
-    /// Moves the `count` oldest objects of `from` into `self` (a flush into the shared
-    /// array); returns how many moved.
-    pub(crate) fn take_oldest_from(&mut self, from: &mut ArrayCache, count: u32) -> u32 {
-        let count = count.min(from.avail).min(self.room());
-        let to = self.avail as usize;
-        self.entry[to..to + count as usize].copy_from_slice(&from.entry[..count as usize]);
-        self.avail += count;
-        from.remove_oldest(count);
-        count
+    /// Exchanges the array's storage whole (a sheaf, SLUB's `pcs->main`) through `f`,
+    /// which gets the storage with its objects and gives back a sheaf to use from now on,
+    /// or the same one refused. The array takes whatever `f` returns: its `limit` becomes
+    /// that sheaf's capacity (the same, for a barn of this array's size). Returns whether
+    /// `f` gave another sheaf.
+    pub(crate) fn exchange(&mut self, f: impl FnOnce(Sheaf) -> Result<Sheaf, Sheaf>) -> bool {
+        let entry = std::mem::take(&mut self.entry);
+        let avail = std::mem::replace(&mut self.avail, 0);
+        // Until the storage comes back the array has none: limit 0, so nothing is pushed
+        // out of bounds whatever happens in `f`.
+        let limit = std::mem::replace(&mut self.limit, 0);
+        let (exchanged, sheaf) = match f(Sheaf::from_parts(entry, avail)) {
+            Ok(sheaf) => (true, sheaf),
+            Err(sheaf) => (false, sheaf),
+        };
+        let (entry, avail) = sheaf.into_parts();
+        debug_assert!(exchanged || entry.len() == limit as usize, "a refused sheaf is the array's own");
+        self.limit = entry.len() as u32;
+        self.avail = avail;
+        self.entry = entry;
+        if exchanged {
+            self.touched = true;
+        }
+        exchanged
     }
 }
 

@@ -2,16 +2,19 @@
 //! public [`Cache`] handle.
 //!
 //! Allocation: `____cache_alloc` pops the current CPU's array under its slot lock; an
-//! empty array goes to the `#[cold]` `cache_alloc_refill`, which takes a batch from the
-//! node's shared array, else its partial then free slabs, else grows the node
-//! (`cache_grow`) and retries. A CPU whose array is absent (not prepared, or dead) or
+//! empty array goes to the `#[cold]` `cache_alloc_refill`, which exchanges it whole for a
+//! full sheaf from the node's barn (`barn.rs`), or under the node's lock takes the remote
+//! frees queued for the node (`remote.rs`), else a batch from its partial then free
+//! slabs, else grows the node (`cache_grow`) and retries. A CPU whose array is absent (not prepared, or dead) or
 //! taken by another thread holding the same CPU id is served straight from the node lists
 //! (`__cache_alloc_node`).
 //!
-//! Free: the object's node is its slab's node. A local free pushes onto the CPU's array,
-//! flushing a batch to the shared array or the slabs when full (`cache_flusharray`); a
-//! remote free goes to this node's alien cache for the owner node, drained to the owner in
-//! batches (`cache_free_alien`); absent or contended arrays free straight to the slabs.
+//! Free: the object's node is its slab's node. A local free pushes onto the CPU's array; a
+//! full array is exchanged whole for an empty sheaf from the barn, or else flushes a batch
+//! to the slabs (`cache_flusharray`); a remote free goes to this node's alien cache for the
+//! owner node, whose full contents are handed to the owner's remote-free queue with one
+//! atomic operation (`cache_free_alien`); absent or contended arrays free straight to the
+//! slabs.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -50,6 +53,25 @@ enum FastAlloc<'a> {
     Busy,
     /// A debug cache or a CPU id without a slot.
     Slow,
+}
+
+/// Whether a refill already tried the barn before taking the node's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BarnTried {
+    /// It did, and the barn had no full sheaf.
+    Yes,
+    /// It did not (remote frees were waiting, or the array was not empty).
+    No,
+}
+
+/// Pops an object from the held slot's array, counting it as handed out.
+#[inline(always)]
+fn pop_counted(guard: &mut SlotGuard<'_>) -> Option<*mut u8> {
+    guard.with(|data| {
+        let obj = data.array.as_mut()?.pop()?;
+        data.allocs = data.allocs.wrapping_add(1);
+        Some(obj)
+    })
 }
 
 /// What [`KmemCache::free_fast`] leaves to its caller.
@@ -307,46 +329,36 @@ impl KmemCache {
         self.alloc_direct(self.home_or_default(cpu))
     }
 
-    /// `cache_alloc_refill`: fill the (locked) CPU array from the shared array, else the
-    /// slabs, else grow; then pop. A detached slot is served from the node lists.
+    /// `cache_alloc_refill` (SLUB's `__pcs_replace_empty_main`): the (locked) CPU array is
+    /// empty. It is exchanged whole for a full sheaf from the node's barn, with no
+    /// `list_lock` and no copy; when remote frees wait for the node, or the barn has no
+    /// full sheaf, the node's lock is taken and the array refilled from the remote frees,
+    /// else the barn, else the slabs, else the node grows. Then pop. A detached slot is
+    /// served from the node lists.
     #[cold]
     #[inline(never)]
     fn cache_alloc_refill(&self, mut guard: SlotGuard<'_>) -> Result<NonNull<u8>> {
         let node = guard.node();
+        let l3 = self.l3(node);
         loop {
-            {
-                let mut l3 = self.l3(node).list_lock.lock();
-                if l3.destroyed {
-                    return Err(self.destroyed_error());
+            let barn = guard.with(|data| {
+                let ac = data.array.as_mut()?;
+                if ac.avail > 0 || !l3.remote.is_empty() {
+                    return Some(BarnTried::No);
                 }
-                let attached = guard.with(|data| match data.array.as_mut() {
-                    None => false,
-                    Some(ac) => {
-                        let mut batchcount = ac.batchcount;
-                        if !ac.touched && batchcount > BATCHREFILL_LIMIT {
-                            batchcount = BATCHREFILL_LIMIT;
-                        }
-                        l3.refill(&self.geometry, ac, batchcount);
-                        true
-                    }
-                });
-                if !attached {
-                    drop(l3);
-                    drop(guard);
-                    return self.alloc_direct(node);
-                }
-            }
-            let obj = guard.with(|data| {
-                let obj = data.array.as_mut()?.pop()?;
-                data.allocs = data.allocs.wrapping_add(1);
-                Some(obj)
+                ac.exchange(|empty| l3.barn.exchange_empty_for_full(empty));
+                Some(BarnTried::Yes)
             });
-            if let Some(obj) = obj {
-                if self.debug {
-                    return self.debug_alloc_from_slot(guard, obj);
-                }
-                // SAFETY: array entries are object addresses, never null.
-                return Ok(unsafe { NonNull::new_unchecked(obj) });
+            let Some(barn) = barn else {
+                drop(guard);
+                return self.alloc_direct(node);
+            };
+            if let Some(obj) = pop_counted(&mut guard) {
+                return self.hand_out_from_slot(guard, obj);
+            }
+            self.refill_from_node(&mut guard, barn)?;
+            if let Some(obj) = pop_counted(&mut guard) {
+                return self.hand_out_from_slot(guard, obj);
             }
             // Still holding the slot: other threads on this CPU id use the slow path
             // meanwhile, and hotplug waits for the growth to finish. A node that cannot
@@ -356,6 +368,52 @@ impl KmemCache {
                 return self.fallback_alloc(node, error);
             }
         }
+    }
+
+    /// The locked half of `cache_alloc_refill`: under the node's `list_lock`, the remote
+    /// frees queued for the node go into the array (what does not fit goes back to the
+    /// slabs); an array still empty is exchanged with the barn (unless that was just
+    /// tried), else refilled from the slabs.
+    fn refill_from_node(&self, guard: &mut SlotGuard<'_>, barn: BarnTried) -> Result<()> {
+        let node = guard.node();
+        let l3 = self.l3(node);
+        let mut chain = SlabChain::default();
+        let refused = {
+            let mut state = l3.list_lock.lock();
+            if state.destroyed {
+                return Err(self.destroyed_error());
+            }
+            let state = &mut *state;
+            guard.with(|data| {
+                let Some(ac) = data.array.as_mut() else { return Refused::default() };
+                let refused = l3.drain_remote(state, &self.geometry, node, &mut chain, |objects| {
+                    objects.iter().take_while(|&&obj| ac.push(obj)).count()
+                });
+                if ac.avail == 0
+                    && !(barn == BarnTried::No && ac.exchange(|empty| l3.barn.exchange_empty_for_full(empty)))
+                {
+                    let mut batchcount = ac.batchcount;
+                    if !ac.touched && batchcount > BATCHREFILL_LIMIT {
+                        batchcount = BATCHREFILL_LIMIT;
+                    }
+                    state.refill(&self.geometry, ac, batchcount);
+                }
+                refused
+            })
+        };
+        self.note_refused(refused);
+        self.slabs_destroy(chain);
+        Ok(())
+    }
+
+    /// An object popped from a slot on a slow path: handed out, after the debug checks in
+    /// a debug cache.
+    fn hand_out_from_slot(&self, guard: SlotGuard<'_>, obj: *mut u8) -> Result<NonNull<u8>> {
+        if self.debug {
+            return self.debug_alloc_from_slot(guard, obj);
+        }
+        // SAFETY: array entries are object addresses, never null.
+        Ok(unsafe { NonNull::new_unchecked(obj) })
     }
 
     /// `__cache_alloc_node`: one object straight from a node's slabs, growing the node
@@ -620,12 +678,26 @@ impl KmemCache {
         self.free_direct(nodeid, obj);
     }
 
-    /// `cache_flusharray`: the CPU array is full (or detached): move a batch to the shared
-    /// array, or else to the slabs, then push the object.
+    /// `cache_flusharray` (SLUB's `barn_replace_full_sheaf`): the CPU array is full (or
+    /// detached). A full array is exchanged whole for an empty sheaf from the node's barn,
+    /// with no `list_lock` and no copy; only when the barn has no empty sheaf is a batch
+    /// freed to the slabs under the lock. Then the object is pushed.
     #[cold]
     #[inline(never)]
     fn cache_flusharray(&self, mut guard: SlotGuard<'_>, obj: *mut u8) {
         let node = guard.node();
+        let barn = &self.l3(node).barn;
+        let exchanged = guard.with(|data| {
+            let Some(ac) = data.array.as_mut() else { return false };
+            if !ac.exchange(|full| barn.exchange_full_for_empty(full)) || !ac.push(obj) {
+                return false;
+            }
+            data.frees = data.frees.wrapping_add(1);
+            true
+        });
+        if exchanged {
+            return;
+        }
         let mut chain = SlabChain::default();
         let mut refused = Refused::default();
         {
@@ -633,13 +705,8 @@ impl KmemCache {
             let l3 = &mut *l3;
             let attached = guard.with(|data| {
                 let Some(ac) = data.array.as_mut() else { return false };
-                let batchcount = ac.batchcount.min(ac.avail).max(1);
-                let moved = match l3.shared.as_mut() {
-                    Some(shared) if shared.room() > 0 => shared.take_oldest_from(ac, batchcount),
-                    _ => 0,
-                };
-                if moved == 0 {
-                    let batch = batchcount.min(ac.avail) as usize;
+                if ac.room() == 0 {
+                    let batch = ac.batchcount.min(ac.avail).max(1) as usize;
                     // SAFETY: array entries are objects of this node handed out of its slabs.
                     refused =
                         unsafe { l3.free_block(&self.geometry, &ac.objects()[..batch], node, &mut chain) };
@@ -661,9 +728,12 @@ impl KmemCache {
         self.slabs_destroy(chain);
     }
 
-    /// `cache_free_alien`: a remote object goes to this node's alien cache for its owner,
-    /// which is drained to the owner's slabs when full (`__drain_alien_cache`). An absent
-    /// or contended alien cache frees straight to the owner's slabs.
+    /// `cache_free_alien`: a remote object goes to this node's alien cache for its owner.
+    /// A full alien cache is handed whole to the owner node's queue of remote frees with
+    /// one atomic operation (`remote.rs`), for the owner to drain on its next refill,
+    /// allocation or reap; in a debug cache it is freed to the owner's slabs under the
+    /// owner's lock (`__drain_alien_cache`). An absent or contended
+    /// alien cache frees straight to the owner's slabs.
     #[inline(never)]
     fn cache_free_alien(&self, home: NodeId, owner: NodeId, obj: *mut u8) {
         if let Some(mut guard) = self.l3(home).alien[owner as usize].try_lock() {
@@ -672,9 +742,18 @@ impl KmemCache {
             let done = guard.with(|data| {
                 let Some(ac) = data.array.as_mut() else { return false };
                 if ac.avail == ac.limit {
-                    let mut l3 = self.l3(owner).list_lock.lock();
-                    // SAFETY: alien entries are handed-out objects of `owner`.
-                    refused = unsafe { l3.free_block(&self.geometry, ac.objects(), owner, &mut chain) };
+                    let owner_l3 = self.l3(owner);
+                    if self.debug {
+                        // A debug cache's free objects keep their poison: no link is
+                        // written into them, so they go to the slabs under the lock.
+                        let mut l3 = owner_l3.list_lock.lock();
+                        // SAFETY: alien entries are handed-out objects of `owner`.
+                        refused = unsafe { l3.free_block(&self.geometry, ac.objects(), owner, &mut chain) };
+                    } else {
+                        // SAFETY: alien entries are handed-out objects of `owner`, freed
+                        // by their callers, each once, word-sized and word-aligned at least.
+                        unsafe { owner_l3.remote.push_batch(ac.objects()) };
+                    }
                     ac.remove_oldest(ac.avail);
                 }
                 ac.push(obj);

@@ -259,8 +259,10 @@ impl KmemCache {
 
     /// Checks every object is accounted for exactly once and every slab is on its own
     /// node's right list. Takes every lock of the cache (CPU slots, then alien slots,
-    /// then node lists: the lock order of the fast paths), so the picture is consistent
-    /// even while other threads allocate and free.
+    /// then node lists, then each barn's in turn: the lock order of the fast paths), so
+    /// the picture is consistent even while other threads allocate and free: a barn
+    /// changes only under a CPU slot lock or the cache_chain mutex, and a remote-free
+    /// queue grows only under an alien slot lock and shrinks only under its node's lock.
     pub(crate) fn validate_locked(&self) -> Result<()> {
         let corrupted = |reason: String| Error::Corrupted { cache: self.name.clone(), reason };
         let refused = self.refused.load(crate::sync::Ordering::Relaxed);
@@ -311,8 +313,25 @@ impl KmemCache {
         }
         for (node, state) in states.iter().enumerate() {
             outstanding += state.direct_net_out();
-            for &obj in state.shared.as_ref().map_or(&[][..], |ac| ac.objects()) {
-                record(obj, node as NodeId, format!("node {node}'s shared array"))?;
+            let l3 = &self.nodelists[node];
+            let mut result = Ok(());
+            l3.barn.for_each_full(|objects| {
+                for &obj in objects {
+                    if result.is_ok() {
+                        result = record(obj, node as NodeId, format!("node {node}'s barn"));
+                    }
+                }
+            });
+            std::mem::replace(&mut result, Ok(()))?;
+            let complete = l3.walk_remote(state, &self.geometry, |obj| {
+                result = record(obj, node as NodeId, format!("node {node}'s remote frees"));
+                result.is_ok()
+            });
+            result?;
+            if !complete {
+                return Err(corrupted(format!(
+                    "node {node}'s remote frees hold more objects than the node handed out (a double free)"
+                )));
             }
         }
 

@@ -14,12 +14,12 @@
 use topology::NodeId;
 
 use crate::array_cache::ArrayCache;
+use crate::barn::BarnContents;
 use crate::cache::{Cache, KmemCache};
 use crate::error::{Error, Result};
 use crate::sync::{AtomicBool, Lock, Ordering};
 
-/// The batchcount of an array that is never refilled by batches (a shared or alien
-/// array): the kernel's `alloc_arraycache(node, entries, 0xbaadf00d)`.
+/// The batchcount of an array that is never refilled by batches (an alien array): the kernel's `alloc_arraycache(node, entries, 0xbaadf00d)`.
 pub(crate) const UNUSED_BATCHCOUNT: u32 = 0xbaad_f00d;
 
 /// Where an injected failure strikes.
@@ -30,8 +30,8 @@ pub enum FailPoint {
     /// allocation then falls back to another node's free objects, unless the caller asked
     /// for that node only ([`crate::Cache::alloc_node_exact`]).
     Grow,
-    /// A metadata allocation (`alloc_arraycache`): a CPU's, a node's shared or an alien
-    /// array cache, allocated by CPU bring-up (`cpu_up_prepare`, also for a new cache)
+    /// A metadata allocation (`alloc_arraycache`, `alloc_barn`): a CPU's or an alien array
+    /// cache or a node's barn sheaves, allocated by CPU bring-up (`cpu_up_prepare`, also for a new cache)
     /// and by [`crate::Cache::tune`].
     Metadata,
 }
@@ -237,6 +237,21 @@ impl KmemCache {
             node,
             bytes,
             reason: "the array cache could not be allocated".into(),
+        })
+    }
+
+    /// The sheaves of a node's barn (`sheaves` of `limit` objects each, in the shared
+    /// array's place), through the [`FailPoint::Metadata`] point as one allocation.
+    pub(crate) fn alloc_barn(&self, node: NodeId, sheaves: u32, limit: u32) -> Result<BarnContents> {
+        let bytes = sheaves as usize * limit as usize * std::mem::size_of::<*mut u8>();
+        if self.failslab.should_fail(FailPoint::Metadata) {
+            return Err(self.injected_error(FailPoint::Metadata, node, bytes));
+        }
+        BarnContents::new(sheaves, limit).map_err(|_| Error::OutOfMemory {
+            cache: self.name.clone(),
+            node,
+            bytes,
+            reason: "the barn's sheaves could not be allocated".into(),
         })
     }
 }

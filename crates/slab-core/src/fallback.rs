@@ -16,6 +16,7 @@ use topology::NodeId;
 
 use crate::cache::{Cache, KmemCache};
 use crate::error::{Error, Result};
+use crate::slab::SlabChain;
 
 /// Which nodes a direct allocation may take its object from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +68,25 @@ impl KmemCache {
     /// One object from `node`'s lists as they are, without growing: `None` when the node
     /// has no free object. Counted as a direct allocation; checked in debug mode.
     fn take_direct(&self, node: NodeId) -> Option<Result<NonNull<u8>>> {
-        let mut l3 = self.l3(node).list_lock.lock();
-        if l3.destroyed {
-            return Some(Err(self.destroyed_error()));
-        }
-        let obj = l3.take_object(&self.geometry)?;
-        l3.direct_allocs = l3.direct_allocs.wrapping_add(1);
-        drop(l3);
+        let l3 = self.l3(node);
+        let mut chain = SlabChain::default();
+        let (obj, refused) = {
+            let mut state = l3.list_lock.lock();
+            if state.destroyed {
+                return Some(Err(self.destroyed_error()));
+            }
+            // The next allocation on a node drains its queued remote frees to its slabs: a
+            // node without CPUs has no refill to do it.
+            let refused = l3.drain_remote(&mut state, &self.geometry, node, &mut chain, |_| 0);
+            let obj = state.take_object(&self.geometry);
+            if obj.is_some() {
+                state.direct_allocs = state.direct_allocs.wrapping_add(1);
+            }
+            (obj, refused)
+        };
+        self.note_refused(refused);
+        self.slabs_destroy(chain);
+        let obj = obj?;
         if self.debug {
             return Some(self.debug_alloc_direct(node, obj));
         }

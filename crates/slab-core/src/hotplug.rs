@@ -6,6 +6,7 @@
 use topology::{CpuId, NodeId};
 
 use crate::array_cache::ArrayCache;
+use crate::barn::{barn_sheaves, BarnContents};
 use crate::cache::KmemCache;
 use crate::error::Result;
 use crate::failslab::UNUSED_BATCHCOUNT;
@@ -18,24 +19,24 @@ const ALIEN_LIMIT: u32 = 12;
 /// The arrays `cpu_up_prepare` allocates for one cache before taking any lock.
 struct Prepared {
     nc: Option<ArrayCache>,
-    shared: Option<ArrayCache>,
+    barn: Option<BarnContents>,
     alien: Vec<(NodeId, Option<ArrayCache>)>,
 }
 
 impl KmemCache {
-    /// CPU_UP_PREPARE for one cache: allocate the CPU's array cache and the node's shared
-    /// and alien caches *before* taking the node's list lock, install them under it only
-    /// where still absent, and free the spares after unlocking. `cpus_on_node` counts the
-    /// node's prepared CPUs including this one, for `free_limit`.
+    /// CPU_UP_PREPARE for one cache: allocate the CPU's array cache, the sheaves of the
+    /// node's barn (in the shared array's place) and the node's alien caches *before*
+    /// taking the node's list lock, install them under it only where still absent, and
+    /// free the spares after unlocking. `cpus_on_node` counts the node's prepared CPUs
+    /// including this one, for `free_limit`.
     pub(crate) fn cpu_up_prepare(&self, cpu: CpuId, home: NodeId, cpus_on_node: usize) -> Result<()> {
         let tunables = self.tunables.get();
-        // alloc_arraycache(node, limit, batchcount), then the shared and alien arrays:
-        // all allocation happens here, with no lock held.
+        // alloc_arraycache(node, limit, batchcount), then the barn's sheaves and the alien
+        // arrays: all allocation happens here, with no lock held.
         let nc = self.alloc_arraycache(home, tunables.limit, tunables.batchcount)?;
-        let shared_entries = tunables.shared * tunables.batchcount;
-        let shared = match shared_entries {
+        let barn = match barn_sheaves(tunables.limit, tunables.batchcount, tunables.shared) {
             0 => None,
-            entries => Some(self.alloc_arraycache(home, entries, UNUSED_BATCHCOUNT)?),
+            sheaves => Some(self.alloc_barn(home, sheaves, tunables.limit)?),
         };
         let alien_limit = if tunables.limit > 1 { ALIEN_LIMIT } else { tunables.limit };
         let mut alien = Vec::new();
@@ -43,16 +44,16 @@ impl KmemCache {
             let ac = self.alloc_arraycache(home, alien_limit, UNUSED_BATCHCOUNT)?;
             alien.push((owner, Some(ac)));
         }
-        let mut prepared = Prepared { nc: Some(nc), shared, alien };
+        let mut prepared = Prepared { nc: Some(nc), barn, alien };
         self.install(cpu, home, cpus_on_node, &mut prepared);
-        // Spares (a node that had its shared or alien caches already) are freed here,
+        // Spares (a node that had its barn's sheaves or alien caches already) are freed here,
         // after every lock was released.
         drop(prepared);
         Ok(())
     }
 
     /// The installing half of `cpu_up_prepare`: `cachep->array[cpu] = nc`, then under
-    /// the list lock `l3->shared` and `l3->alien` where absent. What was installed is
+    /// the list lock the barn's sheaves (`l3->shared`'s place) and `l3->alien` where absent. What was installed is
     /// taken out of `prepared`; what is left there are spares.
     fn install(&self, cpu: CpuId, home: NodeId, cpus_on_node: usize, prepared: &mut Prepared) {
         if let Some(slot) = self.array.get(cpu as usize) {
@@ -67,8 +68,8 @@ impl KmemCache {
         let mut state = l3.list_lock.lock();
         let tunables = self.tunables.get();
         state.free_limit = free_limit(cpus_on_node, tunables.batchcount, self.geometry.num);
-        if state.shared.is_none() {
-            state.shared = prepared.shared.take();
+        if let Some(contents) = prepared.barn.take() {
+            prepared.barn = l3.barn.install(contents);
         }
         for (owner, spare) in prepared.alien.iter_mut() {
             let mut guard = l3.alien[*owner as usize].lock();
@@ -83,17 +84,19 @@ impl KmemCache {
 
     /// CPU_DEAD and CPU_UP_CANCELED for one cache, first pass: detach the CPU's array and
     /// return its objects to the slabs under the node's list lock. If the node has no
-    /// prepared CPU left (`last`), detach the shared and alien caches under the same lock:
-    /// the shared objects are `free_block`-ed under it, and only after unlocking is the
-    /// shared array freed, the alien caches drained to their owners and freed, and the
-    /// CPU's array freed. The node lists themselves are never freed.
+    /// prepared CPU left (`last`), detach the barn's sheaves and the alien caches under the
+    /// same lock: the full sheaves' objects and the queued remote frees are `free_block`-ed
+    /// under it, and only after unlocking are the sheaves freed, the alien caches drained
+    /// to their owners and freed, and the CPU's array freed. The node lists, the barn's
+    /// structure and the remote-free queue are never freed: remote frees pushed after this
+    /// are drained by the reaper, the next allocation on the node, shrink or destroy.
     pub(crate) fn cpu_dead(&self, cpu: CpuId, home: NodeId, remaining_cpus: usize) {
         let last = remaining_cpus == 0;
         // "cpu is dead; no one can alloc from it": detach under the slot lock, waiting
         // for any thread still holding the dead CPU's id to finish its operation.
         let nc = self.array.get(cpu as usize).and_then(|slot| slot.lock().with(|data| data.array.take()));
         let mut chain = SlabChain::default();
-        let mut shared = None;
+        let mut barn = None;
         let mut alien = Vec::new();
         let l3 = self.l3(home);
         {
@@ -106,13 +109,16 @@ impl KmemCache {
                 self.note_refused(refused);
             }
             if last {
-                shared = state.shared.take();
-                if let Some(shared) = shared.as_ref() {
-                    // SAFETY: the shared array held handed-out objects of this node.
+                let contents = l3.barn.detach();
+                for sheaf in contents.full_sheaves() {
+                    // SAFETY: the barn's sheaves held handed-out objects of this node.
                     let refused =
-                        unsafe { state.free_block(&self.geometry, shared.objects(), home, &mut chain) };
+                        unsafe { state.free_block(&self.geometry, sheaf.objects(), home, &mut chain) };
                     self.note_refused(refused);
                 }
+                barn = Some(contents);
+                let refused = l3.drain_remote(&mut state, &self.geometry, home, &mut chain, |_| 0);
+                self.note_refused(refused);
                 for slot in l3.alien.iter() {
                     if let Some(ac) = slot.lock().with(|data| data.array.take()) {
                         alien.push((slot.node, ac));
@@ -120,8 +126,8 @@ impl KmemCache {
                 }
             }
         }
-        // kfree(shared), after unlocking.
-        drop(shared);
+        // kfree(shared): the barn's sheaves, after unlocking.
+        drop(barn);
         // drain_alien_cache + free_alien_cache, after unlocking.
         for (owner, ac) in alien {
             self.drain_detached(owner, ac, &mut chain);

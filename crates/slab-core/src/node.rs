@@ -1,10 +1,13 @@
 //! Per-node lists (`struct kmem_list3`): the node's partial, full and free slabs,
-//! `free_objects`, `free_limit`, the colour cursor, the shared array cache and the alien
-//! caches, and the operations the kernel does under `l3->list_lock`.
+//! `free_objects`, `free_limit`, the colour cursor, the barn (in the shared array cache's
+//! role), the queue of remote frees, the alien caches, and the operations the kernel does
+//! under `l3->list_lock`.
 //!
 //! Node lists are created for every possible node when the cache is created and live
 //! until the cache is dropped: CPU hotplug never frees or clears them (the seed's rule:
 //! another CPU may be allocating node-local memory for a node whose CPUs are all down).
+//! The same holds for the barn's structure and the remote-free queue: only the barn's
+//! sheaves come and go with the node's CPUs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +15,9 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 
 use crate::array_cache::{ArrayCache, ArraySlot};
+use crate::barn::Barn;
 use crate::registry::{SlabOwner, SlabRegistry};
+use crate::remote::RemoteFrees;
 use crate::slab::{Geometry, ListKind, SlabChain, SlabList, SlabPtr};
 use crate::sync::Lock;
 
@@ -25,6 +30,12 @@ pub(crate) struct KmemList3 {
     /// by CPUs of this one. The slots live as long as the cache; the arrays in them are
     /// installed by `cpu_up_prepare` and detached when this node loses its last CPU.
     pub(crate) alien: Box<[CachePadded<ArraySlot>]>,
+    /// The node's barn of sheaves (in `l3->shared`'s role), behind its own lock.
+    pub(crate) barn: Barn,
+    /// Batches of this node's objects freed on other nodes, pushed without any lock;
+    /// taken and walked only under `list_lock` (see `remote.rs`). On its own cache line:
+    /// every remote pusher writes it.
+    pub(crate) remote: CachePadded<RemoteFrees>,
 }
 
 impl KmemList3 {
@@ -33,7 +44,56 @@ impl KmemList3 {
         Self {
             list_lock: Lock::new(NodeState::new(free_limit, records)),
             alien: (0..node_bound as u32).map(|node| CachePadded::new(ArraySlot::new(node))).collect(),
+            barn: Barn::new(),
+            remote: CachePadded::new(RemoteFrees::new()),
         }
+    }
+
+    /// Takes every queued remote free and hands the objects to `keep` in chunks; `keep`
+    /// returns how many of each chunk (from the start) it kept, and the rest go back to
+    /// the slabs (`free_block`). `state` is this node's locked state: the take happens
+    /// under `list_lock`, as the queue's protocol requires. A queue longer than the
+    /// node's handed-out objects (made circular by a double free) is counted as refused.
+    pub(crate) fn drain_remote(
+        &self,
+        state: &mut NodeState,
+        geometry: &Geometry,
+        node: u32,
+        chain: &mut SlabChain,
+        mut keep: impl FnMut(&[*mut u8]) -> usize,
+    ) -> Refused {
+        let mut refused = Refused::default();
+        if self.remote.is_empty() {
+            return refused;
+        }
+        let bound = state.objects_in_use(geometry);
+        // SAFETY: `state` is this node's list_lock guard's content, so the lock is held.
+        let objects = unsafe { self.remote.take_all() };
+        let complete = objects.drain(bound, |objects| {
+            let kept = keep(objects).min(objects.len());
+            // SAFETY: queued objects are handed-out objects of this node.
+            refused.merge(unsafe { state.free_block(geometry, &objects[kept..], node, chain) });
+        });
+        if !complete {
+            refused.already_free += 1;
+        }
+        refused
+    }
+
+    /// Walks the objects queued as remote frees under the node's lock (`state` is its
+    /// locked state), while `f` accepts them; returns whether the walk reached the end
+    /// (false: `f` refused one, or the queue is longer than the node's handed-out objects).
+    pub(crate) fn walk_remote(
+        &self,
+        state: &NodeState,
+        geometry: &Geometry,
+        f: impl FnMut(*mut u8) -> bool,
+    ) -> bool {
+        let bound = state.objects_in_use(geometry);
+        // SAFETY: the caller holds list_lock (it lends us its state), so no take runs; the
+        // objects of the queue are handed-out objects of this node's live slabs, and a
+        // checking `f` refuses anything else before it is read.
+        unsafe { self.remote.walk(bound, f) }
     }
 }
 
@@ -86,8 +146,6 @@ pub(crate) struct NodeState {
     pub(crate) free_touched: bool,
     /// When the reaper next does this node's periodic work (`l3->next_reap`).
     pub(crate) next_reap: Option<Instant>,
-    /// `l3->shared`: absent when the node has no prepared CPU or `shared` is 0.
-    pub(crate) shared: Option<ArrayCache>,
     /// Objects handed to callers straight from this node's slabs (no CPU array).
     pub(crate) direct_allocs: u64,
     /// Objects taken back from callers straight into this node's slabs.
@@ -116,6 +174,12 @@ impl Refused {
     pub(crate) fn any(&self) -> bool {
         self.already_free + self.wrong_node > 0
     }
+
+    /// Adds another call's refusals.
+    pub(crate) fn merge(&mut self, other: Refused) {
+        self.already_free += other.already_free;
+        self.wrong_node += other.wrong_node;
+    }
 }
 
 impl NodeState {
@@ -129,7 +193,6 @@ impl NodeState {
             colour_next: 0,
             free_touched: false,
             next_reap: None,
-            shared: None,
             direct_allocs: 0,
             direct_frees: 0,
             destroyed: false,
@@ -268,17 +331,10 @@ impl NodeState {
         }
     }
 
-    /// Fills `ac` with up to `batchcount` objects: from the shared array first, else from
-    /// the slabs (`cache_alloc_refill` between taking and releasing the list lock).
+    /// Fills `ac` with up to `batchcount` objects from the slabs (`cache_alloc_refill`
+    /// between taking and releasing the list lock, once the barn had no full sheaf).
     pub(crate) fn refill(&mut self, geometry: &Geometry, ac: &mut ArrayCache, batchcount: u32) {
         let batchcount = batchcount.min(ac.room());
-        if let Some(shared) = self.shared.as_mut() {
-            if shared.avail > 0 {
-                ac.take_newest_from(shared, batchcount);
-                shared.touched = true;
-                return;
-            }
-        }
         // The kernel's loop: take objects from one slab while it has some, then move
         // it to the full or partial list.
         let mut want = batchcount;

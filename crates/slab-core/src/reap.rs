@@ -1,13 +1,16 @@
 //! Reaping and draining: `cache_reap` (the periodic drain of untouched arrays, alien
-//! caches and surplus free slabs), `drain_cpu_caches`, `kmem_cache_shrink`, and the
-//! teardown used by `destroy_cache` and by the drop of a cache's last handle.
+//! caches, queued remote frees, untouched barns and surplus free slabs),
+//! `drain_cpu_caches`, `kmem_cache_shrink`, and the teardown used by `destroy_cache` and
+//! by the drop of a cache's last handle.
 
 use std::time::{Duration, Instant};
 
 use topology::{CpuId, NodeId};
 
 use crate::array_cache::ArrayCache;
+use crate::barn::BarnContents;
 use crate::cache::KmemCache;
+use crate::node::NodeState;
 use crate::slab::SlabChain;
 
 /// When the node-level part of `cache_reap` runs.
@@ -114,9 +117,10 @@ impl KmemCache {
         self.slabs_destroy(chain);
     }
 
-    /// `cache_reap`'s per-node part: when due, trim the shared array and, unless a refill
-    /// took a free slab since last time (`free_touched`), return about a fifth of
-    /// `free_limit` worth of free slabs. Returns how many slabs went to the OS.
+    /// `cache_reap`'s per-node part: when due, drain the node's queued remote frees, trim
+    /// its barn and, unless a refill took a free slab since last time (`free_touched`),
+    /// return about a fifth of `free_limit` worth of free slabs. Returns how many slabs
+    /// went to the OS.
     pub(crate) fn reap_node(&self, node: NodeId, pass: NodePass) -> usize {
         let mut chain = SlabChain::default();
         {
@@ -129,26 +133,12 @@ impl KmemCache {
                     _ => state.next_reap = Some(now + period),
                 }
             }
-            // The shared array leaves the node for the free_block and comes back under the
-            // same lock (no copy of its entries: nothing is allocated under list_lock, since
-            // a kmalloc cache's allocation could need this very lock).
-            if let Some(mut shared) = state.shared.take() {
-                let tofree = objects_to_drain(&mut shared, Force::No);
-                if tofree > 0 {
-                    // SAFETY: shared entries are handed-out objects of this node.
-                    let refused = unsafe {
-                        state.free_block(
-                            &self.geometry,
-                            &shared.objects()[..tofree as usize],
-                            node,
-                            &mut chain,
-                        )
-                    };
-                    shared.remove_oldest(tofree);
-                    self.note_refused(refused);
-                }
-                state.shared = Some(shared);
-            }
+            let l3 = self.l3(node);
+            // Remote frees queued for the node go to its slabs: the reaper is what drains
+            // the queue of a node without CPUs.
+            let refused = l3.drain_remote(state, &self.geometry, node, &mut chain, |_| 0);
+            self.note_refused(refused);
+            self.trim_barn(node, state, &mut chain);
             if state.free_touched {
                 state.free_touched = false;
             } else {
@@ -160,8 +150,59 @@ impl KmemCache {
         self.slabs_destroy(chain)
     }
 
-    /// `drain_cpu_caches`: every CPU array, then every alien cache, then every shared
-    /// array back to the slabs ("drains alien caches before shared ones"). Returns how
+    /// The barn's part of `cache_reap` (`drain_array(l3->shared)`): a barn a CPU took a
+    /// full sheaf from since the last pass is spared once; otherwise about a fifth of its
+    /// sheaves' worth (at least one full sheaf, the oldest first) goes back to the slabs,
+    /// and the emptied sheaves stay in the barn. `state` is the node's locked state.
+    fn trim_barn(&self, node: NodeId, state: &mut NodeState, chain: &mut SlabChain) {
+        let barn = &self.l3(node).barn;
+        if barn.clear_touched() {
+            return;
+        }
+        let counts = barn.counts();
+        let tofree = (counts.full_sheaves + counts.empty_sheaves).div_ceil(5);
+        for _ in 0..tofree {
+            let Some(mut sheaf) = barn.take_oldest_full() else { break };
+            // SAFETY: the barn's sheaves hold handed-out objects of this node.
+            let refused = unsafe { state.free_block(&self.geometry, sheaf.objects(), node, chain) };
+            self.note_refused(refused);
+            sheaf.clear();
+            // The sheaf was the barn's, and the barn cannot change size while the caller
+            // holds the cache_chain mutex: it always has room for it again.
+            drop(barn.put_empty(sheaf));
+        }
+    }
+
+    /// Returns every object of the node's barn and remote-free queue to its slabs, under
+    /// the node's lock: the barn's contents are emptied in place, or detached and handed
+    /// back for the caller to free after unlocking (`DrainMode::Detach`).
+    fn drain_node_caches(
+        &self,
+        node: NodeId,
+        mode: DrainMode,
+        chain: &mut SlabChain,
+    ) -> Option<BarnContents> {
+        let l3 = self.l3(node);
+        let mut guard = l3.list_lock.lock();
+        let state = &mut *guard;
+        let refused = l3.drain_remote(state, &self.geometry, node, chain, |_| 0);
+        self.note_refused(refused);
+        let mut contents = l3.barn.detach();
+        for sheaf in contents.full_sheaves() {
+            // SAFETY: the barn's sheaves hold handed-out objects of this node.
+            let refused = unsafe { state.free_block(&self.geometry, sheaf.objects(), node, chain) };
+            self.note_refused(refused);
+        }
+        contents.clear_full();
+        match mode {
+            DrainMode::Empty => l3.barn.install(contents),
+            DrainMode::Detach => Some(contents),
+        }
+    }
+
+    /// `drain_cpu_caches`: every CPU array, then every alien cache, then every node's
+    /// remote-free queue and barn back to the slabs ("drains alien caches before shared
+    /// ones"; the queues and barns take the shared arrays' place). Returns how
     /// many slabs the drain emptied beyond the nodes' free limits and released.
     pub(crate) fn drain_cpu_caches(&self, mode: DrainMode) -> usize {
         let mut chain = SlabChain::default();
@@ -197,26 +238,8 @@ impl KmemCache {
             }
         }
         for node in 0..self.nodelists.len() as NodeId {
-            let detached = {
-                let mut guard = self.l3(node).list_lock.lock();
-                let state = &mut *guard;
-                let mut shared = state.shared.take();
-                if let Some(shared) = shared.as_mut() {
-                    // SAFETY: shared entries are handed-out objects of this node.
-                    let refused =
-                        unsafe { state.free_block(&self.geometry, shared.objects(), node, &mut chain) };
-                    self.note_refused(refused);
-                    shared.remove_oldest(shared.avail);
-                }
-                match mode {
-                    DrainMode::Empty => {
-                        state.shared = shared;
-                        None
-                    }
-                    DrainMode::Detach => shared,
-                }
-            };
-            drop(detached);
+            // Freed after the node's lock is released.
+            drop(self.drain_node_caches(node, mode, &mut chain));
         }
         self.slabs_destroy(chain)
     }

@@ -25,9 +25,15 @@ pub struct NodeStats {
     pub free_objects: usize,
     /// `l3->free_limit`.
     pub free_limit: usize,
-    /// Objects in the node's shared array; `None` when the node has no shared array
-    /// (no prepared CPU, or `shared` 0).
+    /// Objects in the node's barn (its full sheaves), slabinfo's `sharedavail`; `None`
+    /// when the barn holds no sheaves (no prepared CPU on the node, or `shared` 0).
     pub shared_avail: Option<usize>,
+    /// Sheaves with objects in the node's barn.
+    pub barn_full_sheaves: usize,
+    /// Empty sheaves in the node's barn.
+    pub barn_empty_sheaves: usize,
+    /// Objects of this node freed on other nodes and queued for it, not yet drained.
+    pub remote_avail: usize,
     /// Objects in this node's alien caches (objects of other nodes).
     pub alien_avail: usize,
     /// Slabs grown on this node so far.
@@ -63,11 +69,14 @@ pub struct CacheStats {
     pub active_slabs: usize,
     /// All slabs.
     pub num_slabs: usize,
-    /// Objects in shared arrays, over nodes that have one.
+    /// Objects in the nodes' barns (slabinfo's `sharedavail`).
     pub shared_avail: usize,
+    /// Objects queued as remote frees for their nodes.
+    pub remote_avail: usize,
     /// Objects in alien caches.
     pub alien_avail: usize,
-    /// Objects out with callers: handed out of the slabs and in no array cache.
+    /// Objects out with callers: handed out of the slabs and in no array cache, barn or
+    /// remote-free queue.
     pub in_use: usize,
     /// Per node, every possible node.
     pub nodes: Vec<NodeStats>,
@@ -121,6 +130,12 @@ impl KmemCache {
                 .map(|slot| slot.lock().with(|data| data.array.as_ref().map_or(0, |ac| ac.avail as usize)))
                 .sum();
             let state = l3.list_lock.lock();
+            let barn = l3.barn.counts();
+            let mut remote_avail = 0;
+            l3.walk_remote(&state, &self.geometry, |_| {
+                remote_avail += 1;
+                true
+            });
             let num_slabs = state.slabs_full.len() + state.slabs_partial.len() + state.slabs_free.len();
             nodes.push(NodeStats {
                 node: node as NodeId,
@@ -130,7 +145,10 @@ impl KmemCache {
                 num_slabs,
                 free_objects: state.free_objects,
                 free_limit: state.free_limit,
-                shared_avail: state.shared.as_ref().map(|shared| shared.avail as usize),
+                shared_avail: barn.attached.then_some(barn.objects),
+                barn_full_sheaves: barn.full_sheaves,
+                barn_empty_sheaves: barn.empty_sheaves,
+                remote_avail,
                 alien_avail,
                 grown: state.grown,
                 released: state.released,
@@ -148,7 +166,9 @@ impl KmemCache {
         let active_objs = nodes.iter().map(|n| n.active_objs).sum();
         let shared_avail = nodes.iter().filter_map(|n| n.shared_avail).sum();
         let alien_avail = nodes.iter().map(|n| n.alien_avail).sum();
-        let cached: usize = cpu_cached.iter().map(|(_, n)| n).sum::<usize>() + shared_avail + alien_avail;
+        let remote_avail = nodes.iter().map(|n| n.remote_avail).sum();
+        let cached: usize =
+            cpu_cached.iter().map(|(_, n)| n).sum::<usize>() + shared_avail + alien_avail + remote_avail;
         CacheStats {
             name: self.name.clone(),
             active_objs,
@@ -162,6 +182,7 @@ impl KmemCache {
             active_slabs: nodes.iter().map(|n| n.active_slabs).sum(),
             num_slabs: nodes.iter().map(|n| n.num_slabs).sum(),
             shared_avail,
+            remote_avail,
             alien_avail,
             in_use: active_objs.saturating_sub(cached),
             nodes,

@@ -3,9 +3,9 @@
 
 use topology::{CpuId, CpuSet, NodeId};
 
+use crate::barn::barn_sheaves;
 use crate::cache::KmemCache;
 use crate::error::{Error, Result};
-use crate::failslab::UNUSED_BATCHCOUNT;
 use crate::memory::page_size;
 use crate::node::free_limit;
 use crate::slab::SlabChain;
@@ -24,7 +24,9 @@ pub struct Tunables {
     pub limit: u32,
     /// Objects moved per refill or flush.
     pub batchcount: u32,
-    /// The shared array of each node holds `shared * batchcount` objects; 0 for none.
+    /// The shared factor: each node's barn holds sheaves (arrays of `limit` objects) for
+    /// `shared * batchcount` objects, rounded up to whole sheaves, as the kernel's shared
+    /// array held `shared * batchcount`; 0 for no barn.
     pub shared: u32,
 }
 
@@ -124,13 +126,14 @@ impl KmemCache {
             .collect()
     }
 
-    /// `do_tune_cpucache`: new arrays for every prepared CPU and new shared arrays for
-    /// every node with one (`alloc_kmemlist`), all allocated before anything changes, so
-    /// that a refused allocation returns its error (the kernel's -ENOMEM) with the old
-    /// tunables and arrays in force; then the CPU arrays swapped in under each slot lock,
-    /// the old arrays' objects returned to the slabs, and each node's shared array and
-    /// free limit replaced under its list lock. The caller holds the cache_chain mutex
-    /// (or the allocator is gone).
+    /// `do_tune_cpucache`: new arrays for every prepared CPU and new barn sheaves for every
+    /// node with one (`alloc_kmemlist`, the shared arrays' place), all allocated before
+    /// anything changes, so that a refused allocation returns its error (the kernel's
+    /// -ENOMEM) with the old tunables and arrays in force; then the CPU arrays swapped in
+    /// under each slot lock, the old arrays' objects returned to the slabs, and each node's
+    /// barn sheaves and free limit replaced under its list lock, the old full sheaves'
+    /// objects returned to the slabs under it and the sheaves freed after unlocking. The
+    /// caller holds the cache_chain mutex (or the allocator is gone).
     pub(crate) fn do_tune_cpucache(&self, tunables: Tunables, prepared: &CpuSet) -> Result<()> {
         let cpus: Vec<CpuId> = prepared.iter().filter(|&cpu| (cpu as usize) < self.array.len()).collect();
         let mut fresh = Vec::with_capacity(cpus.len());
@@ -142,15 +145,11 @@ impl KmemCache {
             )?);
         }
         let cpus_on = |node: NodeId| cpus.iter().filter(|&&cpu| self.home_or_default(cpu) == node).count();
-        let entries = tunables.shared * tunables.batchcount;
-        let mut shared = Vec::with_capacity(self.nodelists.len());
+        let sheaves = barn_sheaves(tunables.limit, tunables.batchcount, tunables.shared);
+        let mut barns = Vec::with_capacity(self.nodelists.len());
         for node in 0..self.nodelists.len() as NodeId {
-            let wanted = cpus_on(node) > 0 && entries > 0;
-            shared.push(if wanted {
-                Some(self.alloc_arraycache(node, entries, UNUSED_BATCHCOUNT)?)
-            } else {
-                None
-            });
+            let wanted = cpus_on(node) > 0 && sheaves > 0;
+            barns.push(if wanted { Some(self.alloc_barn(node, sheaves, tunables.limit)?) } else { None });
         }
         // Nothing can fail from here on.
         let mut chain = SlabChain::default();
@@ -162,20 +161,24 @@ impl KmemCache {
             }
         }
         self.tunables.set(tunables);
-        for (node, new_shared) in (0..self.nodelists.len() as NodeId).zip(shared) {
+        for (node, contents) in (0..self.nodelists.len() as NodeId).zip(barns) {
+            let l3 = self.l3(node);
             let old = {
-                let mut state = self.l3(node).list_lock.lock();
+                let mut state = l3.list_lock.lock();
                 state.free_limit = free_limit(cpus_on(node), tunables.batchcount, self.geometry.num);
-                let old = std::mem::replace(&mut state.shared, new_shared);
-                if let Some(old) = old.as_ref() {
-                    // SAFETY: the shared array held handed-out objects of this node.
+                let old = match contents {
+                    Some(contents) => l3.barn.replace(contents),
+                    None => l3.barn.detach(),
+                };
+                for sheaf in old.full_sheaves() {
+                    // SAFETY: the barn's sheaves held handed-out objects of this node.
                     let refused =
-                        unsafe { state.free_block(&self.geometry, old.objects(), node, &mut chain) };
+                        unsafe { state.free_block(&self.geometry, sheaf.objects(), node, &mut chain) };
                     self.note_refused(refused);
                 }
                 old
             };
-            // kfree(old shared), after unlocking.
+            // kfree(old shared): the old sheaves, after unlocking.
             drop(old);
         }
         self.slabs_destroy(chain);

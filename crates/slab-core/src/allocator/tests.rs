@@ -62,40 +62,124 @@ fn remote_frees_go_through_the_alien_cache_in_batches() {
 }
 
 #[test]
-fn overflow_flushes_to_the_shared_array_then_the_slabs() {
+fn overflow_goes_to_the_barn_whole_then_to_the_slabs() {
     let (_, allocator) = seed_box();
     let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    // One sheaf of 4 in each barn (shared * batchcount = 2 objects, rounded up).
     cache.tune(4, 2, 1).unwrap();
     let objects: Vec<_> = (0..10).map(|_| cache.alloc_on(0).unwrap()).collect();
-    for &obj in &objects {
+    for &obj in &objects[..5] {
+        // SAFETY: ours.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.in_cpu_caches(0), 1, "the full array went to the barn whole; the fifth is pushed");
+    assert_eq!(stats.nodes[0].shared_avail, Some(4));
+    assert_eq!((stats.nodes[0].barn_full_sheaves, stats.nodes[0].barn_empty_sheaves), (1, 0));
+    let free_before = stats.nodes[0].free_objects;
+    for &obj in &objects[5..] {
         // SAFETY: ours.
         unsafe { cache.free_on(0, obj).unwrap() };
     }
     let stats = cache.stats();
     assert_eq!(stats.in_cpu_caches(0), 4);
-    assert_eq!(stats.nodes[0].shared_avail, Some(2), "the shared array (1 * 2) filled first");
+    assert_eq!(stats.nodes[0].shared_avail, Some(4), "no room in the barn");
+    assert_eq!(stats.nodes[0].free_objects, free_before + 2, "a batch went to the slabs");
     assert_eq!(stats.in_use, 0);
     cache.validate().unwrap();
 }
 
 #[test]
-fn refill_uses_the_shared_array_first() {
+fn refill_takes_a_full_sheaf_from_the_barn_whole() {
     let (_, allocator) = seed_box();
     let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
-    cache.tune(4, 2, 2).unwrap();
+    // Two sheaves of 4 in each barn.
+    cache.tune(4, 2, 4).unwrap();
     let objects: Vec<_> = (0..8).map(|_| cache.alloc_on(0).unwrap()).collect();
     for &o in &objects {
         // SAFETY: each object is ours and freed once.
         unsafe { cache.free_on(0, o).unwrap() };
     }
-    assert_eq!(cache.stats().nodes[0].shared_avail, Some(4));
-    // CPU 1 (same node) refills from the shared array.
+    let stats = cache.stats();
+    assert_eq!(stats.nodes[0].shared_avail, Some(4));
+    assert_eq!((stats.nodes[0].barn_full_sheaves, stats.nodes[0].barn_empty_sheaves), (1, 1));
+    let free_before = stats.nodes[0].free_objects;
+    // CPU 1 (same node) takes the full sheaf, all four objects at once.
     let got = cache.alloc_on(1).unwrap();
-    assert!(objects.contains(&got));
-    assert_eq!(cache.stats().nodes[0].shared_avail, Some(2));
+    assert!(objects[..4].contains(&got), "the array CPU 0 gave to the barn");
+    let stats = cache.stats();
+    assert_eq!(stats.in_cpu_caches(1), 3);
+    assert_eq!(stats.nodes[0].shared_avail, Some(0));
+    assert_eq!((stats.nodes[0].barn_full_sheaves, stats.nodes[0].barn_empty_sheaves), (0, 2));
+    assert_eq!(stats.nodes[0].free_objects, free_before, "the slabs were not touched");
     // SAFETY: ours.
     unsafe { cache.free_on(1, got).unwrap() };
     cache.validate().unwrap();
+}
+
+#[test]
+fn a_full_alien_cache_reaches_its_owner_without_its_lock_and_the_owner_reuses_it() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    let objects: Vec<_> = (0..13).map(|_| cache.alloc_on(2).unwrap()).collect();
+    let free_before = cache.stats().nodes[1].free_objects;
+    for &obj in &objects {
+        // SAFETY: ours, freed once, on CPU 0 of node 0.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.nodes[1].remote_avail, 12, "the full alien cache was handed over whole");
+    assert_eq!(stats.nodes[1].free_objects, free_before, "node 1's slabs were not touched");
+    assert_eq!(stats.in_use, 0);
+    cache.validate().unwrap();
+    // CPU 3's first refill (its array is empty) takes the queue into its array.
+    let got = cache.alloc_on(3).unwrap();
+    assert!(objects[..12].contains(&got));
+    let stats = cache.stats();
+    assert_eq!(stats.nodes[1].remote_avail, 0);
+    assert_eq!(stats.in_cpu_caches(3), 11);
+    // SAFETY: ours.
+    unsafe { cache.free_on(3, got).unwrap() };
+    cache.validate().unwrap();
+}
+
+#[test]
+fn remote_frees_of_a_node_without_cpus_are_drained_by_allocation_reap_and_shrink() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    let hand_over = |count: usize| {
+        let objects: Vec<_> = (0..count).map(|_| cache.alloc_node(1).unwrap()).collect();
+        for &obj in &objects {
+            // SAFETY: ours, freed once, on CPU 0 of node 0.
+            unsafe { cache.free_on(0, obj).unwrap() };
+        }
+    };
+    allocator.cpu_dead(2);
+    allocator.cpu_dead(3);
+    // Alien overflow with no CPU on the owner node: the batch waits in node 1's queue.
+    hand_over(13);
+    assert_eq!(cache.stats().nodes[1].remote_avail, 12);
+    cache.validate().unwrap();
+    // The next allocation on node 1 drains it to the slabs.
+    let obj = cache.alloc_node(1).unwrap();
+    assert_eq!(cache.stats().nodes[1].remote_avail, 0);
+    // SAFETY: ours.
+    unsafe { cache.free_on(0, obj).unwrap() };
+    hand_over(12);
+    assert_eq!(cache.stats().nodes[1].remote_avail, 12);
+    allocator.reap();
+    assert_eq!(cache.stats().nodes[1].remote_avail, 0, "the reaper drains it");
+    hand_over(24);
+    assert!(cache.stats().nodes[1].remote_avail > 0);
+    cache.shrink();
+    let stats = cache.stats();
+    assert_eq!(stats.nodes[1].remote_avail, 0, "shrink drains it");
+    assert_eq!(stats.nodes[1].active_objs, 0, "and every object reached its slab");
+    cache.validate().unwrap();
+    // Shrink emptied the alien cache too: 12 fill it, the 13th hands it over.
+    hand_over(13);
+    assert_eq!(cache.stats().nodes[1].remote_avail, 12);
+    allocator.destroy_cache(&cache).expect("destroy after remote frees drains the queues first");
 }
 
 #[test]

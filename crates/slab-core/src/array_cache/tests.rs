@@ -27,20 +27,6 @@ fn remove_oldest_keeps_the_newest_in_order() {
 }
 
 #[test]
-fn transfers_move_the_right_end() {
-    let mut shared = ArrayCache::new(8, 0).unwrap();
-    (1..=5).for_each(|n| assert!(shared.push(fake(n))));
-    let mut cpu = ArrayCache::new(4, 2).unwrap();
-    assert_eq!(cpu.take_newest_from(&mut shared, 2), 2);
-    assert_eq!(cpu.objects(), &[fake(4), fake(5)]);
-    assert_eq!(shared.objects(), &[fake(1), fake(2), fake(3)]);
-    let mut back = ArrayCache::new(2, 0).unwrap();
-    assert_eq!(back.take_oldest_from(&mut cpu, 5), 2, "bounded by room and avail");
-    assert_eq!(back.objects(), &[fake(4), fake(5)]);
-    assert_eq!(cpu.avail, 0);
-}
-
-#[test]
 fn a_slot_is_exclusive_and_counts() {
     let slot = ArraySlot::new(1);
     let mut guard = slot.try_lock().expect("free slot");
@@ -54,4 +40,23 @@ fn a_slot_is_exclusive_and_counts() {
     drop(guard);
     let mut guard = slot.lock();
     assert_eq!(guard.with(|data| data.net_out()), 2);
+}
+
+#[test]
+fn exchange_swaps_the_storage_whole() {
+    let mut ac = ArrayCache::new(3, 2).unwrap();
+    (1..=3).for_each(|n| assert!(ac.push(fake(n))));
+    let mut given = None;
+    let exchanged = ac.exchange(|full| {
+        given = Some(full.objects().to_vec());
+        Ok(Sheaf::new(3).unwrap())
+    });
+    assert!(exchanged);
+    assert_eq!(given.unwrap(), vec![fake(1), fake(2), fake(3)]);
+    assert_eq!((ac.avail, ac.limit, ac.batchcount), (0, 3, 2));
+    assert!(ac.push(fake(9)));
+    // A refused exchange leaves the array as it was.
+    assert!(!ac.exchange(Err));
+    assert_eq!(ac.objects(), &[fake(9)]);
+    assert_eq!(ac.limit, 3);
 }

@@ -110,18 +110,45 @@ fn free_block_refuses_double_frees_and_foreign_nodes() {
 }
 
 #[test]
-fn refill_takes_from_shared_first_then_slabs() {
+fn refill_takes_a_batch_from_the_slabs() {
     let mut f = Fixture::new(1, 1000);
-    let mut shared = ArrayCache::new(8, 0).unwrap();
-    let from_slab: Vec<_> = (0..3).map(|_| f.state.take_object(&f.geometry).unwrap()).collect();
-    from_slab.iter().for_each(|&o| assert!(shared.push(o)));
-    f.state.shared = Some(shared);
     let mut ac = ArrayCache::new(10, 5).unwrap();
     f.state.refill(&f.geometry, &mut ac, 5);
-    assert_eq!(ac.avail, 3, "the shared array is used alone when it has objects");
-    f.state.refill(&f.geometry, &mut ac, 5);
-    assert_eq!(ac.avail, 8, "then the slabs");
-    assert_eq!(f.state.free_objects, f.geometry.num as usize - 8);
+    assert_eq!(ac.avail, 5);
+    f.state.refill(&f.geometry, &mut ac, 7);
+    assert_eq!(ac.avail, 10, "bounded by the array's room");
+    assert_eq!(f.state.free_objects, f.geometry.num as usize - 10);
+}
+
+#[test]
+fn drain_remote_keeps_what_the_taker_takes_and_frees_the_rest() {
+    let mut f = Fixture::new(1, 1000);
+    let records = SlabRecords::new(Arc::new(SlabRegistry::new()), 1, 0, f.geometry.slab_bytes);
+    let l3 = KmemList3::new(1000, 1, records);
+    let objects: Vec<_> = (0..5).map(|_| f.state.take_object(&f.geometry).unwrap()).collect();
+    // SAFETY: handed-out objects of the fixture's slab, given once each.
+    unsafe {
+        l3.remote.push_batch(&objects[..3]);
+        l3.remote.push_batch(&objects[3..]);
+    }
+    let mut queued = 0;
+    assert!(l3.walk_remote(&f.state, &f.geometry, |_| {
+        queued += 1;
+        true
+    }));
+    assert_eq!(queued, 5);
+    let mut chain = SlabChain::default();
+    let mut kept = Vec::new();
+    let refused = l3.drain_remote(&mut f.state, &f.geometry, 0, &mut chain, |chunk| {
+        // Keep the first two (the newest batch).
+        kept.extend_from_slice(&chunk[..2]);
+        2
+    });
+    assert!(!refused.any());
+    assert!(l3.remote.is_empty());
+    assert_eq!(kept, objects[3..].to_vec());
+    assert_eq!(f.state.free_objects, f.geometry.num as usize - 2, "three went back to the slab");
+    f.release(chain);
 }
 
 #[test]

@@ -51,15 +51,15 @@ mod failed_tune {
     use crate::{Allocator, CacheFlags, Error, FailPoint, Tunables};
 
     #[test]
-    fn a_shared_array_that_cannot_be_allocated_fails_the_tune_and_keeps_the_old_tunables() {
+    fn a_barn_that_cannot_be_allocated_fails_the_tune_and_keeps_the_old_tunables() {
         let allocator = Allocator::new(Arc::new(FakeTopology::seed_box()));
         let cache = allocator
             .create_cache("tuned", Layout::from_size_align(64, 8).unwrap(), CacheFlags::NONE)
             .unwrap();
         cache.tune(4, 2, 1).unwrap();
         let old = cache.tunables();
-        // do_tune_cpucache allocates the four CPUs' arrays, then node 0's shared array,
-        // then node 1's: the fifth allocation is node 0's shared array.
+        // do_tune_cpucache allocates the four CPUs' arrays, then node 0's barn sheaves,
+        // then node 1's: the fifth allocation is node 0's barn.
         cache.fail_nth(FailPoint::Metadata, 5).unwrap();
         let error = cache.tune(8, 4, 2).unwrap_err();
         assert!(matches!(error, Error::OutOfMemory { node: 0, .. }), "{error}");
@@ -67,10 +67,7 @@ mod failed_tune {
         assert_eq!(cache.tunables(), old, "the old tunables stay in force");
         let stats = cache.stats();
         assert_eq!((stats.limit, stats.batchcount, stats.sharedfactor), (4, 2, 1));
-        assert!(
-            stats.nodes.iter().all(|node| node.shared_avail.is_some()),
-            "every node keeps its shared array"
-        );
+        assert!(stats.nodes.iter().all(|node| node.shared_avail.is_some()), "every node keeps its barn");
         // The CPU arrays are the old ones too: CPU 0's holds at most the old limit.
         let objects: Vec<_> = (0..20).map(|_| cache.alloc_on(0).unwrap()).collect();
         for &obj in &objects {
@@ -78,7 +75,7 @@ mod failed_tune {
             unsafe { cache.free_on(0, obj).unwrap() };
         }
         assert_eq!(cache.cpu_cache_len(0), 4);
-        assert_eq!(cache.stats().nodes[0].shared_avail, Some(2), "the old shared array (1 * 2)");
+        assert_eq!(cache.stats().nodes[0].shared_avail, Some(4), "the old barn: one sheaf of the old limit");
         cache.validate().unwrap();
         // Nothing planned any more: the same tune now succeeds.
         cache.tune(8, 4, 2).unwrap();
