@@ -5,6 +5,7 @@ mod bad_input;
 mod fixtures;
 mod hwloc;
 mod live;
+mod lstopo;
 mod quirks;
 
 use std::path::PathBuf;
