@@ -41,3 +41,41 @@ fn distance_node_ids_are_bounded_like_node_statements() {
     let error = MachineDescription::parse("bad", text).unwrap_err();
     assert!(error.to_string().contains("line 3: node id 4294967296 is beyond"), "{error}");
 }
+
+#[test]
+fn file_and_remove_statements_edit_the_written_tree() {
+    let text = "node 0 cpus 0-1 mem_kb 1024\n\
+                file sys/devices/system/node/node0/distance 10 \\n\\0 # a comment\n\
+                file sys/devices/system/cpu/cpu1/online\n\
+                remove proc/meminfo\n";
+    let description = MachineDescription::parse("edits", text).unwrap();
+    assert_eq!(
+        description.edits,
+        [
+            ("sys/devices/system/node/node0/distance".to_owned(), FileEdit::Write("10 \n\0".into())),
+            ("sys/devices/system/cpu/cpu1/online".to_owned(), FileEdit::Write(String::new())),
+            ("proc/meminfo".to_owned(), FileEdit::Remove),
+        ]
+    );
+    let root = tempfile::tempdir().unwrap();
+    description.write_tree(root.path()).unwrap();
+    let read = |path: &str| fs::read_to_string(root.path().join(path)).unwrap();
+    assert_eq!(read("sys/devices/system/node/node0/distance"), "10 \n\0");
+    assert_eq!(read("sys/devices/system/cpu/cpu1/online"), "");
+    assert!(!root.path().join("proc/meminfo").exists());
+}
+
+#[test]
+fn edits_stay_under_the_root_and_escapes_are_known() {
+    for (text, wanted) in [
+        ("remove ../outside\n", "stays under the root"),
+        ("remove /etc/passwd\n", "stays under the root"),
+        ("file a/b \\q\n", "unknown escape \\q"),
+        ("remove\n", "a path is missing"),
+        ("remove a b\n", "unexpected \"b\""),
+        ("cgroup_mems 1\n", "cgroup_mems names node 1"),
+    ] {
+        let error = MachineDescription::parse("bad", &format!("node 0 cpus 0 mem_kb 1\n{text}")).unwrap_err();
+        assert!(error.to_string().contains(wanted), "{text:?}: {error}");
+    }
+}
