@@ -373,6 +373,12 @@ impl Allocator {
         self.pages.figures(node).bytes
     }
 
+    /// The most bytes the page-block cache may keep, over every memory node (4 MiB a
+    /// node: see [`Allocator::page_cache_bytes`]).
+    pub fn page_cache_bound_bytes(&self) -> usize {
+        self.machine.memory_nodes.len() * NODE_CACHE_BYTES
+    }
+
     /// CPUs prepared (the allocator's own view of which CPUs are up).
     pub fn prepared_cpus(&self) -> CpuSet {
         self.chain.lock().prepared.clone()

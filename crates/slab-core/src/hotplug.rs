@@ -16,6 +16,15 @@ use crate::slab::SlabChain;
 /// The kernel's alien array size (`alloc_alien_cache`: "if (limit > 1) limit = 12").
 const ALIEN_LIMIT: u32 = 12;
 
+/// The size of each alien array of a cache whose per-CPU `limit` is `limit`.
+pub(crate) fn alien_limit(limit: u32) -> u32 {
+    if limit > 1 {
+        ALIEN_LIMIT
+    } else {
+        limit
+    }
+}
+
 /// The arrays `cpu_up_prepare` allocates for one cache before taking any lock.
 struct Prepared {
     nc: Option<ArrayCache>,
@@ -38,7 +47,7 @@ impl KmemCache {
             0 => None,
             sheaves => Some(self.alloc_barn(home, sheaves, tunables.limit)?),
         };
-        let alien_limit = if tunables.limit > 1 { ALIEN_LIMIT } else { tunables.limit };
+        let alien_limit = alien_limit(tunables.limit);
         let mut alien = Vec::new();
         for &owner in self.machine.memory_nodes.iter().filter(|&&n| n != home) {
             let ac = self.alloc_arraycache(home, alien_limit, UNUSED_BATCHCOUNT)?;

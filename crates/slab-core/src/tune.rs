@@ -4,8 +4,9 @@
 use topology::{CpuId, CpuSet, NodeId};
 
 use crate::barn::barn_sheaves;
-use crate::cache::KmemCache;
+use crate::cache::{Cache, KmemCache};
 use crate::error::{Error, Result};
+use crate::hotplug::alien_limit;
 use crate::memory::page_size;
 use crate::node::free_limit;
 use crate::slab::SlabChain;
@@ -102,7 +103,48 @@ impl TunableCells {
     }
 }
 
+impl Cache {
+    /// The most memory, in bytes, that this cache's limits let it keep while no object is
+    /// out with a caller: every possible CPU's array full (`limit`), every memory node's
+    /// barn full (its sheaves of `limit` objects, `shared * batchcount` objects rounded up
+    /// to whole sheaves) and its alien arrays for the other nodes full, and `free_limit`
+    /// free objects on each node's slabs (the formula with every CPU of the node
+    /// prepared), counted in whole slabs per node as if packed. Beyond it come the objects
+    /// out with callers, the free objects of partial slabs (what fragmentation leaves,
+    /// which no limit bounds), the remote frees queued for a node until its next refill
+    /// or reap, and the allocator's page-block cache
+    /// ([`crate::Allocator::page_cache_bound_bytes`]).
+    pub fn limits_bytes(&self) -> usize {
+        self.kmem().limits_bytes()
+    }
+
+    /// What one object costs in a full slab: the slab's bytes over its objects, rounded
+    /// up (the object, its alignment and red zones, and its share of the descriptor,
+    /// colouring and the slab's unused tail).
+    pub fn bytes_per_object(&self) -> usize {
+        let geometry = &self.kmem().geometry;
+        geometry.slab_bytes.div_ceil(geometry.num as usize)
+    }
+}
+
 impl KmemCache {
+    /// `Cache::limits_bytes`.
+    fn limits_bytes(&self) -> usize {
+        let tunables = self.tunables.get();
+        let nodes = &self.machine.memory_nodes;
+        let num = self.geometry.num as usize;
+        let per_node = |node: NodeId| {
+            let cpus = self.machine.cpu_home.iter().filter(|&&home| home == Some(node)).count();
+            let barn = barn_sheaves(tunables.limit, tunables.batchcount, tunables.shared) * tunables.limit;
+            let objects = cpus * tunables.limit as usize
+                + barn as usize
+                + (nodes.len() - 1) * alien_limit(tunables.limit) as usize
+                + free_limit(cpus, tunables.batchcount, self.geometry.num);
+            objects.div_ceil(num) * self.geometry.slab_bytes
+        };
+        nodes.iter().map(|&node| per_node(node)).sum()
+    }
+
     /// `Cache::tune`: checks, then `do_tune_cpucache` under the cache_chain mutex.
     pub(crate) fn tune(&self, limit: u32, batchcount: u32, shared: u32) -> Result<()> {
         let tunables = Tunables { limit, batchcount, shared }.check(&self.name)?;

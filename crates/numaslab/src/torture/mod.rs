@@ -6,6 +6,7 @@
 //! The seed patch "survived onlining and offlining on a 4 core 2 node Tyan box with a 4
 //! dbench process running all the time"; the defaults here are that box and four workers.
 
+mod memory;
 mod onoff;
 mod pattern;
 mod report;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use slab_core::{Cache, CacheFlags};
 use topology::{CpuId, CpuSet, Topology};
 
+pub use self::memory::MemoryBound;
 pub use self::onoff::TransitionStats;
 pub use self::report::{Check, LatencySummary, Report};
 use self::worker::{Shared, Worker, WorkerPlan};
@@ -106,6 +108,7 @@ pub fn run(
     if let Some(cpus) = &config.hotplug_cpus {
         check_hotplug_cpus(&*topology, cpus)?;
     }
+    let rss_start = memory::start();
     let caches = create_caches(slab, config)?;
     let shared = Arc::new(Shared {
         topology: topology.clone(),
@@ -132,7 +135,7 @@ pub fn run(
     let bound = Barrier::new(plans.len() + 1);
     let (stats, live) = std::thread::scope(|scope| {
         let (senders, receivers): (Vec<_>, Vec<_>) =
-            plans.iter().map(|_| crossbeam_channel::unbounded()).unzip();
+            plans.iter().map(|_| crossbeam_channel::bounded(inbox_capacity(config))).unzip();
         let workers: Vec<_> = plans
             .iter()
             .cloned()
@@ -190,7 +193,8 @@ pub fn run(
         panicked.push("the hotplug thread".into());
     }
     let live: Vec<_> = live.into_iter().filter_map(|result| result.ok()).collect();
-    Ok(report::finish(slab, config, &shared, stats, live, &panicked, elapsed))
+    let run = report::Run { transitions: stats, live, panicked, elapsed, rss_start };
+    Ok(report::finish(slab, config, &shared, run))
 }
 
 /// Registers a hotplug state whose startup fails once, on `cpu`: the injected
@@ -204,6 +208,15 @@ fn fail_first_bring_up(slab: &NumaSlab, cpu: CpuId) -> Result<hotplug::StateId> 
         Ok(())
     });
     Ok(slab.hotplug().setup_state_nocalls(hotplug::Slot::OnlineDynamic, state)?)
+}
+
+/// How many handed-over objects a worker's inbox holds at most: its own live set. A
+/// sender whose peer's inbox is full frees the object itself, so objects in flight never
+/// outnumber the objects the workers keep (an unbounded inbox grew by hundreds of
+/// thousands of objects, 100-200 MiB, whenever its worker was descheduled for a moment
+/// while the others kept allocating and handing over).
+pub(crate) fn inbox_capacity(config: &TortureConfig) -> usize {
+    config.max_live.max(4)
 }
 
 /// Creates one cache per object size.

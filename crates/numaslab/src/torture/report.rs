@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::memory::{self, mib, MemoryBound};
 use super::onoff::TransitionStats;
 use super::worker::{count_by_cache, free_checked, Object, Shared};
 use super::TortureConfig;
@@ -69,25 +70,39 @@ pub struct Report {
     /// The allocator's slabinfo at the end of the run, before the workers' objects were
     /// freed.
     pub slabinfo: String,
-    /// The process's peak resident memory, bytes (`VmHWM`).
+    /// The process's peak resident memory during the run, bytes (`VmHWM`, reset when the
+    /// run starts).
     pub peak_rss_bytes: Option<u64>,
+    /// What the peak may be at most, part by part (the memory check compares the two).
+    pub memory_bound: MemoryBound,
+    /// What the objects the workers held at the end take in slabs (their count times
+    /// `Cache::bytes_per_object`).
+    pub live_bytes_at_end: u64,
     /// Every check, in order.
     pub checks: Vec<Check>,
     /// Whether every check passed.
     pub checks_passed: bool,
 }
 
+/// What the run leaves for the checks.
+pub(super) struct Run {
+    /// What the hotplug thread did.
+    pub(super) transitions: TransitionStats,
+    /// The objects each worker still holds.
+    pub(super) live: Vec<Vec<Object>>,
+    /// The threads that panicked, by name.
+    pub(super) panicked: Vec<String>,
+    /// How long the workers ran.
+    pub(super) elapsed: Duration,
+    /// Resident memory when the run started (`memory::start`).
+    pub(super) rss_start: Option<u64>,
+}
+
 /// Checks every invariant, frees what the workers still hold, destroys the caches and
 /// builds the report.
-pub(super) fn finish(
-    slab: &Arc<NumaSlab>,
-    config: &TortureConfig,
-    shared: &Shared,
-    transitions: TransitionStats,
-    live: Vec<Vec<Object>>,
-    panicked: &[String],
-    elapsed: Duration,
-) -> Report {
+pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shared, run: Run) -> Report {
+    let Run { transitions, live, panicked, elapsed, rss_start } = run;
+    let panicked = &panicked[..];
     let mut checks = Vec::new();
     let mut check = |name: &str, passed: bool, detail: String| {
         checks.push(Check { name: name.to_owned(), passed, detail });
@@ -207,6 +222,11 @@ pub(super) fn finish(
     );
 
     let slabinfo = slab.allocator().slabinfo();
+    // The memory figures, while the caches and the workers' objects are still there.
+    let memory_bound = MemoryBound::of(slab, config, &shared.caches, rss_start);
+    let live_bytes_at_end: u64 =
+        shared.caches.iter().zip(&held).map(|(cache, &count)| count * cache.bytes_per_object() as u64).sum();
+    let peak_rss_bytes = memory::peak_rss_bytes();
     for object in live.into_iter().flatten() {
         free_checked(shared, object);
     }
@@ -235,6 +255,8 @@ pub(super) fn finish(
         },
     );
 
+    checks.push(memory::check(peak_rss_bytes, &memory_bound, live_bytes_at_end));
+
     let ops = allocated + shared.freed.iter().map(|count| count.load(Ordering::Relaxed)).sum::<u64>();
     let secs = elapsed.as_secs_f64().max(1e-9);
     let checks_passed = checks.iter().all(|check| check.passed);
@@ -248,17 +270,12 @@ pub(super) fn finish(
         callback_latency: LatencySummary::of(&transitions.callback_us),
         transitions,
         slabinfo,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes,
+        memory_bound,
+        live_bytes_at_end,
         checks,
         checks_passed,
     }
-}
-
-/// The process's peak resident set (`VmHWM` of `/proc/self/status`), in bytes.
-fn peak_rss_bytes() -> Option<u64> {
-    use procfs_core::FromRead;
-    let status = procfs_core::process::Status::from_file("/proc/self/status").ok()?;
-    status.vmhwm.map(|kb| kb * 1024)
 }
 
 impl fmt::Display for Report {
@@ -283,10 +300,10 @@ impl fmt::Display for Report {
         for error in &t.errors {
             writeln!(f, "  transition error: {error}")?;
         }
-        match self.peak_rss_bytes {
-            Some(bytes) => writeln!(f, "  peak RSS: {:.1} MiB", bytes as f64 / (1 << 20) as f64)?,
-            None => writeln!(f, "  peak RSS: unknown")?,
-        }
+        let peak =
+            self.peak_rss_bytes.map_or_else(|| "unknown".to_owned(), |bytes| format!("{} MiB", mib(bytes)));
+        writeln!(f, "  peak RSS: {peak}, live set at the end {} MiB", mib(self.live_bytes_at_end))?;
+        writeln!(f, "  memory bound: {}", self.memory_bound.describe())?;
         writeln!(f, "\nslabinfo at the end of the run:")?;
         let mut table = String::new();
         for line in self.slabinfo.lines() {

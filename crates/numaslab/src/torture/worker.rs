@@ -4,7 +4,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -192,7 +192,17 @@ impl Worker {
     fn release(&mut self, object: Object) {
         if !self.plan.peers.is_empty() && self.rng.gen_ratio(self.plan.remote_percent, 100) {
             let peer = self.plan.peers[self.rng.gen_range(0..self.plan.peers.len())];
-            if let Err(returned) = self.outboxes[peer].send(object) {
+            // A full inbox means its worker is behind (off its CPU, most likely: the
+            // workers usually outnumber the cores): give it the CPU once, then free the
+            // object here if it is still full, so that objects in flight stay bounded.
+            let object = match self.outboxes[peer].try_send(object) {
+                Err(TrySendError::Full(object)) => {
+                    std::thread::yield_now();
+                    self.outboxes[peer].try_send(object)
+                }
+                other => other,
+            };
+            if let Err(returned) = object {
                 self.free(returned.into_inner());
             }
             return;

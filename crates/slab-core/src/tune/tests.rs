@@ -83,3 +83,24 @@ mod failed_tune {
         cache.validate().unwrap();
     }
 }
+
+#[test]
+fn limits_bytes_counts_arrays_shared_alien_and_free_limit_in_whole_slabs() {
+    use std::alloc::Layout;
+    use std::sync::Arc;
+
+    let allocator = crate::Allocator::new(Arc::new(topology::FakeTopology::seed_box()));
+    let cache = allocator
+        .create_cache("limited", Layout::from_size_align(64, 8).unwrap(), crate::CacheFlags::NONE)
+        .unwrap();
+    cache.tune(10, 5, 2).unwrap();
+    let stats = cache.stats();
+    let slab_bytes = stats.pagesperslab * page_size();
+    // Per node: 2 CPUs * 10 + a barn of one sheaf of 10 (shared 2 * 5 = 10 objects) + one
+    // alien array of 12 + free_limit (1 + 2) * 5 + num.
+    let objects = 2 * 10 + 10 + 12 + 3 * 5 + stats.objperslab;
+    assert_eq!(cache.limits_bytes(), 2 * objects.div_ceil(stats.objperslab) * slab_bytes);
+    assert_eq!(allocator.page_cache_bound_bytes(), 2 * (4 << 20));
+    assert_eq!(cache.bytes_per_object(), slab_bytes.div_ceil(stats.objperslab));
+    assert!(cache.bytes_per_object() >= 64);
+}
