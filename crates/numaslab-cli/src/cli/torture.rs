@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use numaslab::torture::{self, Fault, Progress, TortureConfig};
+use numaslab::torture::{self, Fault, HotplugDriver, Progress, TortureConfig};
 use numaslab::NumaSlab;
 use topology::CpuSet;
 
@@ -36,6 +36,12 @@ pub(crate) struct TortureArgs {
     /// /tmp/numaslab-real-hotplug.lock: a second --real run refuses while one runs.
     #[arg(long, conflicts_with_all = ["root", "fixture", "fake"])]
     pub(crate) real: bool,
+    /// Switch no CPU: follow, through the hotplug watcher, the transitions another
+    /// program makes (`chcpu`, a VM's vCPU unplug, a script writing `cpuN/online` of a
+    /// fixture copy or `--root` tree), and count and check them as the torture's own.
+    /// With --real it takes no lock, since it switches nothing.
+    #[arg(long, conflicts_with_all = ["cpus", "interval_ms"])]
+    pub(crate) follow: bool,
     /// How long the workers run: seconds (`2.5`) or a duration with a unit (`500ms`, `3s`,
     /// `2m`).
     #[arg(long, default_value = "10", value_parser = parse::duration, allow_hyphen_values = true)]
@@ -156,10 +162,18 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
         remote_percent: args.remote_percent,
         hotplug_cpus: args.cpus.clone(),
         fault: args.inject_fault,
+        hotplug: if args.follow { HotplugDriver::Follow } else { HotplugDriver::Switch },
     };
-    // Held until the run has restored every CPU and reported.
-    let _lock =
-        args.real.then(|| RealLock::acquire(&real_lock::path(args.lock_file.as_ref()))).transpose()?;
+    // Held until the run has restored every CPU and reported. A follower switches
+    // nothing, so it neither needs the lock nor keeps others from switching: their
+    // transitions are what it follows.
+    let switches_real_cpus = args.real && !args.follow;
+    let _lock = switches_real_cpus
+        .then(|| RealLock::acquire(&real_lock::path(args.lock_file.as_ref())))
+        .transpose()?;
+    if args.follow {
+        announce_follow(&*topology);
+    }
     let slab = NumaSlab::new(topology).context("setting up the allocator")?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -187,6 +201,23 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
     }
     std::io::stdout().flush()?;
     Ok(report.checks_passed)
+}
+
+/// Says on stderr (stdout may be JSON) what a follower follows and, for a sysfs tree
+/// other than this machine's, which files to write: a test or script reads the tree's
+/// root from this line, also that of a `--fixture`'s private copy.
+fn announce_follow(topology: &dyn topology::Topology) {
+    let name = topology.name();
+    match topology.sysfs_root() {
+        Some(root) if root == std::path::Path::new("/") => {
+            eprintln!("numaslab torture: following {name} through kernel uevents; switch CPUs with another program")
+        }
+        Some(root) => eprintln!(
+            "numaslab torture: following {name} by polling; write 0 or 1 to {}/sys/devices/system/cpu/cpuN/online",
+            root.display()
+        ),
+        None => eprintln!("numaslab torture: following {name} through its change notices"),
+    }
 }
 
 /// Draws elapsed time, operations per second and transitions until `done`.

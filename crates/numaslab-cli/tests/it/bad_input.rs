@@ -131,6 +131,13 @@ fn values_that_only_fail_together_are_refused_naming_each_option() {
     let output = numaslab(&["torture", "--real", "--fake", "4x2"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--real"));
+    // A follower switches nothing, so the options of the switching make no sense with it.
+    for option in [["--cpus", "1"], ["--interval-ms", "5"]] {
+        let output = numaslab(&["torture", "--follow", option[0], option[1]]);
+        assert_eq!(output.status.code(), Some(2), "{option:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--follow") && stderr.contains(option[0]), "{stderr}");
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `numaslab` binary.
 
 mod bad_input;
+mod follow_command;
 mod real_hotplug;
 mod real_lock;
 mod support;

@@ -6,6 +6,7 @@
 //! The seed patch "survived onlining and offlining on a 4 core 2 node Tyan box with a 4
 //! dbench process running all the time"; the defaults here are that box and four workers.
 
+mod follow;
 mod memory;
 mod onoff;
 mod pattern;
@@ -24,7 +25,7 @@ use topology::{CpuId, CpuSet, Topology};
 
 pub use self::memory::MemoryBound;
 pub use self::onoff::TransitionStats;
-pub use self::report::{Check, LatencySummary, Report};
+pub use self::report::{Check, LatencySummary, Report, Watched};
 use self::worker::{Shared, Worker, WorkerPlan};
 use crate::{Error, NumaSlab, Result};
 
@@ -39,6 +40,18 @@ pub enum Fault {
     /// The first bring-up of the first CPU the hotplug thread may switch fails in a
     /// callback and rolls back, as a refusing driver or kernel would make it.
     FailOneTransition,
+}
+
+/// Who switches the CPUs during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HotplugDriver {
+    /// The torture's own hotplug thread, every `interval`.
+    #[default]
+    Switch,
+    /// Another program: the torture switches nothing and follows, through the hotplug
+    /// watcher, the transitions it makes, counting and checking them the same way.
+    Follow,
 }
 
 /// How a torture run is set up.
@@ -64,6 +77,8 @@ pub struct TortureConfig {
     pub hotplug_cpus: Option<CpuSet>,
     /// A fault to inject, for tests.
     pub fault: Option<Fault>,
+    /// Who switches the CPUs.
+    pub hotplug: HotplugDriver,
 }
 
 impl Default for TortureConfig {
@@ -79,6 +94,7 @@ impl Default for TortureConfig {
             remote_percent: 25,
             hotplug_cpus: None,
             fault: None,
+            hotplug: HotplugDriver::Switch,
         }
     }
 }
@@ -125,6 +141,17 @@ pub fn run(
         fault: config.fault,
     });
     let plans = plan_workers(&*topology, config)?;
+    // In follow mode the watcher runs the callbacks of the transitions another program
+    // makes; the follower reads their events, subscribed before the watcher starts.
+    let following = match config.hotplug {
+        HotplugDriver::Switch => None,
+        HotplugDriver::Follow => {
+            let events = slab.hotplug().events();
+            let watcher = hotplug::Watcher::start(slab.hotplug())?;
+            Some((watcher, events))
+        }
+    };
+    let watch_mode = following.as_ref().map(|(watcher, _)| watcher.mode());
     let candidates = hotplug_candidates(&*topology, config);
     let fault_state = match (config.fault, candidates.first()) {
         (Some(Fault::FailOneTransition), Some(cpu)) => Some(fail_first_bring_up(slab, cpu)?),
@@ -133,7 +160,7 @@ pub fn run(
     let started = Instant::now();
     let hotplug_stop = AtomicBool::new(false);
     let bound = Barrier::new(plans.len() + 1);
-    let (stats, live) = std::thread::scope(|scope| {
+    let (stats, live, watch_stats) = std::thread::scope(|scope| {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             plans.iter().map(|_| crossbeam_channel::bounded(inbox_capacity(config))).unzip();
         let workers: Vec<_> = plans
@@ -158,7 +185,17 @@ pub fn run(
             seed: config.seed,
             progress: progress.transitions.clone(),
         };
-        let hotplug = (!config.interval.is_zero()).then(|| scope.spawn(|| onoff.run(&hotplug_stop)));
+        let hotplug = match following.as_ref() {
+            Some((_, events)) => {
+                let follow = follow::Follow {
+                    slab: slab.clone(),
+                    events: events.clone(),
+                    progress: progress.transitions.clone(),
+                };
+                Some(scope.spawn(|| follow.run(&hotplug_stop)))
+            }
+            None => (!config.interval.is_zero()).then(|| scope.spawn(|| onoff.run(&hotplug_stop))),
+        };
         while started.elapsed() < config.duration && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20).min(config.duration));
             progress.ops.store(shared.ops.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -166,12 +203,14 @@ pub fn run(
                 break; // A worker panicked: stop everything and report.
             }
         }
-        // Hotplug stops first and brings its CPUs back, then the workers stop.
+        // Hotplug stops first and brings its CPUs back (in follow mode: the watcher stops,
+        // then the follower reads what is queued), then the workers stop.
+        let watch_stats = following.map(|(watcher, _)| watcher.stop());
         hotplug_stop.store(true, Ordering::Relaxed);
         let stats = hotplug.map(|handle| handle.join()).transpose();
         shared.stop.store(true, Ordering::Relaxed);
         let live: Vec<_> = workers.into_iter().map(|worker| worker.join()).collect();
-        (stats, live)
+        (stats, live, watch_stats)
     });
     let elapsed = started.elapsed();
     if let Some(state) = fault_state {
@@ -193,7 +232,8 @@ pub fn run(
         panicked.push("the hotplug thread".into());
     }
     let live: Vec<_> = live.into_iter().filter_map(|result| result.ok()).collect();
-    let run = report::Run { transitions: stats, live, panicked, elapsed, rss_start };
+    let watched = watch_mode.zip(watch_stats).map(|(mode, stats)| report::Watched::new(mode, stats));
+    let run = report::Run { transitions: stats, watched, live, panicked, elapsed, rss_start };
     Ok(report::finish(slab, config, &shared, run))
 }
 
@@ -333,3 +373,6 @@ fn list_or_none(cpus: &CpuSet) -> String {
         cpus.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests;

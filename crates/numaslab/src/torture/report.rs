@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::memory::{self, mib, MemoryBound};
 use super::onoff::TransitionStats;
 use super::worker::{count_by_cache, free_checked, Object, Shared};
-use super::TortureConfig;
+use super::{HotplugDriver, TortureConfig};
 use crate::NumaSlab;
 
 /// One invariant the torture checked.
@@ -48,6 +48,40 @@ impl LatencySummary {
     }
 }
 
+/// How a run in follow mode heard of the transitions another program made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Watched {
+    /// The watcher's source: `uevent`, `poll`, `fake` or `reconcile-only`.
+    pub mode: String,
+    /// Wake-ups by that source.
+    pub wakeups: u64,
+    /// Reconciles run.
+    pub reconciles: u64,
+    /// Uevents ignored (forged or malformed).
+    pub ignored: u64,
+    /// Uevent socket overflows.
+    pub overflows: u64,
+}
+
+impl Watched {
+    /// The watcher's mode and what it counted.
+    pub fn new(mode: hotplug::WatchMode, stats: hotplug::WatchStats) -> Self {
+        let mode = match mode {
+            hotplug::WatchMode::Uevent => "uevent",
+            hotplug::WatchMode::Poll => "poll",
+            hotplug::WatchMode::Fake => "fake",
+            _ => "reconcile-only",
+        };
+        Self {
+            mode: mode.into(),
+            wakeups: stats.wakeups,
+            reconciles: stats.reconciles,
+            ignored: stats.ignored,
+            overflows: stats.overflows,
+        }
+    }
+}
+
 /// What a torture run did and whether every check passed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -63,7 +97,11 @@ pub struct Report {
     pub ops_per_sec: f64,
     /// Frees of objects that another worker allocated.
     pub handed_over: u64,
-    /// What the hotplug thread did.
+    /// Who switched the CPUs: the torture (`switch`) or another program (`follow`).
+    pub hotplug: HotplugDriver,
+    /// In follow mode, how the transitions were heard of.
+    pub watched: Option<Watched>,
+    /// What the hotplug thread did, or in follow mode what it saw.
     pub transitions: TransitionStats,
     /// Callback times of the transitions.
     pub callback_latency: LatencySummary,
@@ -84,11 +122,13 @@ pub struct Report {
     pub checks_passed: bool,
 }
 
-/// What the run leaves for the checks.
+/// What the run leaves for the checks once every thread has stopped.
 pub(super) struct Run {
-    /// What the hotplug thread did.
+    /// What the hotplug thread did, or in follow mode what the follower saw.
     pub(super) transitions: TransitionStats,
-    /// The objects each worker still holds.
+    /// In follow mode, how the watcher heard of the transitions.
+    pub(super) watched: Option<Watched>,
+    /// The objects each worker still holds (the workers that did not panic).
     pub(super) live: Vec<Vec<Object>>,
     /// The threads that panicked, by name.
     pub(super) panicked: Vec<String>,
@@ -101,7 +141,7 @@ pub(super) struct Run {
 /// Checks every invariant, frees what the workers still hold, destroys the caches and
 /// builds the report.
 pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shared, run: Run) -> Report {
-    let Run { transitions, live, panicked, elapsed, rss_start } = run;
+    let Run { transitions, watched, live, panicked, elapsed, rss_start } = run;
     let panicked = &panicked[..];
     let mut checks = Vec::new();
     let mut check = |name: &str, passed: bool, detail: String| {
@@ -111,7 +151,10 @@ pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shar
         "every thread finished",
         panicked.is_empty(),
         if panicked.is_empty() {
-            format!("{} workers and the hotplug thread", config.workers)
+            match config.hotplug {
+                HotplugDriver::Switch => format!("{} workers and the hotplug thread", config.workers),
+                HotplugDriver::Follow => format!("{} workers and the follower", config.workers),
+            }
         } else {
             format!("panicked: {}", panicked.join(", "))
         },
@@ -214,7 +257,9 @@ pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shar
     check(
         "every CPU taken offline is back online",
         restore_errors.is_empty(),
-        if restore_errors.is_empty() {
+        if restore_errors.is_empty() && config.hotplug == HotplugDriver::Follow {
+            format!("the run switched no CPU itself; online at the end: {online}")
+        } else if restore_errors.is_empty() {
             format!("online at the end: {online}")
         } else {
             format!("{restore_errors:?}")
@@ -267,6 +312,8 @@ pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shar
         ops,
         ops_per_sec: ops as f64 / secs,
         handed_over: shared.handed_over.load(Ordering::Relaxed),
+        hotplug: config.hotplug,
+        watched,
         callback_latency: LatencySummary::of(&transitions.callback_us),
         transitions,
         slabinfo,
@@ -287,11 +334,22 @@ impl fmt::Display for Report {
             "  {} workers, {:.1} s: {} operations, {:.0} ops/s, {} handed to another worker",
             self.workers, self.duration_secs, self.ops, self.ops_per_sec, self.handed_over
         )?;
+        let (label, tried) = match self.hotplug {
+            HotplugDriver::Switch => ("transitions", "attempted"),
+            HotplugDriver::Follow => ("transitions made by another program", "seen"),
+        };
         writeln!(
             f,
-            "  transitions: {} attempted, {} done ({} offline, {} online), {} failed; a node lost its last CPU {} times",
+            "  {label}: {} {tried}, {} done ({} offline, {} online), {} failed; a node lost its last CPU {} times",
             t.attempted, t.done, t.offline, t.online, t.failed, t.nodes_emptied
         )?;
+        if let Some(watched) = &self.watched {
+            writeln!(
+                f,
+                "  followed by {}: {} wake-ups, {} reconciles, {} uevents ignored, {} overflows",
+                watched.mode, watched.wakeups, watched.reconciles, watched.ignored, watched.overflows
+            )?;
+        }
         writeln!(
             f,
             "  callback latency: median {} us, max {} us over {} transitions",
