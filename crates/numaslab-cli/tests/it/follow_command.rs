@@ -61,8 +61,9 @@ fn set_online(root: &Path, cpu: u32, online: bool) {
     let path = root.join(format!("sys/devices/system/cpu/cpu{cpu}/online"));
     std::fs::write(&path, if online { "1\n" } else { "0\n" })
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    // Longer than a few of the watcher's 100 ms polls, so that no write hides another.
-    std::thread::sleep(Duration::from_millis(400));
+    // Several of the watcher's 100 ms polls, so that no write hides the next one of the
+    // same CPU even on a loaded machine; the run's last reconcile catches the last write.
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 fn failed_checks(report: &Value) -> Vec<&Value> {

@@ -205,7 +205,13 @@ pub fn run(
         }
         // Hotplug stops first and brings its CPUs back (in follow mode: the watcher stops,
         // then the follower reads what is queued), then the workers stop.
-        let watch_stats = following.map(|(watcher, _)| watcher.stop());
+        let watch_stats = following.map(|(watcher, _)| {
+            let stats = watcher.stop();
+            // A change made just before the end may not have been heard of yet: one last
+            // look at the machine, whose events the follower still reads.
+            let _ = slab.hotplug().reconcile(hotplug::Source::Reconcile);
+            stats
+        });
         hotplug_stop.store(true, Ordering::Relaxed);
         let stats = hotplug.map(|handle| handle.join()).transpose();
         shared.stop.store(true, Ordering::Relaxed);
