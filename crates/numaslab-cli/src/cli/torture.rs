@@ -171,9 +171,6 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
     let _lock = switches_real_cpus
         .then(|| RealLock::acquire(&real_lock::path(args.lock_file.as_ref())))
         .transpose()?;
-    if args.follow {
-        announce_follow(&*topology);
-    }
     let slab = NumaSlab::new(topology).context("setting up the allocator")?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -186,6 +183,11 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
     let progress = Progress::default();
     let done = AtomicBool::new(false);
     let report = std::thread::scope(|scope| {
+        if args.follow {
+            let topology = slab.topology().clone();
+            let (progress, done) = (&progress, &done);
+            scope.spawn(move || announce_follow(&*topology, progress, done));
+        }
         let bar = (!args.json).then(|| scope.spawn(|| show_progress(&progress, &done, config.duration)));
         let report = torture::run(&slab, &config, &stop, &progress);
         done.store(true, Ordering::Relaxed);
@@ -203,10 +205,17 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
     Ok(report.checks_passed)
 }
 
-/// Says on stderr (stdout may be JSON) what a follower follows and, for a sysfs tree
-/// other than this machine's, which files to write: a test or script reads the tree's
-/// root from this line, also that of a `--fixture`'s private copy.
-fn announce_follow(topology: &dyn topology::Topology) {
+/// Says on stderr (stdout may be JSON), once the watcher runs, what a follower follows
+/// and, for a sysfs tree other than this machine's, which files to write: a test or
+/// script reads the tree's root from this line (also that of a `--fixture`'s private
+/// copy) and knows that what it writes from then on is counted.
+fn announce_follow(topology: &dyn topology::Topology, progress: &Progress, done: &AtomicBool) {
+    while !progress.started.load(Ordering::Acquire) {
+        if done.load(Ordering::Relaxed) {
+            return; // The run ended before it started: its error says why.
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let name = topology.name();
     match topology.sysfs_root() {
         Some(root) if root == std::path::Path::new("/") => {

@@ -31,6 +31,7 @@ impl Follower {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut first_line = String::new();
         stderr.read_line(&mut first_line).unwrap();
+        // Printed once the watcher runs: what the test writes from now on is counted.
         assert!(first_line.contains("following"), "the first line says what is followed: {first_line:?}");
         Self { child, stderr, first_line }
     }
@@ -75,7 +76,6 @@ fn follow_counts_and_checks_transitions_another_program_makes_on_a_fixture_copy(
     let follower = Follower::start(&["--fixture", "seed-box", "--debug"]);
     let root = follower.root();
     assert!(root.join("sys/devices/system/cpu/cpu3/online").is_file(), "{}", root.display());
-    std::thread::sleep(Duration::from_millis(300));
     let rounds = 3;
     for _ in 0..rounds {
         // Node 1 (CPUs 2 and 3) loses its last CPU, then comes back.
@@ -104,7 +104,6 @@ fn a_followed_transition_whose_callback_fails_fails_a_check() {
     // The injected fault refuses the first bring-up of cpu1, the first switchable CPU.
     let follower = Follower::start(&["--fixture", "seed-box", "--inject-fault", "fail-one-transition"]);
     let root = follower.root();
-    std::thread::sleep(Duration::from_millis(300));
     set_online(&root, 1, false);
     set_online(&root, 1, true);
     let (report, status) = follower.finish();
@@ -129,7 +128,6 @@ fn follow_real_counts_transitions_made_through_the_kernel() {
     let Some(_cpu1) = RealCpu1::acquire() else { return };
     let follower = Follower::start(&["--real"]);
     assert!(follower.first_line.contains("uevents"), "{}", follower.first_line);
-    std::thread::sleep(Duration::from_millis(500));
     let rounds = 3;
     for _ in 0..rounds {
         set_online(Path::new("/"), 1, false);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use hotplug::{Event, EventKind, Outcome, Source};
-use topology::CpuId;
+use topology::{CpuId, CpuSet};
 
 use super::onoff::TransitionStats;
 use crate::NumaSlab;
@@ -32,12 +32,17 @@ pub(crate) struct Follow {
     pub(crate) events: Receiver<Event>,
     /// Completed transitions, for the progress bar.
     pub(crate) progress: Arc<AtomicU64>,
+    /// The online CPUs as the followed transitions left them: whether a node lost its
+    /// last CPU is judged from the events, not from the machine now, which the other
+    /// program may have changed again since.
+    pub(crate) online: CpuSet,
 }
 
 impl Follow {
     /// Follows until `stop` is set, then reads what is already queued and returns the
     /// statistics.
-    pub(crate) fn run(self, stop: &AtomicBool) -> TransitionStats {
+    pub(crate) fn run(mut self, stop: &AtomicBool) -> TransitionStats {
+        self.online = self.slab.hotplug().online_view();
         let mut stats = TransitionStats::default();
         let mut running: HashMap<CpuId, Running> = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
@@ -51,7 +56,7 @@ impl Follow {
         stats
     }
 
-    fn observe(&self, event: &Event, running: &mut HashMap<CpuId, Running>, stats: &mut TransitionStats) {
+    fn observe(&mut self, event: &Event, running: &mut HashMap<CpuId, Running>, stats: &mut TransitionStats) {
         // The watcher's first reconcile only lines the states up with the machine as it
         // was when the run started; the run follows what changes after.
         if matches!(event.source, Source::Initial | Source::Registration) {
@@ -85,7 +90,7 @@ impl Follow {
         }
     }
 
-    fn finished(&self, cpu: CpuId, outcome: Outcome, transition: Running, stats: &mut TransitionStats) {
+    fn finished(&mut self, cpu: CpuId, outcome: Outcome, transition: Running, stats: &mut TransitionStats) {
         let direction = if transition.going_offline { "offline" } else { "online" };
         if outcome == Outcome::RolledBack {
             stats.failed += 1;
@@ -96,12 +101,14 @@ impl Follow {
             return;
         }
         stats.done += 1;
-        self.progress.fetch_add(1, Ordering::Relaxed);
         stats.callback_us.push(transition.callbacks.as_micros() as u64);
         if !transition.going_offline {
+            self.online.insert(cpu);
             stats.online += 1;
+            self.progress.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        self.online.remove(cpu);
         stats.offline += 1;
         let hotplug = self.slab.hotplug();
         let topology = self.slab.topology();
@@ -115,10 +122,10 @@ impl Follow {
             }
         }
         if let Some(node) = topology.cpu_node(cpu) {
-            let online = topology.online_cpus().unwrap_or_default();
-            if topology.node_cpus(node).intersection(&online).is_empty() {
+            if topology.node_cpus(node).intersection(&self.online).is_empty() {
                 stats.nodes_emptied += 1;
             }
         }
+        self.progress.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -106,6 +106,10 @@ pub struct Progress {
     pub ops: AtomicU64,
     /// Completed transitions so far.
     pub transitions: Arc<AtomicU64>,
+    /// Set once the workers are bound and the hotplug thread, or in follow mode the
+    /// watcher and the follower, run: from then on a change another program makes is
+    /// counted (one made before is only the machine the run starts on).
+    pub started: AtomicBool,
 }
 
 /// Runs the torture on `slab` until `config.duration` passes or `stop` is set, then checks
@@ -191,11 +195,13 @@ pub fn run(
                     slab: slab.clone(),
                     events: events.clone(),
                     progress: progress.transitions.clone(),
+                    online: CpuSet::new(),
                 };
                 Some(scope.spawn(|| follow.run(&hotplug_stop)))
             }
             None => (!config.interval.is_zero()).then(|| scope.spawn(|| onoff.run(&hotplug_stop))),
         };
+        progress.started.store(true, Ordering::Release);
         while started.elapsed() < config.duration && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20).min(config.duration));
             progress.ops.store(shared.ops.load(Ordering::Relaxed), Ordering::Relaxed);

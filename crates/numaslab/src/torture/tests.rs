@@ -23,6 +23,9 @@ fn follow_on_the_fake_counts_the_transitions_another_thread_makes() {
     let progress = Progress::default();
     let report = std::thread::scope(|scope| {
         scope.spawn(|| {
+            while !progress.started.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             // Node 1 (CPUs 2 and 3) loses its last CPU and comes back, three times.
             for _ in 0..3 {
                 for (cpu, state) in [
