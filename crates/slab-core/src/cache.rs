@@ -441,6 +441,9 @@ impl KmemCache {
     #[cold]
     #[inline(never)]
     pub(crate) fn cache_grow(&self, node: NodeId) -> Result<()> {
+        // Only allowed memory nodes hold slabs (`Machine::memory_nodes`), so `mbind` below
+        // is never asked for a node this process may not use.
+        debug_assert!(self.machine.memory_nodes.contains(&node), "cache_grow for node {node}");
         let colour = {
             let mut l3 = self.l3(node).list_lock.lock();
             if l3.destroyed {

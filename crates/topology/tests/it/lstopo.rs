@@ -44,13 +44,20 @@ fn hwloc_set(text: &str) -> IdSet {
     IdSet::parse_mask(&mask.join(","), ID_LIMIT).unwrap_or_else(|e| panic!("hwloc bitmap {text:?}: {e}"))
 }
 
-fn lstopo(root: &Path) -> HwlocReading {
-    let output = Command::new("lstopo-no-graphics")
-        .args(["--input"])
-        .arg(root)
-        .args(["--of", "xml", "--disallowed"])
-        .output()
-        .expect("lstopo-no-graphics runs");
+/// Whether hwloc also shows what the process may not use (`--disallowed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disallowed {
+    Shown,
+    Hidden,
+}
+
+fn lstopo(root: &Path, disallowed: Disallowed) -> HwlocReading {
+    let mut command = Command::new("lstopo-no-graphics");
+    command.arg("--input").arg(root).args(["--of", "xml"]);
+    if disallowed == Disallowed::Shown {
+        command.arg("--disallowed");
+    }
+    let output = command.output().expect("lstopo-no-graphics runs");
     assert!(
         output.status.success(),
         "lstopo {}: {}",
@@ -139,7 +146,7 @@ fn every_capture_agrees_with_hwloc_or_differs_as_documented() {
     for root in &captures {
         let name = root.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
         let topo = SysfsTopology::new(root).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let hwloc = lstopo(root);
+        let hwloc = lstopo(root, Disallowed::Shown);
         let nodes: NodeSet = hwloc.nodes.keys().copied().collect();
         assert_eq!(nodes, topo.online_nodes(), "{name}: hwloc shows the online nodes");
         for (&node, (cpus, memory)) in &hwloc.nodes {
@@ -155,6 +162,13 @@ fn every_capture_agrees_with_hwloc_or_differs_as_documented() {
             allowed = allowed.union(&topo.memoryless_nodes());
         }
         assert_eq!(hwloc.allowed_nodes, allowed, "{name}: allowed nodes");
+        // hwloc's plain reading hides the rest: it shows exactly those nodes.
+        let plain = lstopo(root, Disallowed::Hidden);
+        assert_eq!(
+            plain.nodes.keys().copied().collect::<NodeSet>(),
+            allowed,
+            "{name}: nodes shown by default"
+        );
     }
 }
 
