@@ -24,8 +24,8 @@ pub enum Reading {
 
 /// The kinds of quirk a backend reads leniently; each is described in `sysfs.rs`'s module
 /// documentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "kebab-case"))]
 #[non_exhaustive]
 pub enum Quirk {
     /// A `cpuN/online` file with no text in it.
@@ -66,7 +66,8 @@ impl fmt::Display for Quirk {
 }
 
 /// One quirk as it was found and read: the file, its text, and the interpretation taken.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Diagnostic {
     /// Which quirk.
     pub quirk: Quirk,

@@ -315,6 +315,7 @@ impl<'a> IntoIterator for &'a IdSet {
     }
 }
 
+#[cfg(feature = "serde")]
 impl serde::Serialize for IdSet {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_list_string())

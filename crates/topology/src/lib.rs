@@ -16,6 +16,7 @@
 mod diagnostic;
 mod error;
 mod fake;
+#[cfg(feature = "fixture")]
 mod fixture;
 mod idset;
 pub mod machine;
@@ -30,6 +31,7 @@ use std::path::Path;
 pub use crate::diagnostic::{Diagnostic, Quirk, Reading};
 pub use crate::error::{Error, ParseError, Result};
 pub use crate::fake::{FakeBuilder, FakeTopology};
+#[cfg(feature = "fixture")]
 pub use crate::fixture::{FixtureTopology, FIXTURES_DIR_ENV};
 pub use crate::idset::{CpuSet, IdSet, Iter, NodeSet, ID_LIMIT};
 pub use crate::os::{
@@ -59,8 +61,8 @@ pub struct OnlineChange {
 }
 
 /// Whether a CPU is online; an enum rather than a `bool` so that calls read plainly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum CpuState {
     /// The CPU runs tasks.
     Online,
