@@ -680,10 +680,11 @@ impl NodeFacts {
             let taken: CpuSet = list.cpus.iter().filter(|&cpu| owner(cpu) != Some(node)).collect();
             if let Some(first) = taken.first() {
                 let other = owner(first).unwrap_or(node);
+                let kept = list.cpus.difference(&taken);
+                let kept = if kept.is_empty() { "no cpu".to_owned() } else { format!("cpus {kept}") };
                 let reading = format!(
-                    "cpus {taken} are also in a smaller node list (cpu{first}: node{other}'s): each is \
-                     read as the smallest list's (the lowest node on a tie); node{node} keeps {}",
-                    list.cpus.difference(&taken)
+                    "cpus {taken} are also in smaller node lists (cpu{first} in node{other}'s): each cpu is \
+                     read as the node's with the smallest list (the lowest id on a tie); node{node} keeps {kept}"
                 );
                 notes.note(Diagnostic::new(
                     Quirk::CpuInTwoNodes,
@@ -907,13 +908,13 @@ fn parse_distance_row(path: &Path, text: &str) -> Result<Option<Vec<u32>>> {
 fn all_cpus_in_every_node(lists: &BTreeMap<NodeId, NodeList>, notes: &mut Notes) -> Result<bool> {
     let with_cpus: Vec<(&NodeId, &NodeList)> =
         lists.iter().filter(|(_, list)| !list.cpus.is_empty()).collect();
-    let [(first, list), (_, second), ..] = with_cpus.as_slice() else { return Ok(false) };
+    let [(_, list), (_, second), ..] = with_cpus.as_slice() else { return Ok(false) };
     if with_cpus.iter().any(|(_, other)| other.cpus != list.cpus) {
         return Ok(false);
     }
     let nodes: NodeSet = with_cpus.iter().map(|(&node, _)| node).collect();
     let reading = format!(
-        "nodes {nodes} all list cpus {} (node{first} too): the NUMA facts are unusable; read as a \
+        "nodes {nodes} each list cpus {}: the NUMA facts are unusable; read as a \
          machine without NUMA (one node 0 with every cpu, MemTotal from proc/meminfo), as hwloc does",
         list.cpus
     );

@@ -106,7 +106,7 @@ fn a_cpu_in_two_nodes_goes_to_the_smaller_list() {
     assert!(topo.node_cpus(2).is_empty());
     assert_eq!(topo.cpu_node(3), Some(1));
     assert_eq!(topo.cpuless_nodes().to_string(), "2");
-    assert!(topo.diagnostics()[0].reading.contains("node2 keeps"), "{}", topo.diagnostics()[0]);
+    assert!(topo.diagnostics()[0].reading.contains("node2 keeps no cpu"), "{}", topo.diagnostics()[0]);
 }
 
 #[test]
