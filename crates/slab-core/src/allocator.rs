@@ -9,6 +9,7 @@ use std::time::Duration;
 use topology::{CpuId, CpuSet, NodeId, Topology};
 
 use crate::cache::{Cache, KmemCache, SharedParts};
+use crate::cpu::FastPathMode;
 use crate::error::{Error, Result};
 use crate::machine::Machine;
 use crate::pages::{PageCache, NODE_CACHE_BYTES};
@@ -99,6 +100,14 @@ impl Allocator {
     /// The topology the allocator was built on.
     pub fn topology(&self) -> &Arc<dyn Topology> {
         &self.machine.topology
+    }
+
+    /// How its caches' per-CPU fast path runs: [`FastPathMode::Rseq`] on the live machine
+    /// where restartable sequences and `membarrier` serve, [`FastPathMode::Cas`] elsewhere.
+    /// Fixed for the allocator's life; a [`CacheFlags::DEBUG`] cache always uses the CAS
+    /// slot protocol, whose slow path does the debug checks.
+    pub fn fast_path(&self) -> FastPathMode {
+        self.machine.fast_path.mode()
     }
 
     /// Creates a cache of `layout` objects (`kmem_cache_create`), with array caches for

@@ -1,167 +1,471 @@
-//! Array caches (`struct array_cache`): LIFO stacks of object pointers, and the slots
-//! that hold them: one per possible CPU (`cachep->array[cpu]`) and one per pair of nodes
-//! for the alien caches (`l3->alien[node]`).
+//! Array caches (`struct array_cache`): bounded LIFO stacks of object pointers, and the
+//! slots that hold them: one per possible CPU (`cachep->array[cpu]`) and one per pair of
+//! nodes for the alien caches (`l3->alien[node]`).
+//!
+//! # The array
+//!
+//! An [`ArrayCache`] is one block: a 64-byte header and then the entries, a ring of
+//! `capacity = limit.next_power_of_two()` pointers. The header's first word holds every
+//! field a pop or a push changes, so that either commits with one store of that word
+//! (which is what a restartable sequence needs, `rseq.rs`):
+//!
+//! | bits  | field     | meaning                                                      |
+//! |-------|-----------|--------------------------------------------------------------|
+//! | 0-15  | `avail`   | objects in the array                                         |
+//! | 16-30 | `head`    | ring index of the oldest object                              |
+//! | 31    | `touched` | used since the last reap (the reaper then spares it once)    |
+//! | 32-63 | `net`     | objects popped minus pushed, wrapping (for `validate`)       |
+//!
+//! Pops and pushes work at the newest end (`head + avail - 1`), as the kernel's
+//! `ac->entry[--ac->avail]`; flushes and reaps take the oldest objects from `head`
+//! (`cache_flusharray`, `drain_array`), which a ring does without the kernel's `memmove`.
+//! `avail` has 16 bits: every array holds at most [`MAX_ENTRIES`] objects (`MAX_LIMIT`).
+//! A whole array also serves as a sheaf of its node's barn (`barn.rs`): a CPU's array is
+//! exchanged for another one there, block for block.
 //!
 //! # The slot protocol
 //!
-//! The kernel protects a CPU's array by running on that CPU with interrupts off. In user
-//! space several threads can hold the same CPU id (a stale `current_cpu`, a fake machine),
-//! so each [`ArraySlot`] has a [`TryLock`]: the fast paths take it with one
-//! compare-and-swap and, finding it taken, go to the slow path instead of waiting.
+//! The kernel protects a CPU's array by running on that CPU with interrupts off. User
+//! space has two counterparts, chosen once per cache (`FastPath` in `cpu.rs`):
+//!
+//! - **rseq mode** (the live machine): the CPU's array is published through
+//!   [`ArraySlot::published`] and the fast paths pop and push it inside restartable
+//!   sequences, with no lock and no atomic instruction (`rseq.rs`). Every other user of
+//!   the array (hotplug, tuning, the reaper, drains, `validate`, slabinfo) takes the slot
+//!   lock, which in this mode also *stops* the CPU: it unpublishes the array, then waits
+//!   with `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu)`
+//!   until no sequence on that CPU can still be using it (rules R2 and R3 of the rseq
+//!   design). Releasing the slot publishes whatever array it holds then.
+//! - **CAS mode** (fixtures, fakes, loom, debug caches, a machine without rseq): each
+//!   [`ArraySlot`] has a [`TryLock`]: the fast paths take it with one compare-and-swap and,
+//!   finding it taken, go to the slow path instead of waiting.
 //!
 //! A slot lives as long as its cache; the array inside it comes and goes with CPU
 //! hotplug. `None` is the *detached* state: the CPU's array was never prepared, or was
-//! detached by `cpu_dead`. Every access to the array, by any thread, happens under the
-//! slot lock, and hotplug detaches an array by taking the slot lock (waiting for it),
-//! moving the array out, and releasing the lock. From then on the array is owned by the
-//! hotplug thread alone: no other thread can reach it, so it can be drained and freed
-//! without any use after release. A thread that finds a slot detached (under its lock)
-//! is served by the slow path from the node lists: nothing is lost, nothing is used after
-//! release.
+//! detached by `cpu_dead`. Hotplug detaches an array by taking the slot lock (waiting for
+//! it, and in rseq mode stopping the CPU), moving the array out, and releasing the lock.
+//! From then on the array is owned by the hotplug thread alone: no other thread can reach
+//! it, so it can be drained and freed without any use after release. A thread that finds
+//! a slot detached is served by the slow path from the node lists: nothing is lost,
+//! nothing is used after release.
 //!
-//! The slot also counts the objects handed out and taken back through it, under the same
-//! lock, so that `validate` (which takes every lock) can account for objects that are out
-//! with callers.
-//!
-//! # What the compare-and-swap costs, and what could replace it
-//!
-//! The slot's compare-and-swap is most of a fast path's time: on this project's
-//! reference machine (AMD EPYC, 2 CPUs) a `lock cmpxchg` plus the releasing store costs
-//! about 2.2 ns more than a plain load and store, so about 4.4 ns of an alloc/free pair
-//! (about 6 ns in all) go to the two locks. Nothing cheaper is safe here as the code
-//! stands: the kernel's answer (interrupts off on the owning CPU) has two user-space
-//! counterparts, both far larger changes: restartable sequences (an rseq critical section
-//! per pop and push, committed by its final store, with `membarrier(MEMBARRIER_CMD_
-//! PRIVATE_EXPEDITED_RSEQ)` as the fence every other user of a CPU's array, hotplug,
-//! the reaper, tuning, a thread holding a stale CPU id, must issue before touching it:
-//! tcmalloc's per-CPU caches), or biased slots owned by one thread with an asymmetric
-//! fence for revocation. Neither can be checked by the loom models, and fixtures and
-//! fakes (virtual CPUs) would still need this lock; both are left for later.
+//! The slot also counts the objects handed out and taken back through it (the arrays'
+//! `net`, plus that of the arrays it held before), so that `validate` (which takes every
+//! lock) can account for objects that are out with callers.
 
-use std::collections::TryReserveError;
+use std::alloc::Layout;
+use std::ptr::NonNull;
 
 use crate::barn::Sheaf;
-use crate::sync::{TryLock, UnsafeCell};
+use crate::rseq::membarrier_stop_cpu;
+use crate::sync::{HeaderWord, Ordering, PublishedPtr, TryLock, UnsafeCell};
 
-/// The kernel's `struct array_cache`: `avail` objects at `entry[0..avail]`, LIFO.
-#[derive(Debug)]
-pub(crate) struct ArrayCache {
-    /// Objects in the array.
-    pub(crate) avail: u32,
-    /// Capacity.
-    pub(crate) limit: u32,
-    /// Objects moved per refill or flush.
-    pub(crate) batchcount: u32,
-    /// Used since the last reap (`touched`): the reaper then spares it once.
-    pub(crate) touched: bool,
-    entry: Box<[*mut u8]>,
+/// The most objects an array holds: `avail` has 16 bits and `head` 15.
+pub(crate) const MAX_ENTRIES: u32 = 1 << 15;
+
+/// `avail`, bits 0-15 of the header word.
+pub(crate) const AVAIL_MASK: u64 = 0xffff;
+/// Where `head` starts in the header word; 15 bits.
+pub(crate) const HEAD_SHIFT: u32 = 16;
+/// `head`'s mask, once shifted down.
+pub(crate) const HEAD_MASK: u64 = 0x7fff;
+/// The `touched` bit of the header word.
+pub(crate) const TOUCHED: u64 = 1 << 31;
+/// One unit of `net`, bits 32-63 of the header word.
+pub(crate) const NET_ONE: u64 = 1 << 32;
+
+/// Byte offsets in [`Block`] that the rseq sequences use (`rseq.rs`).
+pub(crate) const OFFSET_MASK: usize = 8;
+/// See [`OFFSET_MASK`].
+pub(crate) const OFFSET_LIMIT: usize = 12;
+/// See [`OFFSET_MASK`]: the entries start after the 64-byte header.
+pub(crate) const OFFSET_ENTRIES: usize = 64;
+
+/// The header of an array's block; `capacity` entries follow it.
+#[repr(C, align(64))]
+pub(crate) struct Block {
+    /// `avail | head << 16 | touched << 31 | net << 32`, see the module docs. Written by
+    /// the rseq sequences with plain stores, hence a std atomic also under loom.
+    hdr: HeaderWord,
+    /// `capacity - 1`.
+    mask: u32,
+    /// Capacity in use (`ac->limit`), at most `capacity`.
+    limit: u32,
+    /// Objects moved per refill or flush (`ac->batchcount`).
+    batchcount: u32,
 }
 
-// SAFETY: the entries are addresses of slab objects; an array is only reached under the
-// lock of the slot or node that holds it.
+const _: () = assert!(std::mem::offset_of!(Block, mask) == OFFSET_MASK);
+const _: () = assert!(std::mem::offset_of!(Block, limit) == OFFSET_LIMIT);
+const _: () = assert!(std::mem::size_of::<Block>() == OFFSET_ENTRIES);
+
+/// The kernel's `struct array_cache`, owning its block.
+pub(crate) struct ArrayCache {
+    block: NonNull<Block>,
+}
+
+/// The block of an array could not be allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ArrayAllocFailed;
+
+// SAFETY: the entries are addresses of slab objects; an array is only reached by the
+// thread that owns it, under the lock of the slot or node that holds it, or (rseq mode)
+// by the sequences of the CPU it is published for, which the slot lock stops first.
 unsafe impl Send for ArrayCache {}
+
+impl std::fmt::Debug for ArrayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrayCache")
+            .field("avail", &self.avail())
+            .field("limit", &self.limit())
+            .field("batchcount", &self.batchcount())
+            .field("touched", &self.touched())
+            .finish()
+    }
+}
 
 impl ArrayCache {
     /// A new empty array (`alloc_arraycache`). Fails instead of aborting when the memory
-    /// cannot be had, so that a CPU bring-up can be refused and rolled back.
-    pub(crate) fn new(limit: u32, batchcount: u32) -> Result<Self, TryReserveError> {
-        let mut entry = Vec::new();
-        entry.try_reserve_exact(limit as usize)?;
-        entry.resize(limit as usize, std::ptr::null_mut());
-        Ok(Self { avail: 0, limit, batchcount, touched: false, entry: entry.into_boxed_slice() })
+    /// cannot be had, so that a CPU bring-up can be refused and rolled back; a `limit`
+    /// above [`MAX_ENTRIES`] is refused the same way (the tunables never ask for one).
+    pub(crate) fn new(limit: u32, batchcount: u32) -> Result<Self, ArrayAllocFailed> {
+        if limit > MAX_ENTRIES {
+            return Err(ArrayAllocFailed);
+        }
+        let capacity = limit.max(1).next_power_of_two();
+        let layout = Self::layout(capacity).ok_or(ArrayAllocFailed)?;
+        // SAFETY: the layout has a non-zero size (the header alone is 64 bytes).
+        let raw = unsafe { std::alloc::alloc(layout) }.cast::<Block>();
+        let block = NonNull::new(raw).ok_or(ArrayAllocFailed)?;
+        let header = Block { hdr: HeaderWord::new(0), mask: capacity - 1, limit, batchcount };
+        // SAFETY: the block is fresh, aligned to 64 and large enough for the header; the
+        // entries are written before they are read (a slot is read only below `avail`).
+        unsafe { block.as_ptr().write(header) };
+        Ok(Self { block })
     }
 
-    /// Takes the most recently added object (`ac->entry[--ac->avail]`).
+    /// The block's layout for `capacity` entries.
+    fn layout(capacity: u32) -> Option<Layout> {
+        let entries = (capacity as usize).checked_mul(std::mem::size_of::<*mut u8>())?;
+        Layout::from_size_align(OFFSET_ENTRIES.checked_add(entries)?, std::mem::align_of::<Block>()).ok()
+    }
+
+    #[inline(always)]
+    fn header(&self) -> &Block {
+        // SAFETY: the block lives as long as self and its header is initialised.
+        unsafe { self.block.as_ref() }
+    }
+
+    /// The header word. Relaxed: whoever reads it owns the array (slot or node lock,
+    /// or a stopped CPU), which ordered every earlier write before this read.
+    #[inline(always)]
+    fn hdr(&self) -> u64 {
+        self.header().hdr.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn set_hdr(&mut self, hdr: u64) {
+        self.header().hdr.store(hdr, Ordering::Relaxed);
+    }
+
+    /// The entry at ring index `index & mask`.
+    #[inline(always)]
+    fn entry(&self, index: u64) -> *mut *mut u8 {
+        let index = (index & u64::from(self.header().mask)) as usize;
+        // SAFETY: index <= mask < capacity, so the slot lies inside the block.
+        unsafe { self.block.as_ptr().cast::<u8>().add(OFFSET_ENTRIES).cast::<*mut u8>().add(index) }
+    }
+
+    /// Objects in the array (`ac->avail`).
+    #[inline(always)]
+    pub(crate) fn avail(&self) -> u32 {
+        (self.hdr() & AVAIL_MASK) as u32
+    }
+
+    /// Capacity (`ac->limit`).
+    #[inline(always)]
+    pub(crate) fn limit(&self) -> u32 {
+        self.header().limit
+    }
+
+    /// Objects moved per refill or flush (`ac->batchcount`).
+    pub(crate) fn batchcount(&self) -> u32 {
+        self.header().batchcount
+    }
+
+    /// Used since the last reap (`ac->touched`).
+    pub(crate) fn touched(&self) -> bool {
+        self.hdr() & TOUCHED != 0
+    }
+
+    /// Sets or clears `touched`.
+    pub(crate) fn set_touched(&mut self, touched: bool) {
+        let hdr = self.hdr() & !TOUCHED;
+        self.set_hdr(if touched { hdr | TOUCHED } else { hdr });
+    }
+
+    /// Objects popped minus pushed since the array was made or last left a slot, wrapping.
+    pub(crate) fn net(&self) -> u32 {
+        (self.hdr() >> 32) as u32
+    }
+
+    /// Forgets the count of objects popped and pushed (its slot keeps it).
+    fn clear_net(&mut self) {
+        let hdr = self.hdr();
+        self.set_hdr(hdr & (NET_ONE - 1));
+    }
+
+    /// Sets `batchcount` (an array taking another's place keeps its batch size).
+    fn set_batchcount(&mut self, batchcount: u32) {
+        // SAFETY: the block is ours (`&mut self`) and only the header word is shared with
+        // the sequences, which cannot run on an array being exchanged (it is in no slot).
+        unsafe { (*self.block.as_ptr()).batchcount = batchcount };
+    }
+
+    /// Ring index of the oldest object.
+    fn head(&self) -> u64 {
+        (self.hdr() >> HEAD_SHIFT) & HEAD_MASK
+    }
+
+    /// The block, for publishing to the rseq sequences of its CPU.
+    pub(crate) fn block(&self) -> *mut Block {
+        self.block.as_ptr()
+    }
+
+    /// Takes the most recently added object (`ac->entry[--ac->avail]`), counting it out.
     #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<*mut u8> {
-        if self.avail == 0 {
+        let hdr = self.hdr();
+        let avail = hdr & AVAIL_MASK;
+        if avail == 0 {
             return None;
         }
-        self.avail -= 1;
-        self.touched = true;
-        // SAFETY: avail < limit == entry.len(): push never lets avail pass limit.
-        Some(unsafe { *self.entry.get_unchecked(self.avail as usize) })
+        let head = (hdr >> HEAD_SHIFT) & HEAD_MASK;
+        // SAFETY: the slot is below head + avail, so it holds an object.
+        let obj = unsafe { *self.entry(head + avail - 1) };
+        self.set_hdr(hdr.wrapping_add(NET_ONE).wrapping_sub(1) | TOUCHED);
+        Some(obj)
     }
 
-    /// Adds an object if there is room (`ac->entry[ac->avail++] = objp`).
+    /// Adds an object if there is room (`ac->entry[ac->avail++] = objp`), counting it in.
     #[inline(always)]
     pub(crate) fn push(&mut self, obj: *mut u8) -> bool {
-        if self.avail >= self.limit {
+        let hdr = self.hdr();
+        let avail = hdr & AVAIL_MASK;
+        if avail >= u64::from(self.limit()) {
             return false;
         }
-        // SAFETY: avail < limit == entry.len().
-        unsafe { *self.entry.get_unchecked_mut(self.avail as usize) = obj };
-        self.avail += 1;
+        let head = (hdr >> HEAD_SHIFT) & HEAD_MASK;
+        // SAFETY: avail < limit <= capacity, so the slot is free and inside the block.
+        unsafe { *self.entry(head + avail) = obj };
+        self.set_hdr(hdr.wrapping_sub(NET_ONE).wrapping_add(1));
         true
+    }
+
+    /// Adds objects that move between arrays or come from the slabs, not from a caller
+    /// (`net` unchanged); returns how many fit.
+    fn append(&mut self, objects: impl Iterator<Item = *mut u8>) -> u32 {
+        let hdr = self.hdr();
+        let head = (hdr >> HEAD_SHIFT) & HEAD_MASK;
+        let mut avail = hdr & AVAIL_MASK;
+        for obj in objects {
+            if avail >= u64::from(self.limit()) {
+                break;
+            }
+            // SAFETY: avail < limit <= capacity: a free slot inside the block.
+            unsafe { *self.entry(head + avail) = obj };
+            avail += 1;
+        }
+        let added = (avail - (hdr & AVAIL_MASK)) as u32;
+        self.set_hdr((hdr & !AVAIL_MASK) | avail);
+        added
     }
 
     /// Room left.
     pub(crate) fn room(&self) -> u32 {
-        self.limit - self.avail
+        self.limit() - self.avail()
     }
 
-    /// The objects held, oldest first.
-    pub(crate) fn objects(&self) -> &[*mut u8] {
-        &self.entry[..self.avail as usize]
+    /// The objects held, oldest first. Rotates the ring so that they lie in one run.
+    pub(crate) fn objects(&mut self) -> &[*mut u8] {
+        let head = self.head();
+        let avail = u64::from(self.avail());
+        if head + avail > u64::from(self.header().mask) + 1 {
+            let capacity = self.header().mask as usize + 1;
+            // SAFETY: the whole ring lies inside the block and the array is ours.
+            let ring = unsafe { std::slice::from_raw_parts_mut(self.entry(0), capacity) };
+            ring.rotate_left(head as usize);
+            let hdr = self.hdr() & !(HEAD_MASK << HEAD_SHIFT);
+            self.set_hdr(hdr);
+        }
+        // SAFETY: the run head..head + avail lies inside the ring, written by pushes.
+        unsafe { std::slice::from_raw_parts(self.entry(self.head()), avail as usize) }
+    }
+
+    /// Rotates the ring so that the objects start at its first entry (a sheaf's shape).
+    pub(crate) fn make_contiguous_from_start(&mut self) {
+        let head = self.head();
+        if head != 0 {
+            let capacity = self.header().mask as usize + 1;
+            // SAFETY: the whole ring lies inside the block and the array is ours.
+            let ring = unsafe { std::slice::from_raw_parts_mut(self.entry(0), capacity) };
+            ring.rotate_left(head as usize);
+            let hdr = self.hdr() & !(HEAD_MASK << HEAD_SHIFT);
+            self.set_hdr(hdr);
+        }
+    }
+
+    /// The objects, oldest first, of an array whose objects start at its first entry
+    /// ([`ArrayCache::make_contiguous_from_start`]; pushes and pops keep them there).
+    pub(crate) fn objects_from_start(&self) -> &[*mut u8] {
+        debug_assert_eq!(self.head(), 0, "a sheaf's objects start at its first entry");
+        let avail = if self.head() == 0 { self.avail() as usize } else { 0 };
+        // SAFETY: entries 0..avail were written by pushes (head is 0).
+        unsafe { std::slice::from_raw_parts(self.entry(0), avail) }
+    }
+
+    /// Forgets every object after the caller has handed them elsewhere (`net` and
+    /// `touched` unchanged).
+    pub(crate) fn forget_objects(&mut self) {
+        let hdr = self.hdr();
+        self.set_hdr(hdr & !(AVAIL_MASK | HEAD_MASK << HEAD_SHIFT));
     }
 
     /// Drops the `count` oldest objects from the array after the caller has handed them
-    /// elsewhere, moving the rest down (the kernel's `memmove` after `free_block`).
+    /// elsewhere (the kernel's `memmove` after `free_block`, here an advance of `head`).
     pub(crate) fn remove_oldest(&mut self, count: u32) {
-        let count = count.min(self.avail);
-        self.entry.copy_within(count as usize..self.avail as usize, 0);
-        self.avail -= count;
+        let hdr = self.hdr();
+        let count = u64::from(count.min(self.avail()));
+        let head = (((hdr >> HEAD_SHIFT) + count) & u64::from(self.header().mask)) << HEAD_SHIFT;
+        let kept = (hdr & !(AVAIL_MASK | HEAD_MASK << HEAD_SHIFT)) | head | ((hdr & AVAIL_MASK) - count);
+        self.set_hdr(kept);
     }
 
-    /// Exchanges the array's storage whole (a sheaf, SLUB's `pcs->main`) through `f`,
-    /// which gets the storage with its objects and gives back a sheaf to use from now on,
-    /// or the same one refused. The array takes whatever `f` returns: its `limit` becomes
-    /// that sheaf's capacity (the same, for a barn of this array's size). Returns whether
-    /// `f` gave another sheaf.
-    pub(crate) fn exchange(&mut self, f: impl FnOnce(Sheaf) -> Result<Sheaf, Sheaf>) -> bool {
-        let entry = std::mem::take(&mut self.entry);
-        let avail = std::mem::replace(&mut self.avail, 0);
-        // Until the storage comes back the array has none: limit 0, so nothing is pushed
-        // out of bounds whatever happens in `f`.
-        let limit = std::mem::replace(&mut self.limit, 0);
-        let (exchanged, sheaf) = match f(Sheaf::from_parts(entry, avail)) {
-            Ok(sheaf) => (true, sheaf),
-            Err(sheaf) => (false, sheaf),
-        };
-        let (entry, avail) = sheaf.into_parts();
-        debug_assert!(exchanged || entry.len() == limit as usize, "a refused sheaf is the array's own");
-        self.limit = entry.len() as u32;
-        self.avail = avail;
-        self.entry = entry;
-        if exchanged {
-            self.touched = true;
-        }
-        exchanged
+    /// Adds an object that comes from the slabs or another array, not from a caller
+    /// (not counted in); `false` when full.
+    pub(crate) fn put(&mut self, obj: *mut u8) -> bool {
+        self.append(std::iter::once(obj)) == 1
+    }
+
+    /// Appends objects that come from the slabs or another array (not counted in);
+    /// returns how many fit.
+    pub(crate) fn extend_from_slice(&mut self, objects: &[*mut u8]) -> u32 {
+        self.append(objects.iter().copied())
     }
 }
 
-/// What a slot protects: its array (absent when detached) and its counters.
+impl Drop for ArrayCache {
+    fn drop(&mut self) {
+        // The layout was valid when the block was allocated in `new`.
+        if let Some(layout) = Self::layout(self.header().mask + 1) {
+            // SAFETY: the block was allocated in `new` with this layout and is ours alone.
+            unsafe { std::alloc::dealloc(self.block.as_ptr().cast(), layout) };
+        }
+    }
+}
+
+/// What a slot protects: its array (absent when detached) and the count of objects out
+/// through arrays it held before.
 #[derive(Debug, Default)]
 pub(crate) struct SlotData {
     /// The array cache; `None` when detached or never prepared.
-    pub(crate) array: Option<ArrayCache>,
-    /// Objects handed to callers through this slot.
-    pub(crate) allocs: u64,
-    /// Objects taken back from callers through this slot.
-    pub(crate) frees: u64,
+    array: Option<ArrayCache>,
+    /// The `net` of arrays taken out of this slot, wrapping.
+    retired_net: u32,
 }
 
 impl SlotData {
-    /// Objects handed out minus taken back through this slot (may be negative: objects
-    /// travel between CPUs).
-    pub(crate) fn net_out(&self) -> i64 {
-        self.allocs.wrapping_sub(self.frees) as i64
+    /// The array, if attached.
+    #[inline(always)]
+    pub(crate) fn array(&self) -> Option<&ArrayCache> {
+        self.array.as_ref()
     }
+
+    /// The array, if attached, for changes.
+    #[inline(always)]
+    pub(crate) fn array_mut(&mut self) -> Option<&mut ArrayCache> {
+        self.array.as_mut()
+    }
+
+    /// Whether an array is attached.
+    pub(crate) fn is_attached(&self) -> bool {
+        self.array.is_some()
+    }
+
+    /// Detaches the array, keeping its count of objects out here (the array leaves with
+    /// a count of 0: it may serve another slot next, as a sheaf does).
+    pub(crate) fn take(&mut self) -> Option<ArrayCache> {
+        let mut array = self.array.take()?;
+        self.retired_net = self.retired_net.wrapping_add(array.net());
+        array.clear_net();
+        Some(array)
+    }
+
+    /// Exchanges the attached array whole (a sheaf, SLUB's `pcs->main`) through `f`, which
+    /// gets it with its objects and gives back the array to use from now on: another
+    /// sheaf, or the same one refused. The new array keeps the old one's `batchcount` and
+    /// starts `touched`. Returns whether `f` gave another; `false` when detached.
+    pub(crate) fn exchange(&mut self, f: impl FnOnce(Sheaf) -> Result<Sheaf, Sheaf>) -> bool {
+        let Some(array) = self.take() else { return false };
+        let batchcount = array.batchcount();
+        let (exchanged, sheaf) = match f(Sheaf::from_array(array)) {
+            Ok(sheaf) => (true, sheaf),
+            Err(sheaf) => (false, sheaf),
+        };
+        let mut array = sheaf.into_array();
+        array.clear_net();
+        if exchanged {
+            array.set_batchcount(batchcount);
+            array.set_touched(true);
+        }
+        self.array = Some(array);
+        exchanged
+    }
+
+    /// Attaches `array` where none is; gives it back otherwise.
+    pub(crate) fn install(&mut self, array: ArrayCache) -> Option<ArrayCache> {
+        if self.array.is_some() {
+            return Some(array);
+        }
+        self.array = Some(array);
+        None
+    }
+
+    /// Attaches `array` in place of the current one, returned detached.
+    pub(crate) fn replace(&mut self, array: ArrayCache) -> Option<ArrayCache> {
+        let old = self.take();
+        self.array = Some(array);
+        old
+    }
+
+    /// Objects handed out minus taken back through this slot (may be negative: objects
+    /// travel between CPUs), as a wrapping 32-bit count that `validate` sums: the sum is
+    /// exact while fewer than 2^31 objects are out.
+    pub(crate) fn net_out(&self) -> u32 {
+        self.retired_net.wrapping_add(self.array.as_ref().map_or(0, ArrayCache::net))
+    }
+}
+
+/// How a slot's users exclude its fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotFence {
+    /// The fast path takes the slot lock too (CAS mode, and every alien slot).
+    Lock,
+    /// The fast path runs in restartable sequences on this CPU: taking the slot stops the
+    /// CPU (unpublish, then membarrier), releasing it publishes the array again.
+    Rseq {
+        /// The CPU the slot belongs to.
+        cpu: u32,
+    },
 }
 
 /// A lockable home for an array cache: `cachep->array[cpu]` or `l3->alien[node]`.
 pub(crate) struct ArraySlot {
+    /// In rseq mode, the block of the attached array while the slot is not taken; null
+    /// while detached or taken. The only field the rseq sequences read.
+    pub(crate) published: PublishedPtr<Block>,
     lock: TryLock,
+    fence: SlotFence,
     /// For a CPU slot, the CPU's node with memory (`numa_node_id()`, or the nearest
     /// memory node for a CPU of a memory-less node); for an alien slot, the node the
     /// objects belong to. Fixed at creation.
@@ -169,37 +473,71 @@ pub(crate) struct ArraySlot {
     data: UnsafeCell<SlotData>,
 }
 
-// SAFETY: `data` is only reached under `lock` (see `SlotGuard`); `node` is immutable.
+// SAFETY: `data` is only reached under `lock` (see `SlotGuard`); `node` and `fence` are
+// immutable; `published` is an atomic.
 unsafe impl Sync for ArraySlot {}
-// SAFETY: as above; the raw pointers inside are slab object addresses.
-unsafe impl Send for ArraySlot {}
 
 impl std::fmt::Debug for ArraySlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArraySlot").field("node", &self.node).finish_non_exhaustive()
+        f.debug_struct("ArraySlot")
+            .field("node", &self.node)
+            .field("fence", &self.fence)
+            .finish_non_exhaustive()
     }
 }
 
 impl ArraySlot {
     /// A detached slot for `node`.
-    pub(crate) fn new(node: u32) -> Self {
-        Self { lock: TryLock::new(), node, data: UnsafeCell::new(SlotData::default()) }
+    pub(crate) fn new(node: u32, fence: SlotFence) -> Self {
+        Self {
+            published: PublishedPtr::new(std::ptr::null_mut()),
+            lock: TryLock::new(),
+            fence,
+            node,
+            data: UnsafeCell::new(SlotData::default()),
+        }
     }
 
-    /// Takes the slot if it is free: the fast paths' single compare-and-swap.
+    /// Takes the slot if it is free: the CAS fast paths' single compare-and-swap. In rseq
+    /// mode the CPU is stopped as by [`ArraySlot::lock`].
     #[inline(always)]
     pub(crate) fn try_lock(&self) -> Option<SlotGuard<'_>> {
         if self.lock.try_lock() {
+            self.stop();
             Some(SlotGuard { slot: self })
         } else {
             None
         }
     }
 
-    /// Takes the slot, waiting for the thread that holds it. Slow paths only.
+    /// Takes the slot, waiting for the thread that holds it. Slow paths only. In rseq
+    /// mode the CPU is stopped before this returns: no sequence can use its array until
+    /// the guard is dropped.
     pub(crate) fn lock(&self) -> SlotGuard<'_> {
         self.lock.lock();
+        self.stop();
         SlotGuard { slot: self }
+    }
+
+    /// R2: unpublish, then fence the CPU, so that every sequence that could still see
+    /// the array has committed or aborted. Called with the slot lock held; also when the
+    /// CPU is offline (the fence then returns at once: the offline was the fence).
+    #[inline(always)]
+    fn stop(&self) {
+        if let SlotFence::Rseq { cpu } = self.fence {
+            self.published.swap(std::ptr::null_mut(), Ordering::SeqCst);
+            membarrier_stop_cpu(cpu);
+        }
+    }
+
+    /// Publishes the attached array again (release: the sequences see every write made
+    /// while the CPU was stopped). Called with the slot lock held, just before unlocking.
+    #[inline(always)]
+    fn start(&self, data: &SlotData) {
+        if let SlotFence::Rseq { .. } = self.fence {
+            let block = data.array().map_or(std::ptr::null_mut(), ArrayCache::block);
+            self.published.store(block, Ordering::Release);
+        }
     }
 }
 
@@ -212,8 +550,9 @@ impl SlotGuard<'_> {
     /// Runs `f` on the slot's data. `&mut self` keeps calls from nesting.
     #[inline(always)]
     pub(crate) fn with<R>(&mut self, f: impl FnOnce(&mut SlotData) -> R) -> R {
-        // SAFETY: the guard holds the slot lock, so this is the only access to the data;
-        // `&mut self` prevents a second `&mut` from this guard while the first lives.
+        // SAFETY: the guard holds the slot lock (and in rseq mode the CPU is stopped), so
+        // this is the only access to the data; `&mut self` prevents a second `&mut` from
+        // this guard while the first lives.
         self.slot.data.with_mut(|data| f(unsafe { &mut *data }))
     }
 
@@ -227,6 +566,8 @@ impl SlotGuard<'_> {
 impl Drop for SlotGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
+        // SAFETY: the guard still holds the lock; a shared look at the data.
+        self.slot.data.with_mut(|data| self.slot.start(unsafe { &*data }));
         self.slot.lock.unlock();
     }
 }

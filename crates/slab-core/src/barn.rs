@@ -31,90 +31,67 @@
 //! CPU slot lock, then the node's `list_lock`, then the barn's lock; the barn's lock is
 //! held for a few loads and stores and nothing is taken under it.
 
-use std::collections::TryReserveError;
-
+use crate::array_cache::{ArrayAllocFailed, ArrayCache};
 use crate::sync::Lock;
 
-/// An owned array of object pointers (`struct slab_sheaf`): `len` objects at
-/// `entry[0..len]`, LIFO, at most `entry.len()`.
-pub(crate) struct Sheaf {
-    entry: Box<[*mut u8]>,
-    len: u32,
-}
-
-// SAFETY: the entries are addresses of slab objects owned by whoever owns the sheaf; a
-// sheaf in a barn is only reached under the barn's lock.
-unsafe impl Send for Sheaf {}
+/// An owned array of object pointers (`struct slab_sheaf`): an [`ArrayCache`] in no slot,
+/// `len` objects at the start of its ring, LIFO, at most its capacity. Exchanging a CPU's
+/// array for a sheaf swaps the two blocks.
+pub(crate) struct Sheaf(ArrayCache);
 
 impl std::fmt::Debug for Sheaf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sheaf").field("len", &self.len).field("capacity", &self.capacity()).finish()
+        f.debug_struct("Sheaf").field("len", &self.len()).field("capacity", &self.capacity()).finish()
     }
 }
 
 impl Sheaf {
     /// An empty sheaf for `capacity` objects (`alloc_empty_sheaf`); fails instead of
     /// aborting when the memory cannot be had.
-    pub(crate) fn new(capacity: u32) -> Result<Self, TryReserveError> {
-        let mut entry = Vec::new();
-        entry.try_reserve_exact(capacity as usize)?;
-        entry.resize(capacity as usize, std::ptr::null_mut());
-        Ok(Self { entry: entry.into_boxed_slice(), len: 0 })
+    pub(crate) fn new(capacity: u32) -> Result<Self, ArrayAllocFailed> {
+        Ok(Self(ArrayCache::new(capacity, 1)?))
     }
 
-    /// A sheaf made of an array's storage, `len` objects at its start.
-    ///
-    /// # Panics
-    /// When `len` exceeds the storage (a caller's bug, never data-dependent).
-    pub(crate) fn from_parts(entry: Box<[*mut u8]>, len: u32) -> Self {
-        assert!(len as usize <= entry.len(), "a sheaf of {} entries cannot hold {len}", entry.len());
-        Self { entry, len }
+    /// A CPU's array, taken out of its slot, as a sheaf.
+    pub(crate) fn from_array(mut array: ArrayCache) -> Self {
+        array.make_contiguous_from_start();
+        Self(array)
     }
 
-    /// The storage and the number of objects at its start.
-    pub(crate) fn into_parts(self) -> (Box<[*mut u8]>, u32) {
-        (self.entry, self.len)
+    /// The sheaf as an array, to attach to a slot.
+    pub(crate) fn into_array(self) -> ArrayCache {
+        self.0
     }
 
     /// Objects held.
     pub(crate) fn len(&self) -> u32 {
-        self.len
+        self.0.avail()
     }
 
     /// Whether it holds no object.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Objects it can hold.
     pub(crate) fn capacity(&self) -> u32 {
-        self.entry.len() as u32
+        self.0.limit()
     }
 
     /// The objects, oldest first.
     pub(crate) fn objects(&self) -> &[*mut u8] {
-        &self.entry[..self.len as usize]
+        self.0.objects_from_start()
     }
 
     /// Forgets the objects after the caller has handed them elsewhere.
     pub(crate) fn clear(&mut self) {
-        self.len = 0;
+        self.0.forget_objects();
     }
 
     /// Adds an object if there is room.
-    #[allow(dead_code, reason = "API for the restartable-sequence fast path's slow paths; used by the tests")]
+    #[allow(dead_code, reason = "used by the tests")]
     pub(crate) fn push(&mut self, obj: *mut u8) -> bool {
-        let Some(slot) = self.entry.get_mut(self.len as usize) else { return false };
-        *slot = obj;
-        self.len += 1;
-        true
-    }
-
-    /// Takes the most recently added object.
-    #[allow(dead_code, reason = "API for the restartable-sequence fast path's slow paths; used by the tests")]
-    pub(crate) fn pop(&mut self) -> Option<*mut u8> {
-        self.len = self.len.checked_sub(1)?;
-        Some(self.entry[self.len as usize])
+        self.0.put(obj)
     }
 }
 
@@ -153,12 +130,12 @@ impl std::fmt::Debug for BarnContents {
 impl BarnContents {
     /// `sheaves` empty sheaves of `sheaf_capacity` objects, with room in both lists for all
     /// of them (`barn_init` plus the empty sheaves SLUB allocates on demand).
-    pub(crate) fn new(sheaves: u32, sheaf_capacity: u32) -> Result<Self, TryReserveError> {
+    pub(crate) fn new(sheaves: u32, sheaf_capacity: u32) -> Result<Self, ArrayAllocFailed> {
         let sheaves = sheaves as usize;
         let mut full = Vec::new();
-        full.try_reserve_exact(sheaves)?;
+        full.try_reserve_exact(sheaves).map_err(|_| ArrayAllocFailed)?;
         let mut empty = Vec::new();
-        empty.try_reserve_exact(sheaves)?;
+        empty.try_reserve_exact(sheaves).map_err(|_| ArrayAllocFailed)?;
         for _ in 0..sheaves {
             empty.push(Sheaf::new(sheaf_capacity)?);
         }

@@ -24,8 +24,8 @@ use crossbeam_utils::CachePadded;
 use topology::{CpuId, NodeId};
 
 use crate::allocator::Allocator;
-use crate::array_cache::{ArraySlot, SlotGuard};
-use crate::cpu::{read_rseq_cpu, CpuSource};
+use crate::array_cache::{ArraySlot, SlotFence, SlotGuard};
+use crate::cpu::{read_rseq_cpu, CpuSource, FastPath};
 use crate::error::{Error, Result};
 use crate::failslab::{FailPoint, FailSlab};
 use crate::fallback::NodeScope;
@@ -34,14 +34,19 @@ use crate::memory;
 use crate::node::{free_limit, KmemList3, Refused, SlabRecords};
 use crate::pages::PageCache;
 use crate::registry::SlabRegistry;
+use crate::rseq::{Miss, Pop, Push, RseqArea};
 use crate::slab::{Geometry, ObjectAlign, RedZoning, SlabChain, SlabOrder, SlabPtr};
 use crate::stats::CacheStats;
-use crate::sync::{next_cache_id, AtomicBool, AtomicU32, Ordering};
+use crate::sync::{next_cache_id, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::tune::{TunableCells, Tunables};
 use crate::CacheFlags;
 
 /// The kernel's `BATCHREFILL_LIMIT`: an untouched array refills at most this many objects.
 const BATCHREFILL_LIMIT: u32 = 16;
+
+/// rseq mode: how many sequences a slow path tries (after a migration or an abort) before
+/// it serves the object from the node lists instead.
+const RSEQ_ATTEMPTS: usize = 4;
 
 /// What [`KmemCache::alloc_fast`] leaves to its caller.
 enum FastAlloc<'a> {
@@ -67,11 +72,7 @@ enum BarnTried {
 /// Pops an object from the held slot's array, counting it as handed out.
 #[inline(always)]
 fn pop_counted(guard: &mut SlotGuard<'_>) -> Option<*mut u8> {
-    guard.with(|data| {
-        let obj = data.array.as_mut()?.pop()?;
-        data.allocs = data.allocs.wrapping_add(1);
-        Some(obj)
-    })
+    guard.with(|data| data.array_mut()?.pop())
 }
 
 /// What [`KmemCache::free_fast`] leaves to its caller.
@@ -106,6 +107,8 @@ pub(crate) struct SharedParts {
 pub(crate) struct KmemCache {
     /// Where the current CPU is read (`cpu.rs`), copied from the machine.
     cpu_source: CpuSource,
+    /// How the fast paths reach a CPU's array: the machine's mode, CAS for a debug cache.
+    pub(crate) fast_path: FastPath,
     /// `cachep->array[cpu]`, indexed by CPU id.
     pub(crate) array: Box<[CachePadded<ArraySlot>]>,
     /// Unique id, written in each slab descriptor to recognise the owner.
@@ -138,6 +141,10 @@ pub(crate) struct KmemCache {
     bind_warned: AtomicBool,
     /// Corruption found by `free_block` (objects it refused), for `validate` to report.
     pub(crate) refused: AtomicU32,
+    /// rseq mode: sequences the kernel aborted (preemption, migration, signals, stops).
+    pub(crate) rseq_aborts: AtomicU64,
+    /// rseq mode: sequences that found the thread on another CPU than the one addressed.
+    pub(crate) rseq_mismatches: AtomicU64,
     /// Planned allocation failures (`Cache::fail_nth`).
     pub(crate) failslab: FailSlab,
 }
@@ -187,10 +194,15 @@ impl KmemCache {
             reason,
         })?;
         let tunables = Tunables::defaults(geometry.buffer_size, machine.smp, debug);
+        let fast_path = if debug { FastPath::Cas } else { machine.fast_path };
         let array = (0..machine.cpu_bound)
             .map(|cpu| {
                 let home = machine.cpu_home[cpu].unwrap_or(machine.memory_nodes[0]);
-                CachePadded::new(ArraySlot::new(home))
+                let fence = match fast_path {
+                    FastPath::Rseq(_) => SlotFence::Rseq { cpu: cpu as CpuId },
+                    FastPath::Cas => SlotFence::Lock,
+                };
+                CachePadded::new(ArraySlot::new(home, fence))
             })
             .collect();
         let id = next_cache_id();
@@ -206,6 +218,7 @@ impl KmemCache {
             .collect();
         Ok(Self {
             cpu_source: machine.cpu_source,
+            fast_path,
             slab_bytes: geometry.slab_bytes,
             id,
             name: name.to_owned(),
@@ -221,6 +234,8 @@ impl KmemCache {
             tunables: TunableCells::new(tunables),
             bind_warned: AtomicBool::new(false),
             refused: AtomicU32::new(0),
+            rseq_aborts: AtomicU64::new(0),
+            rseq_mismatches: AtomicU64::new(0),
             failslab: FailSlab::new(),
         })
     }
@@ -266,12 +281,64 @@ impl KmemCache {
     /// `____cache_alloc` on `cpu`: pop the CPU's array; refill when empty.
     #[inline(always)]
     pub(crate) fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
+        if let FastPath::Rseq(area) = self.fast_path {
+            return self.alloc_rseq(area, cpu);
+        }
         match self.alloc_fast(cpu) {
             FastAlloc::Hit(obj) => Ok(obj),
             FastAlloc::Empty(guard) => self.cache_alloc_refill(guard),
             FastAlloc::Busy => self.alloc_contended(cpu),
             FastAlloc::Slow => self.alloc_slow(cpu),
         }
+    }
+
+    /// rseq mode's fast path: one restartable sequence pops the CPU's array (no lock, no
+    /// atomic instruction); everything else is [`KmemCache::rseq_alloc_slow`].
+    #[inline(always)]
+    fn alloc_rseq(&self, area: RseqArea, cpu: CpuId) -> Result<NonNull<u8>> {
+        let Some(slot) = self.array.get(cpu as usize) else { return self.alloc_contended(cpu) };
+        // SAFETY: the slot of `cpu`, in a cache whose slots are all in rseq mode.
+        match unsafe { area.pop(cpu, slot.published.as_ptr()) } {
+            Pop::Hit(obj) => Ok(obj),
+            outcome => self.rseq_alloc_slow(area, cpu, outcome),
+        }
+    }
+
+    /// What a pop sequence could not do. An empty array is refilled as the kernel does it,
+    /// under the slot lock, which in rseq mode stops the CPU first (R2), so that the
+    /// barn exchange and the refill are the CAS mode's own (`cache_alloc_refill`); after
+    /// a migration or an abort the pop is retried on the CPU the thread is on now (if it
+    /// shares the node); a detached or stopped CPU is served from the node lists. Rare:
+    /// an array runs empty once per batch, and the kernel aborts a sequence only when it
+    /// preempts or signals the thread inside its few instructions.
+    #[cold]
+    #[inline(never)]
+    fn rseq_alloc_slow(&self, area: RseqArea, cpu: CpuId, outcome: Pop) -> Result<NonNull<u8>> {
+        let node = self.home_or_default(cpu);
+        let (mut cpu, mut outcome) = (cpu, outcome);
+        for _ in 0..RSEQ_ATTEMPTS {
+            match outcome {
+                Pop::Hit(obj) => return Ok(obj),
+                Pop::Empty => return self.cache_alloc_refill(self.array[cpu as usize].lock()),
+                Pop::Miss(Miss::Detached) => break,
+                Pop::Miss(miss) => match self.rseq_retry_cpu(area, miss, node) {
+                    Some(now) => cpu = now,
+                    None => break,
+                },
+            }
+            // SAFETY: as in alloc_rseq; rseq_retry_cpu gives CPUs that have a slot.
+            outcome = unsafe { area.pop(cpu, self.array[cpu as usize].published.as_ptr()) };
+        }
+        self.alloc_direct(node)
+    }
+
+    /// Counts a missed sequence and gives the CPU to try next: the one the thread is on
+    /// now, if its array holds `node`'s objects.
+    fn rseq_retry_cpu(&self, area: RseqArea, miss: Miss, node: NodeId) -> Option<CpuId> {
+        let counter = if miss == Miss::Aborted { &self.rseq_aborts } else { &self.rseq_mismatches };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let now = CpuId::try_from(area.cpu_id()).ok()?;
+        (self.array.get(now as usize)?.node == node).then_some(now)
     }
 
     /// The fast path proper: outside debug mode, one compare-and-swap to take the CPU's
@@ -286,11 +353,7 @@ impl KmemCache {
         }
         let Some(slot) = self.array.get(cpu as usize) else { return FastAlloc::Slow };
         let Some(mut guard) = slot.try_lock() else { return FastAlloc::Busy };
-        let obj = guard.with(|data| {
-            let obj = data.array.as_mut()?.pop()?;
-            data.allocs = data.allocs.wrapping_add(1);
-            Some(obj)
-        });
+        let obj = guard.with(|data| data.array_mut()?.pop());
         match obj {
             // SAFETY: array entries are object addresses, never null.
             Some(obj) => FastAlloc::Hit(unsafe { NonNull::new_unchecked(obj) }),
@@ -305,11 +368,7 @@ impl KmemCache {
     fn alloc_slow(&self, cpu: CpuId) -> Result<NonNull<u8>> {
         if let Some(slot) = self.array.get(cpu as usize) {
             if let Some(mut guard) = slot.try_lock() {
-                let obj = guard.with(|data| {
-                    let obj = data.array.as_mut()?.pop()?;
-                    data.allocs = data.allocs.wrapping_add(1);
-                    Some(obj)
-                });
+                let obj = guard.with(|data| data.array_mut()?.pop());
                 return match obj {
                     // SAFETY: array entries are object addresses, never null.
                     Some(obj) if !self.debug => Ok(unsafe { NonNull::new_unchecked(obj) }),
@@ -342,11 +401,10 @@ impl KmemCache {
         let l3 = self.l3(node);
         loop {
             let barn = guard.with(|data| {
-                let ac = data.array.as_mut()?;
-                if ac.avail > 0 || !l3.remote.is_empty() {
+                if data.array()?.avail() > 0 || !l3.remote.is_empty() {
                     return Some(BarnTried::No);
                 }
-                ac.exchange(|empty| l3.barn.exchange_empty_for_full(empty));
+                data.exchange(|empty| l3.barn.exchange_empty_for_full(empty));
                 Some(BarnTried::Yes)
             });
             let Some(barn) = barn else {
@@ -385,15 +443,18 @@ impl KmemCache {
             }
             let state = &mut *state;
             guard.with(|data| {
-                let Some(ac) = data.array.as_mut() else { return Refused::default() };
+                let Some(ac) = data.array_mut() else { return Refused::default() };
+                // Remote frees were counted back in where they were freed: put, not push.
                 let refused = l3.drain_remote(state, &self.geometry, node, &mut chain, |objects| {
-                    objects.iter().take_while(|&&obj| ac.push(obj)).count()
+                    ac.extend_from_slice(objects) as usize
                 });
-                if ac.avail == 0
-                    && !(barn == BarnTried::No && ac.exchange(|empty| l3.barn.exchange_empty_for_full(empty)))
+                if ac.avail() == 0
+                    && !(barn == BarnTried::No
+                        && data.exchange(|empty| l3.barn.exchange_empty_for_full(empty)))
                 {
-                    let mut batchcount = ac.batchcount;
-                    if !ac.touched && batchcount > BATCHREFILL_LIMIT {
+                    let Some(ac) = data.array_mut() else { return refused };
+                    let mut batchcount = ac.batchcount();
+                    if !ac.touched() && batchcount > BATCHREFILL_LIMIT {
                         batchcount = BATCHREFILL_LIMIT;
                     }
                     state.refill(&self.geometry, ac, batchcount);
@@ -618,23 +679,51 @@ impl KmemCache {
         if slot.node != nodeid {
             return FastFree::Slow;
         }
+        if let FastPath::Rseq(area) = self.fast_path {
+            // SAFETY: the slot of `cpu` in an rseq-mode cache; obj is a handed-out
+            // object of its node (checked above).
+            match unsafe { area.push(cpu, slot.published.as_ptr(), obj) } {
+                Push::Done => {}
+                outcome => self.rseq_free_slow(area, cpu, nodeid, obj, outcome),
+            }
+            return FastFree::Done;
+        }
         let Some(guard) = slot.try_lock() else { return FastFree::Busy(nodeid) };
         self.push_or_flush(guard, obj);
         FastFree::Done
+    }
+
+    /// What a push sequence could not do: a full array is flushed as the kernel does it,
+    /// under the slot lock, which stops the CPU first (`cache_flusharray`, which also
+    /// pushes the object); after a migration or an abort the push is retried on the CPU
+    /// the thread is on now (if it shares the node); a detached or stopped CPU frees
+    /// straight to the slabs. Rare, as for [`KmemCache::rseq_alloc_slow`].
+    #[cold]
+    #[inline(never)]
+    fn rseq_free_slow(&self, area: RseqArea, cpu: CpuId, node: NodeId, obj: *mut u8, outcome: Push) {
+        let (mut cpu, mut outcome) = (cpu, outcome);
+        for _ in 0..RSEQ_ATTEMPTS {
+            match outcome {
+                Push::Done => return,
+                Push::Full => return self.cache_flusharray(self.array[cpu as usize].lock(), obj),
+                Push::Miss(Miss::Detached) => break,
+                Push::Miss(miss) => match self.rseq_retry_cpu(area, miss, node) {
+                    Some(now) => cpu = now,
+                    None => break,
+                },
+            }
+            // SAFETY: the slot of `cpu` (rseq_retry_cpu gives slot CPUs) in an rseq-mode
+            // cache; obj is a handed-out object of its node.
+            outcome = unsafe { area.push(cpu, self.array[cpu as usize].published.as_ptr(), obj) };
+        }
+        self.free_direct(node, obj);
     }
 
     /// Pushes a local object on the held CPU array; a full or detached array goes
     /// through `cache_flusharray`, which releases the slot.
     #[inline(always)]
     fn push_or_flush(&self, mut guard: SlotGuard<'_>, obj: *mut u8) {
-        let pushed = guard.with(|data| {
-            let Some(ac) = data.array.as_mut() else { return false };
-            if !ac.push(obj) {
-                return false;
-            }
-            data.frees = data.frees.wrapping_add(1);
-            true
-        });
+        let pushed = guard.with(|data| data.array_mut().is_some_and(|ac| ac.push(obj)));
         if !pushed {
             self.cache_flusharray(guard, obj);
         }
@@ -674,6 +763,11 @@ impl KmemCache {
             if slot.node != nodeid {
                 return self.cache_free_alien(slot.node, nodeid, obj);
             }
+            if let FastPath::Rseq(area) = self.fast_path {
+                // SAFETY: as in free_fast.
+                let outcome = unsafe { area.push(cpu, slot.published.as_ptr(), obj) };
+                return self.rseq_free_slow(area, cpu, nodeid, obj, outcome);
+            }
             if let Some(guard) = slot.try_lock() {
                 return self.push_or_flush(guard, obj);
             }
@@ -691,12 +785,8 @@ impl KmemCache {
         let node = guard.node();
         let barn = &self.l3(node).barn;
         let exchanged = guard.with(|data| {
-            let Some(ac) = data.array.as_mut() else { return false };
-            if !ac.exchange(|full| barn.exchange_full_for_empty(full)) || !ac.push(obj) {
-                return false;
-            }
-            data.frees = data.frees.wrapping_add(1);
-            true
+            data.exchange(|full| barn.exchange_full_for_empty(full))
+                && data.array_mut().is_some_and(|ac| ac.push(obj))
         });
         if exchanged {
             return;
@@ -707,9 +797,9 @@ impl KmemCache {
             let mut l3 = self.l3(node).list_lock.lock();
             let l3 = &mut *l3;
             let attached = guard.with(|data| {
-                let Some(ac) = data.array.as_mut() else { return false };
+                let Some(ac) = data.array_mut() else { return false };
                 if ac.room() == 0 {
-                    let batch = ac.batchcount.min(ac.avail).max(1) as usize;
+                    let batch = ac.batchcount().min(ac.avail()).max(1) as usize;
                     // SAFETY: array entries are objects of this node handed out of its slabs.
                     refused =
                         unsafe { l3.free_block(&self.geometry, &ac.objects()[..batch], node, &mut chain) };
@@ -717,7 +807,6 @@ impl KmemCache {
                 }
                 let pushed = ac.push(obj);
                 debug_assert!(pushed, "a flushed array has room");
-                data.frees = data.frees.wrapping_add(1);
                 true
             });
             if !attached {
@@ -743,8 +832,8 @@ impl KmemCache {
             let mut chain = SlabChain::default();
             let mut refused = Refused::default();
             let done = guard.with(|data| {
-                let Some(ac) = data.array.as_mut() else { return false };
-                if ac.avail == ac.limit {
+                let Some(ac) = data.array_mut() else { return false };
+                if ac.avail() == ac.limit() {
                     let owner_l3 = self.l3(owner);
                     if self.debug {
                         // A debug cache's free objects keep their poison: no link is
@@ -757,11 +846,9 @@ impl KmemCache {
                         // by their callers, each once, word-sized and word-aligned at least.
                         unsafe { owner_l3.remote.push_batch(ac.objects()) };
                     }
-                    ac.remove_oldest(ac.avail);
+                    ac.remove_oldest(ac.avail());
                 }
-                ac.push(obj);
-                data.frees = data.frees.wrapping_add(1);
-                true
+                ac.push(obj)
             });
             drop(guard);
             self.note_refused(refused);
@@ -827,7 +914,7 @@ impl KmemCache {
     pub(crate) fn cpu_cache_len(&self, cpu: CpuId) -> usize {
         self.array
             .get(cpu as usize)
-            .map_or(0, |slot| slot.lock().with(|data| data.array.as_ref().map_or(0, |ac| ac.avail as usize)))
+            .map_or(0, |slot| slot.lock().with(|data| data.array().map_or(0, |ac| ac.avail() as usize)))
     }
 }
 

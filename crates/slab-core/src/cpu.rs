@@ -16,6 +16,8 @@ use std::path::Path;
 
 use topology::Topology;
 
+use crate::rseq::RseqArea;
+
 /// How the calling thread's CPU is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CpuSource {
@@ -40,6 +42,64 @@ impl CpuSource {
             Some(offset) if read_rseq_cpu(offset) >= 0 => CpuSource::Rseq(offset),
             _ => CpuSource::Topology,
         }
+    }
+}
+
+/// How a cache's fast paths reach the current CPU's array, chosen once per allocator
+/// (the machine) and per cache (a debug cache always locks): restartable sequences on
+/// the live machine where the kernel and glibc allow them (`rseq.rs`), the slot's
+/// compare-and-swap lock everywhere else (`array_cache.rs`). Never both on one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FastPath {
+    /// Pops and pushes in restartable sequences in this thread-pointer-relative area.
+    Rseq(RseqArea),
+    /// The compare-and-swap slot protocol.
+    Cas,
+}
+
+impl FastPath {
+    /// rseq mode where the CPU comes from the rseq area (the live machine) and
+    /// [`RseqArea::detect`] finds everything it needs; the CAS slot protocol otherwise.
+    pub(crate) fn for_cpu_source(source: CpuSource) -> FastPath {
+        match source {
+            CpuSource::Rseq(_) => RseqArea::detect().map_or(FastPath::Cas, FastPath::Rseq),
+            CpuSource::Topology => FastPath::Cas,
+        }
+    }
+
+    /// The public name of the mode.
+    pub(crate) fn mode(self) -> FastPathMode {
+        match self {
+            FastPath::Rseq(_) => FastPathMode::Rseq,
+            FastPath::Cas => FastPathMode::Cas,
+        }
+    }
+}
+
+/// How the per-CPU fast path of an allocator's caches runs ([`crate::Allocator::fast_path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FastPathMode {
+    /// Restartable sequences: a pop or a push is one critical section that commits with a
+    /// single store and no atomic instruction; other users stop the CPU first.
+    Rseq,
+    /// The fallback: each CPU's array behind a one-compare-and-swap try-lock (fixtures,
+    /// fakes, loom, debug caches, other architectures, no rseq or membarrier).
+    Cas,
+}
+
+impl FastPathMode {
+    /// `"rseq"` or `"cas"`, as the torture report prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FastPathMode::Rseq => "rseq",
+            FastPathMode::Cas => "cas",
+        }
+    }
+}
+
+impl std::fmt::Display for FastPathMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -154,9 +154,8 @@ impl KmemCache {
                 // SAFETY: still ours.
                 unsafe { self.paint_free(obj) };
                 guard.with(|data| {
-                    if let Some(ac) = data.array.as_mut() {
+                    if let Some(ac) = data.array_mut() {
                         ac.push(obj);
-                        data.allocs = data.allocs.wrapping_sub(1);
                     }
                 });
                 Err(error)
@@ -283,7 +282,8 @@ impl KmemCache {
 
         // Every cached object: where it sits, checked as a handed-out slot of the right node.
         let mut cached: HashMap<usize, String> = HashMap::new();
-        let mut outstanding: i64 = 0;
+        // The slots' counts wrap at 32 bits; their sum is exact below 2^31 objects out.
+        let mut slots_net: u32 = 0;
         let mut record = |obj: *mut u8, node: NodeId, place: String| -> Result<()> {
             self.check_cached_object(obj, node, &place)?;
             if let Some(first) = cached.insert(obj as usize, place.clone()) {
@@ -294,8 +294,8 @@ impl KmemCache {
         for (cpu, guard) in cpu_guards.iter_mut() {
             let node = guard.node();
             guard.with(|data| -> Result<()> {
-                outstanding += data.net_out();
-                for &obj in data.array.as_ref().map_or(&[][..], |ac| ac.objects()) {
+                slots_net = slots_net.wrapping_add(data.net_out());
+                for &obj in data.array_mut().map_or(&[][..], |ac| ac.objects()) {
                     record(obj, node, format!("cpu {cpu}'s array"))?;
                 }
                 Ok(())
@@ -304,13 +304,14 @@ impl KmemCache {
         for (holder, guard) in alien_guards.iter_mut() {
             let owner = guard.node();
             guard.with(|data| -> Result<()> {
-                outstanding += data.net_out();
-                for &obj in data.array.as_ref().map_or(&[][..], |ac| ac.objects()) {
+                slots_net = slots_net.wrapping_add(data.net_out());
+                for &obj in data.array_mut().map_or(&[][..], |ac| ac.objects()) {
                     record(obj, owner, format!("node {holder}'s alien cache for node {owner}"))?;
                 }
                 Ok(())
             })?;
         }
+        let mut outstanding = i64::from(slots_net as i32);
         for (node, state) in states.iter().enumerate() {
             outstanding += state.direct_net_out();
             let l3 = &self.nodelists[node];

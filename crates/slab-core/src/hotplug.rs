@@ -68,8 +68,8 @@ impl KmemCache {
         if let Some(slot) = self.array.get(cpu as usize) {
             let mut guard = slot.lock();
             guard.with(|data| {
-                if data.array.is_none() {
-                    data.array = prepared.nc.take();
+                if let Some(nc) = prepared.nc.take() {
+                    prepared.nc = data.install(nc);
                 }
             });
         }
@@ -83,8 +83,8 @@ impl KmemCache {
         for (owner, spare) in prepared.alien.iter_mut() {
             let mut guard = l3.alien[*owner as usize].lock();
             guard.with(|data| {
-                if data.array.is_none() {
-                    data.array = spare.take();
+                if let Some(ac) = spare.take() {
+                    *spare = data.install(ac);
                 }
             });
         }
@@ -103,7 +103,7 @@ impl KmemCache {
         let last = remaining_cpus == 0;
         // "cpu is dead; no one can alloc from it": detach under the slot lock, waiting
         // for any thread still holding the dead CPU's id to finish its operation.
-        let nc = self.array.get(cpu as usize).and_then(|slot| slot.lock().with(|data| data.array.take()));
+        let mut nc = self.array.get(cpu as usize).and_then(|slot| slot.lock().with(|data| data.take()));
         let mut chain = SlabChain::default();
         let mut barn = None;
         let mut alien = Vec::new();
@@ -112,7 +112,7 @@ impl KmemCache {
             let mut state = l3.list_lock.lock();
             let tunables = self.tunables.get();
             state.free_limit = free_limit(remaining_cpus, tunables.batchcount, self.geometry.num);
-            if let Some(nc) = nc.as_ref() {
+            if let Some(nc) = nc.as_mut() {
                 // SAFETY: the array held handed-out objects of its home node.
                 let refused = unsafe { state.free_block(&self.geometry, nc.objects(), home, &mut chain) };
                 self.note_refused(refused);
@@ -129,7 +129,7 @@ impl KmemCache {
                 let refused = l3.drain_remote(&mut state, &self.geometry, home, &mut chain, |_| 0);
                 self.note_refused(refused);
                 for slot in l3.alien.iter() {
-                    if let Some(ac) = slot.lock().with(|data| data.array.take()) {
+                    if let Some(ac) = slot.lock().with(|data| data.take()) {
                         alien.push((slot.node, ac));
                     }
                 }
@@ -147,8 +147,8 @@ impl KmemCache {
     }
 
     /// Returns a detached array's objects to their node's slabs and frees the array.
-    pub(crate) fn drain_detached(&self, node: NodeId, ac: ArrayCache, chain: &mut SlabChain) {
-        if ac.avail > 0 {
+    pub(crate) fn drain_detached(&self, node: NodeId, mut ac: ArrayCache, chain: &mut SlabChain) {
+        if ac.avail() > 0 {
             let mut state = self.l3(node).list_lock.lock();
             // SAFETY: the array held handed-out objects of `node`.
             let refused = unsafe { state.free_block(&self.geometry, ac.objects(), node, chain) };

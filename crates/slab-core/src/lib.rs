@@ -38,6 +38,7 @@ mod pages;
 mod reap;
 mod registry;
 mod remote;
+mod rseq;
 mod slab;
 mod stats;
 mod sync;
@@ -46,6 +47,7 @@ mod typed;
 
 pub use crate::allocator::Allocator;
 pub use crate::cache::Cache;
+pub use crate::cpu::FastPathMode;
 pub use crate::error::{Error, RedZoneSide, Result};
 pub use crate::failslab::FailPoint;
 #[cfg(not(loom))]

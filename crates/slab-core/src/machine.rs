@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use topology::{CpuId, NodeId, NodeSet, Topology};
 
-use crate::cpu::CpuSource;
+use crate::cpu::{CpuSource, FastPath};
 use crate::error::{Error, Result};
 
 /// The kernel's `BREAK_GFP_ORDER_HI`, used when the machine has more than 32 MiB.
@@ -22,6 +22,8 @@ pub(crate) struct Machine {
     pub(crate) topology: Arc<dyn Topology>,
     /// Where the fast paths read the current CPU.
     pub(crate) cpu_source: CpuSource,
+    /// How the fast paths of non-debug caches reach a CPU's array.
+    pub(crate) fast_path: FastPath,
     /// Length of per-CPU tables.
     pub(crate) cpu_bound: usize,
     /// Length of per-node tables.
@@ -86,8 +88,10 @@ impl Machine {
             .collect();
         let total_kb: u64 = memory_nodes.iter().filter_map(|&n| topology.node_mem_total_kb(n)).sum();
         let live = topology.sysfs_root() == Some(Path::new("/"));
+        let cpu_source = CpuSource::for_topology(&*topology);
         Self {
-            cpu_source: CpuSource::for_topology(&*topology),
+            cpu_source,
+            fast_path: FastPath::for_cpu_source(cpu_source),
             cpu_bound,
             node_bound,
             cpu_home,

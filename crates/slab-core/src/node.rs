@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-use crate::array_cache::{ArrayCache, ArraySlot};
+use crate::array_cache::{ArrayCache, ArraySlot, SlotFence};
 use crate::barn::Barn;
 use crate::registry::{SlabOwner, SlabRegistry};
 use crate::remote::RemoteFrees;
@@ -43,7 +43,9 @@ impl KmemList3 {
     pub(crate) fn new(free_limit: usize, node_bound: usize, records: SlabRecords) -> Self {
         Self {
             list_lock: Lock::new(NodeState::new(free_limit, records)),
-            alien: (0..node_bound as u32).map(|node| CachePadded::new(ArraySlot::new(node))).collect(),
+            alien: (0..node_bound as u32)
+                .map(|node| CachePadded::new(ArraySlot::new(node, SlotFence::Lock)))
+                .collect(),
             barn: Barn::new(),
             remote: CachePadded::new(RemoteFrees::new()),
         }
@@ -354,7 +356,7 @@ impl NodeState {
             unsafe {
                 self.unlink(slab);
                 while want > 0 && !slab.is_full() {
-                    ac.push(slab.get_obj(geometry));
+                    ac.put(slab.get_obj(geometry));
                     self.free_objects -= 1;
                     want -= 1;
                 }

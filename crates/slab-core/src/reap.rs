@@ -45,19 +45,19 @@ pub(crate) enum Force {
 /// `drain_array_locked`'s choice: how many of the oldest objects to free, clearing
 /// `touched` when a touched array is spared.
 fn objects_to_drain(ac: &mut ArrayCache, force: Force) -> u32 {
-    if ac.avail == 0 {
+    if ac.avail() == 0 {
         return 0;
     }
-    if force == Force::No && ac.touched {
-        ac.touched = false;
+    if force == Force::No && ac.touched() {
+        ac.set_touched(false);
         return 0;
     }
     if force == Force::Yes {
-        return ac.avail;
+        return ac.avail();
     }
-    let tofree = ac.limit.div_ceil(5);
-    if tofree > ac.avail {
-        ac.avail.div_ceil(2)
+    let tofree = ac.limit().div_ceil(5);
+    if tofree > ac.avail() {
+        ac.avail().div_ceil(2)
     } else {
         tofree
     }
@@ -93,7 +93,7 @@ impl KmemCache {
             let Some(mut guard) = guard else { continue };
             let owner = guard.node();
             guard.with(|data| {
-                if let Some(ac) = data.array.as_mut() {
+                if let Some(ac) = data.array_mut() {
                     self.drain_array(ac, owner, Force::Yes, chain);
                 }
             });
@@ -109,7 +109,7 @@ impl KmemCache {
         if let Some(mut guard) = slot.try_lock() {
             let node = guard.node();
             guard.with(|data| {
-                if let Some(ac) = data.array.as_mut() {
+                if let Some(ac) = data.array_mut() {
                     self.drain_array(ac, node, Force::No, &mut chain);
                 }
             });
@@ -211,12 +211,12 @@ impl KmemCache {
             let mut guard = slot.lock();
             match mode {
                 DrainMode::Empty => guard.with(|data| {
-                    if let Some(ac) = data.array.as_mut() {
+                    if let Some(ac) = data.array_mut() {
                         self.drain_array(ac, node, Force::Yes, &mut chain);
                     }
                 }),
                 DrainMode::Detach => {
-                    let detached = guard.with(|data| data.array.take());
+                    let detached = guard.with(|data| data.take());
                     drop(guard);
                     if let Some(ac) = detached {
                         self.drain_detached(node, ac, &mut chain);
@@ -229,7 +229,7 @@ impl KmemCache {
                 DrainMode::Empty => self.drain_alien_cache(node, Force::Yes, &mut chain),
                 DrainMode::Detach => {
                     for slot in self.l3(node).alien.iter() {
-                        let detached = slot.lock().with(|data| data.array.take());
+                        let detached = slot.lock().with(|data| data.take());
                         if let Some(ac) = detached {
                             self.drain_detached(slot.node, ac, &mut chain);
                         }

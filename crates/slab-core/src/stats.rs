@@ -127,7 +127,7 @@ impl KmemCache {
             let alien_avail = l3
                 .alien
                 .iter()
-                .map(|slot| slot.lock().with(|data| data.array.as_ref().map_or(0, |ac| ac.avail as usize)))
+                .map(|slot| slot.lock().with(|data| data.array().map_or(0, |ac| ac.avail() as usize)))
                 .sum();
             let state = l3.list_lock.lock();
             let barn = l3.barn.counts();
@@ -159,7 +159,7 @@ impl KmemCache {
             .iter()
             .enumerate()
             .filter_map(|(cpu, slot)| {
-                slot.lock().with(|data| data.array.as_ref().map(|ac| (cpu as CpuId, ac.avail as usize)))
+                slot.lock().with(|data| data.array().map(|ac| (cpu as CpuId, ac.avail() as usize)))
             })
             .collect();
         let tunables = self.tunables.get();

@@ -12,12 +12,18 @@ use std::fmt;
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 use loom::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// The header word of an array cache and the per-CPU published-array pointers: std's
+/// atomics also under loom, because the rseq sequences (`rseq.rs`) read and write them
+/// from assembly, which needs their plain memory layout. Under loom (always CAS mode)
+/// they are only reached under a slot or node lock, which loom does model.
+pub(crate) use std::sync::atomic::{AtomicPtr as PublishedPtr, AtomicU64 as HeaderWord};
 #[cfg(not(loom))]
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

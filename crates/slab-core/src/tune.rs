@@ -164,7 +164,7 @@ impl KmemCache {
     /// CPUs whose slot holds an array.
     fn attached_cpus(&self) -> CpuSet {
         (0..self.array.len() as CpuId)
-            .filter(|&cpu| self.array[cpu as usize].lock().with(|data| data.array.is_some()))
+            .filter(|&cpu| self.array[cpu as usize].lock().with(|data| data.is_attached()))
             .collect()
     }
 
@@ -197,7 +197,7 @@ impl KmemCache {
         let mut chain = SlabChain::default();
         for (&cpu, ac) in cpus.iter().zip(fresh) {
             let slot = &self.array[cpu as usize];
-            let old = slot.lock().with(|data| data.array.replace(ac));
+            let old = slot.lock().with(|data| data.replace(ac));
             if let Some(old) = old {
                 self.drain_detached(slot.node, old, &mut chain);
             }

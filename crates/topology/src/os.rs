@@ -51,6 +51,15 @@ pub fn rseq_cpu_id_offset() -> Option<isize> {
     rseq_offset().map(|offset| offset + 4)
 }
 
+/// glibc's `__rseq_size`: how many bytes of `struct rseq` the registration covers (20 or
+/// 32 on the glibc versions that register one); `None` exactly where
+/// [`rseq_cpu_id_offset`] is. A fast path that arms critical sections needs at least 20
+/// (the `rseq_cs` pointer at 8 and the `flags` at 16).
+pub fn rseq_area_size() -> Option<u32> {
+    rseq_cpu_id_offset()?;
+    rseq_registration().map(|(_, size)| size)
+}
+
 /// The calling thread's CPU from `sched_getcpu()`, `None` if the call fails. May be stale
 /// the moment it returns.
 pub fn sched_getcpu() -> Option<CpuId> {
@@ -70,8 +79,13 @@ pub fn current_cpu_with_source() -> Option<(CpuId, CurrentCpuSource)> {
 /// glibc lacks the symbols (musl, glibc before 2.35); `None` where they are missing or
 /// `__rseq_size` says no area was registered.
 fn rseq_offset() -> Option<isize> {
-    static OFFSET: OnceLock<Option<isize>> = OnceLock::new();
-    *OFFSET.get_or_init(|| {
+    rseq_registration().map(|(offset, _)| offset)
+}
+
+/// glibc's `__rseq_offset` and `__rseq_size`, read once.
+fn rseq_registration() -> Option<(isize, u32)> {
+    static REGISTRATION: OnceLock<Option<(isize, u32)>> = OnceLock::new();
+    *REGISTRATION.get_or_init(|| {
         // SAFETY: dlsym only looks a NUL-terminated name up in the loaded objects.
         let size = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()) };
         // SAFETY: as above.
@@ -86,7 +100,7 @@ fn rseq_offset() -> Option<isize> {
         let offset = unsafe { *(offset as *const isize) };
         // A size of 0 means glibc did not register (tunable off, kernel without rseq);
         // cpu_id ends at byte 8.
-        (size >= 8).then_some(offset)
+        (size >= 8).then_some((offset, size))
     })
 }
 

@@ -22,10 +22,13 @@ fn a_sheaf_is_a_bounded_lifo() {
     assert!(sheaf.push(fake(1)) && sheaf.push(fake(2)));
     assert!(!sheaf.push(fake(3)), "a full sheaf refuses");
     assert_eq!(sheaf.objects(), &[fake(1), fake(2)]);
-    assert_eq!(sheaf.pop(), Some(fake(2)));
-    let (entry, len) = sheaf.into_parts();
-    let mut sheaf = Sheaf::from_parts(entry, len);
-    assert_eq!((sheaf.pop(), sheaf.pop()), (Some(fake(1)), None));
+    let mut array = sheaf.into_array();
+    assert_eq!(array.pop(), Some(fake(2)));
+    assert!(array.push(fake(4)));
+    array.remove_oldest(1);
+    // Taken out of a slot with its ring turned, a sheaf's objects start at its first entry.
+    let sheaf = Sheaf::from_array(array);
+    assert_eq!(sheaf.objects(), &[fake(4)]);
 }
 
 #[test]

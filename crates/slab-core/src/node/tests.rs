@@ -114,9 +114,9 @@ fn refill_takes_a_batch_from_the_slabs() {
     let mut f = Fixture::new(1, 1000);
     let mut ac = ArrayCache::new(10, 5).unwrap();
     f.state.refill(&f.geometry, &mut ac, 5);
-    assert_eq!(ac.avail, 5);
+    assert_eq!(ac.avail(), 5);
     f.state.refill(&f.geometry, &mut ac, 7);
-    assert_eq!(ac.avail, 10, "bounded by the array's room");
+    assert_eq!(ac.avail(), 10, "bounded by the array's room");
     assert_eq!(f.state.free_objects, f.geometry.num as usize - 10);
 }
 

@@ -5,7 +5,7 @@ fn array_with(limit: u32, avail: u32, touched: bool) -> ArrayCache {
     for n in 1..=avail {
         ac.push((n as usize * 64) as *mut u8);
     }
-    ac.touched = touched;
+    ac.set_touched(touched);
     ac
 }
 
@@ -13,7 +13,7 @@ fn array_with(limit: u32, avail: u32, touched: bool) -> ArrayCache {
 fn a_touched_array_is_spared_once() {
     let mut ac = array_with(120, 50, true);
     assert_eq!(objects_to_drain(&mut ac, Force::No), 0);
-    assert!(!ac.touched, "sparing clears touched");
+    assert!(!ac.touched(), "sparing clears touched");
     assert_eq!(objects_to_drain(&mut ac, Force::No), 24, "(limit + 4) / 5");
 }
 

@@ -1,0 +1,268 @@
+//! The per-CPU fast path with no atomic instruction: restartable sequences (rseq), the
+//! user-space counterpart of the kernel's "interrupts off on this CPU" around
+//! `cachep->array[smp_processor_id()]`.
+//!
+//! A thread arms a sequence by storing its descriptor's address into the `rseq_cs` field
+//! of its `struct rseq` (glibc's registration, at `__rseq_offset` from the thread
+//! pointer). If the thread is preempted, migrated or signalled before the sequence's last
+//! instruction, the kernel moves it to the sequence's abort address instead of letting it
+//! continue. So a sequence that only loads, computes, and ends with one store (the
+//! commit) either happens as a whole on one CPU with nothing else running there, or not
+//! at all. Sources and the reasoning are in the design note the project started from
+//! (`docs/ARCHITECTURE.md`, "The rseq fast path"); its rules, kept here:
+//!
+//! - **R1.** Every load feeding the commit, and the commit, lie in one armed sequence,
+//!   whose first instruction compares the CPU used for addressing with `rseq->cpu_id`
+//!   (signed: an unregistered thread's -1 or -2 never matches). No store precedes it.
+//!   Every sequence below starts `cmp cpu, fs:[area + 4]; jne mismatch`.
+//! - **R2.** Another thread touches a CPU's array only after unpublishing it (swapping
+//!   [`crate::array_cache::ArraySlot::published`] to null) and then
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu)`
+//!   returned: [`membarrier_stop_cpu`], called by `ArraySlot::lock`. The membarrier
+//!   interrupts the CPU if one of our threads runs there (aborting or completing its
+//!   sequence); a preempted sequence aborts when it resumes; an offline CPU has no
+//!   sequence in flight (leaving a CPU is a context switch, which aborts), and the call
+//!   returns at once.
+//! - **R3.** An array is freed only after R2: it is freed by the thread that took it out
+//!   of a locked slot.
+//! - **R4.** A thread whose area is not registered (`cpu_id < 0`) never reaches an array:
+//!   R1's compare fails.
+//! - **R5.** rseq and compare-and-swap access are never mixed on one slot: the mode is
+//!   chosen once per cache (`FastPath` in `cpu.rs`) and every slot of the cache follows it.
+//!
+//! Each sequence is one `asm!` block with no labels leaving it: it returns its outcome in
+//! a register (an object address is always above [`STATUS_LIMIT`], an outcome below it),
+//! so it needs no `asm goto`. Its descriptor (`struct rseq_cs`: version 0, flags 0,
+//! start, length, abort) goes into the `__rseq_cs` section; the abort address is preceded
+//! by glibc's signature, as the kernel checks (`RSEQ_SIG`, "ud1 0x53053053(%rip),%edi").
+//! Numeric labels only, so that a copy of an inlined block gets its own descriptor.
+//!
+//! Architectures: x86_64. On others (aarch64 included: this project cannot build or run
+//! aarch64 code where it is developed, and an untested critical section is worse than
+//! none) the cache uses the CAS slot protocol.
+
+use std::ptr::NonNull;
+
+use crate::array_cache::Block;
+
+/// glibc's registration signature on x86_64 (`RSEQ_SIG`): the four bytes before every
+/// abort address must equal it, or the kernel kills the process. The sequences spell it
+/// out (`.long 0x53053053`); the descriptor test checks each abort address against this.
+#[cfg(test)]
+pub(crate) const RSEQ_SIG: u32 = 0x5305_3053;
+
+/// Results below this are outcomes, not objects (no object lies in the first page).
+pub(crate) const STATUS_LIMIT: usize = 4096;
+
+/// `MEMBARRIER_CMD_QUERY`.
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ` (Linux 5.10).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 7;
+/// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ`.
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 8;
+/// `MEMBARRIER_CMD_FLAG_CPU`: fence one CPU only.
+const MEMBARRIER_CMD_FLAG_CPU: libc::c_uint = 1;
+
+/// Where the calling thread's `struct rseq` lies: `__rseq_offset` bytes from the thread
+/// pointer. Only [`RseqArea::detect`] makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RseqArea {
+    offset: isize,
+}
+
+/// What a pop sequence did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pop {
+    /// An object, counted out of the array.
+    Hit(NonNull<u8>),
+    /// The array is empty.
+    Empty,
+    /// Outcomes that leave the array alone.
+    Miss(Miss),
+}
+
+/// What a push sequence did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// The object is on the array, counted in.
+    Done,
+    /// The array is full.
+    Full,
+    /// Outcomes that leave the array alone.
+    Miss(Miss),
+}
+
+/// A sequence that did not reach the array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// No array is published for the CPU: detached, never prepared, or stopped by
+    /// another thread (hotplug, tuning, the reaper, `validate`).
+    Detached,
+    /// The thread is not on the CPU it addressed (it migrated after reading its CPU, or
+    /// was asked to act for another CPU, or its area is not registered).
+    Mismatch,
+    /// The kernel aborted the sequence (preemption, migration, a signal, a membarrier).
+    Aborted,
+}
+
+/// Outcome codes in the result register, below [`STATUS_LIMIT`].
+mod code {
+    pub(super) const DONE: usize = 0;
+    pub(super) const DETACHED: usize = 1;
+    pub(super) const MISMATCH: usize = 2;
+    pub(super) const ABORTED: usize = 3;
+    pub(super) const LIMIT: usize = 4;
+}
+
+impl Miss {
+    fn from_code(code: usize) -> Option<Miss> {
+        match code {
+            code::DETACHED => Some(Miss::Detached),
+            code::MISMATCH => Some(Miss::Mismatch),
+            code::ABORTED => Some(Miss::Aborted),
+            _ => None,
+        }
+    }
+}
+
+impl RseqArea {
+    /// The area for the fast path, if this process can run restartable sequences here:
+    /// x86_64; not a loom build or `--cfg numaslab_force_cas`; glibc registered an area
+    /// of at least 20 bytes (`topology::rseq_area_size`, which also honours
+    /// `--cfg numaslab_force_getcpu`); the calling thread is registered; and the kernel
+    /// offers `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ` and accepts our registration for it
+    /// (registered again in every child after `fork`). `None` means the CAS fallback.
+    pub(crate) fn detect() -> Option<RseqArea> {
+        if cfg!(any(loom, numaslab_force_cas)) || !cfg!(target_arch = "x86_64") {
+            return None;
+        }
+        let offset = topology::rseq_cpu_id_offset()? - 4;
+        if topology::rseq_area_size()? < 20 {
+            return None;
+        }
+        let area = RseqArea { offset };
+        if area.cpu_id() < 0 || !membarrier_rseq_registered() {
+            return None;
+        }
+        Some(area)
+    }
+
+    /// The calling thread's `rseq->cpu_id`: its CPU, or negative while unregistered.
+    #[inline(always)]
+    pub(crate) fn cpu_id(self) -> i32 {
+        arch::read_cpu_id(self.offset)
+    }
+
+    /// Pops the newest object of `cpu`'s published array, as one sequence.
+    ///
+    /// # Safety
+    /// `published` must be the [`crate::array_cache::ArraySlot::published`] of the slot of
+    /// `cpu`, in a cache whose slots all follow rseq mode; the array it points at, if any,
+    /// holds objects of that slot's node.
+    #[inline(always)]
+    pub(crate) unsafe fn pop(self, cpu: u32, published: *const *mut Block) -> Pop {
+        // SAFETY: forwarded to the caller.
+        let result = unsafe { arch::pop(self.offset, cpu, published) };
+        if result >= STATUS_LIMIT {
+            // SAFETY: above the first page: an object address from the array.
+            return Pop::Hit(unsafe { NonNull::new_unchecked(result as *mut u8) });
+        }
+        match Miss::from_code(result) {
+            Some(miss) => Pop::Miss(miss),
+            None => Pop::Empty,
+        }
+    }
+
+    /// Pushes `obj` on `cpu`'s published array, as one sequence.
+    ///
+    /// # Safety
+    /// As for [`RseqArea::pop`]; `obj` is a handed-out object of the slot's node.
+    #[inline(always)]
+    pub(crate) unsafe fn push(self, cpu: u32, published: *const *mut Block, obj: *mut u8) -> Push {
+        // SAFETY: forwarded to the caller.
+        let result = unsafe { arch::push(self.offset, cpu, published, obj) };
+        match result {
+            code::DONE => Push::Done,
+            code::LIMIT => Push::Full,
+            other => Push::Miss(Miss::from_code(other).unwrap_or(Miss::Aborted)),
+        }
+    }
+}
+
+/// R2's fence: returns once no restartable sequence on `cpu` can still be using what was
+/// unpublished before the call. An offline CPU (or a process with one thread) returns at
+/// once; the offline itself was the fence.
+///
+/// The registration succeeded when the mode was chosen, so the kernel refuses this only
+/// if something revoked it under us (a seccomp filter installed later, a `fork` child
+/// whose registration failed): continuing would risk handing one object out twice, so
+/// the process stops with a message, as the kernel's own rseq does with SIGSEGV.
+pub(crate) fn membarrier_stop_cpu(cpu: u32) {
+    // SAFETY: membarrier takes three integers and touches no memory of ours.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+            MEMBARRIER_CMD_FLAG_CPU,
+            cpu as libc::c_int,
+        )
+    };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        eprintln!("slab-core: membarrier(PRIVATE_EXPEDITED_RSEQ, cpu {cpu}) failed: {error}; stopping");
+        std::process::abort();
+    }
+}
+
+/// Whether this process is registered for `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ`:
+/// queries the kernel and registers once; registers each `fork` child again.
+fn membarrier_rseq_registered() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        // SAFETY: membarrier with QUERY takes no pointer and returns a command mask.
+        let commands = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) };
+        let wanted = (MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ)
+            as libc::c_long;
+        if commands < 0 || commands & wanted != wanted || !register_membarrier_rseq() {
+            return false;
+        }
+        // SAFETY: the handler is an `extern "C" fn()` with no preconditions.
+        unsafe { libc::pthread_atfork(None, None, Some(register_in_child)) == 0 }
+    })
+}
+
+/// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ`; registering again is harmless.
+fn register_membarrier_rseq() -> bool {
+    // SAFETY: membarrier with a REGISTER command takes no pointer.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0 }
+}
+
+/// The `fork` child's handler: its new address space must be registered before any of
+/// its threads stops a CPU. A child that cannot register stops at its first stop
+/// ([`membarrier_stop_cpu`]) instead of racing.
+extern "C" fn register_in_child() {
+    register_membarrier_rseq();
+}
+
+#[cfg(target_arch = "x86_64")]
+#[path = "rseq/x86_64.rs"]
+mod arch;
+
+/// Never called: [`RseqArea::detect`] answers `None` on other architectures.
+#[cfg(not(target_arch = "x86_64"))]
+mod arch {
+    use super::Block;
+
+    pub(super) fn read_cpu_id(_offset: isize) -> i32 {
+        -1
+    }
+    pub(super) unsafe fn pop(_: isize, _: u32, _: *const *mut Block) -> usize {
+        super::code::MISMATCH
+    }
+    pub(super) unsafe fn push(_: isize, _: u32, _: *const *mut Block, _: *mut u8) -> usize {
+        super::code::MISMATCH
+    }
+}
+
+#[cfg(test)]
+mod tests;

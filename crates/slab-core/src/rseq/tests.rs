@@ -1,0 +1,134 @@
+//! The sequences on one array of our own, on this machine's CPUs. Skipped, saying why,
+//! where rseq mode is not available (the CAS fallback is tested everywhere else).
+
+use super::*;
+use crate::array_cache::{ArrayCache, OFFSET_ENTRIES};
+use crate::sync::{Ordering, PublishedPtr as AtomicPtr};
+
+fn area_or_skip(test: &str) -> Option<RseqArea> {
+    let area = RseqArea::detect();
+    if area.is_none() {
+        eprintln!("{test}: skipped: no rseq mode here (glibc rseq area, membarrier RSEQ, x86_64)");
+    }
+    area
+}
+
+fn fake(n: usize) -> *mut u8 {
+    (4096 + n * 64) as *mut u8
+}
+
+/// Runs `op` with the calling thread's CPU until it is not a migration or an abort.
+fn on_this_cpu<T>(area: RseqArea, mut op: impl FnMut(u32) -> Option<T>) -> T {
+    loop {
+        let cpu = u32::try_from(area.cpu_id()).expect("a registered thread");
+        if let Some(result) = op(cpu) {
+            return result;
+        }
+    }
+}
+
+fn pop(area: RseqArea, published: &AtomicPtr<Block>) -> Pop {
+    on_this_cpu(area, |cpu| {
+        // SAFETY: the cell publishes an array of this test alone, for every CPU.
+        match unsafe { area.pop(cpu, published.as_ptr()) } {
+            Pop::Miss(Miss::Mismatch | Miss::Aborted) => None,
+            other => Some(other),
+        }
+    })
+}
+
+fn push(area: RseqArea, published: &AtomicPtr<Block>, obj: *mut u8) -> Push {
+    on_this_cpu(area, |cpu| {
+        // SAFETY: as in `pop`.
+        match unsafe { area.push(cpu, published.as_ptr(), obj) } {
+            Push::Miss(Miss::Mismatch | Miss::Aborted) => None,
+            other => Some(other),
+        }
+    })
+}
+
+#[test]
+fn push_and_pop_are_lifo_bounded_and_counted() {
+    let Some(area) = area_or_skip("push_and_pop_are_lifo_bounded_and_counted") else { return };
+    let mut ac = ArrayCache::new(3, 2).unwrap();
+    let published = AtomicPtr::new(ac.block());
+    assert_eq!(pop(area, &published), Pop::Empty);
+    for n in 1..=3 {
+        assert_eq!(push(area, &published, fake(n)), Push::Done);
+    }
+    assert_eq!(push(area, &published, fake(4)), Push::Full);
+    for n in (1..=3).rev() {
+        assert_eq!(pop(area, &published), Pop::Hit(NonNull::new(fake(n)).unwrap()));
+    }
+    assert_eq!(pop(area, &published), Pop::Empty);
+    published.store(std::ptr::null_mut(), Ordering::Relaxed);
+    assert_eq!(ac.net(), 0, "three pushed, three popped");
+    assert!(ac.push(fake(7)));
+    assert_eq!(ac.net(), u32::MAX, "the Rust side and the sequences share one header");
+}
+
+#[test]
+fn a_detached_cell_and_another_cpu_are_refused_before_any_store() {
+    let Some(area) = area_or_skip("a_detached_cell_and_another_cpu_are_refused_before_any_store") else {
+        return;
+    };
+    let mut ac = ArrayCache::new(4, 2).unwrap();
+    let detached = AtomicPtr::new(std::ptr::null_mut());
+    assert_eq!(pop(area, &detached), Pop::Miss(Miss::Detached));
+    assert_eq!(push(area, &detached, fake(1)), Push::Miss(Miss::Detached));
+    let published = AtomicPtr::new(ac.block());
+    // No CPU has this id: the R1 compare fails on every CPU, and nothing is written.
+    let elsewhere = u32::MAX - 1;
+    // SAFETY: the cell publishes an array of this test alone.
+    assert_eq!(unsafe { area.push(elsewhere, published.as_ptr(), fake(1)) }, Push::Miss(Miss::Mismatch));
+    // SAFETY: as above.
+    assert_eq!(unsafe { area.pop(elsewhere, published.as_ptr()) }, Pop::Miss(Miss::Mismatch));
+    published.store(std::ptr::null_mut(), Ordering::Relaxed);
+    assert_eq!((ac.avail(), ac.net()), (0, 0));
+    assert!(ac.objects().is_empty());
+}
+
+#[test]
+fn the_sequences_keep_to_their_block() {
+    // The header is 64 bytes and the entries follow it, as the sequences address them.
+    assert_eq!(OFFSET_ENTRIES, 64);
+    assert_eq!(std::mem::align_of::<Block>(), 64);
+}
+
+extern "C" {
+    #[link_name = "__start___rseq_cs"]
+    static RSEQ_CS_START: [u64; 0];
+    #[link_name = "__stop___rseq_cs"]
+    static RSEQ_CS_STOP: [u64; 0];
+}
+
+/// Every `struct rseq_cs` this build emitted: 32-byte aligned, version and flags 0,
+/// the abort address outside `[start, start + length)`, and glibc's signature in the four
+/// bytes before it (what the kernel checks at the first preemption, killing the process
+/// on a mismatch).
+#[test]
+fn every_descriptor_in_the_rseq_cs_section_is_well_formed() {
+    // Make sure the sequences are linked into this test binary.
+    let _ = push_and_pop_are_lifo_bounded_and_counted as fn();
+    // SAFETY: the linker defines both symbols at the bounds of the `__rseq_cs` section,
+    // which holds only descriptors (32 bytes each, 32-byte aligned).
+    let (start, stop) = unsafe { (RSEQ_CS_START.as_ptr() as usize, RSEQ_CS_STOP.as_ptr() as usize) };
+    assert!(stop > start, "the __rseq_cs section is empty");
+    assert_eq!(start % 32, 0, "descriptors are 32-byte aligned");
+    assert_eq!((stop - start) % 32, 0, "the section holds whole descriptors");
+    let count = (stop - start) / 32;
+    assert!(count >= 2, "pop and push each emit one at least ({count} found)");
+    for index in 0..count {
+        let descriptor = (start + index * 32) as *const u64;
+        // SAFETY: inside the section, aligned; each word was written by the assembler
+        // (and relocated by the loader).
+        let [version_flags, begin, length, abort] = unsafe { [0, 1, 2, 3].map(|word| *descriptor.add(word)) };
+        assert_eq!(version_flags, 0, "descriptor {index}: version and flags must be 0");
+        assert!(length > 0, "descriptor {index}: empty critical section");
+        assert!(abort < begin || abort >= begin + length, "descriptor {index}: abort inside the section");
+        // SAFETY: the abort address is in our text; the 4 bytes before it are the
+        // signature the sequences place there.
+        let signature = unsafe { std::ptr::read_unaligned((abort - 4) as *const u32) };
+        assert_eq!(signature, RSEQ_SIG, "descriptor {index}: the signature before the abort address");
+    }
+}

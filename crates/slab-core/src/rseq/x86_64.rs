@@ -1,0 +1,213 @@
+//! The x86_64 sequences. Each is one `asm!` block laid out as the kernel's rseq ABI
+//! requires (`kernel/rseq.c`, uapi `linux/rseq.h`) and as librseq's x86 templates do:
+//!
+//! ```text
+//!         .pushsection __rseq_cs, "aw"      descriptor: version 0, flags 0,
+//!     3:  .long 0, 0; .quad 4f, 5f-4f, 6f    start, length, abort
+//!         .popsection
+//!         lea t, [rip + 3b]
+//!         mov fs:[area + 8], t               arm: rseq->rseq_cs = &descriptor,
+//!     4:  cmp fs:[area + 4], cpu             the instruction right before start_ip
+//!         jne 7f                             R1: the CPU we address is ours
+//!         ...loads and arithmetic...
+//!         mov [array], new header            the commit, the only store to the array
+//!     5:                                     post_commit_ip
+//!         jmp 22f
+//!         ud1 <RSEQ_SIG>                     the signature the kernel checks
+//!     6:  abort: result = ABORTED            outside [4, 5)
+//!     7:  result = MISMATCH; 8: result = DETACHED; 9: the sequence's own early exit
+//!    22:
+//! ```
+//!
+//! Inside `[4, 5)`: no call, no system call, no store before the compare, and only
+//! speculative stores (above the array's `avail`, or into the caller's buffer) before
+//! the commit. Labels are numeric (an inlined copy gets its own) and none is made of 0s
+//! and 1s only (x86 `binary_asm_labels`). `--cfg numaslab_rseq_inject` widens each
+//! sequence with a spin just before its commit, so that tests see aborts happen.
+
+use std::arch::asm;
+
+use crate::array_cache::Block;
+
+/// The descriptor, the arming store, the CPU check and the published array's address
+/// in `{b}`: the start every sequence shares. Uses `{t}`, `{area}`, `{cpu}`,
+/// `{published}` and `{b}`.
+macro_rules! sequence_start {
+    () => {
+        concat!(
+            ".pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            "3:\n",
+            ".long 0, 0\n",
+            ".quad 4f, 5f - 4f, 6f\n",
+            ".popsection\n",
+            "lea {t}, [rip + 3b]\n",
+            "mov qword ptr fs:[{area} + 8], {t}\n",
+            "4:\n",
+            "cmp dword ptr fs:[{area} + 4], {cpu:e}\n",
+            "jne 7f\n",
+            "mov {b}, qword ptr [{published}]\n",
+            "test {b}, {b}\n",
+            "jz 8f\n",
+        )
+    };
+}
+
+/// After the commit: the signature, the abort address and the shared early exits, each
+/// setting the outcome register `$code` (a 32-bit register name).
+macro_rules! sequence_end {
+    ($code:literal) => {
+        concat!(
+            "jmp 22f\n",
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "mov ",
+            $code,
+            ", 3\n",
+            "jmp 22f\n",
+            "7:\n",
+            "mov ",
+            $code,
+            ", 2\n",
+            "jmp 22f\n",
+            "8:\n",
+            "mov ",
+            $code,
+            ", 1\n",
+            "jmp 22f\n",
+        )
+    };
+}
+
+/// The spin of `--cfg numaslab_rseq_inject`, in scratch register `$reg` (32-bit name).
+#[cfg(numaslab_rseq_inject)]
+macro_rules! inject {
+    ($reg:literal) => {
+        concat!("mov ", $reg, ", 20000\n", "23:\n", "pause\n", "dec ", $reg, "\n", "jnz 23b\n")
+    };
+}
+
+#[cfg(not(numaslab_rseq_inject))]
+macro_rules! inject {
+    ($reg:literal) => {
+        ""
+    };
+}
+
+/// `cpu_id` of the calling thread's area at `area` from the thread pointer.
+#[inline(always)]
+pub(super) fn read_cpu_id(area: isize) -> i32 {
+    let cpu: i32;
+    // SAFETY: on x86-64 Linux the `fs` base is the thread pointer and glibc's
+    // `__rseq_offset` from it is the thread's `struct rseq` (32-byte aligned, alive as
+    // long as the thread): `cpu_id` at +4 is a readable i32 the kernel writes on return
+    // to user space. Not `pure`: every call reads it anew. Nothing is written.
+    unsafe {
+        asm!(
+            "mov {cpu:e}, dword ptr fs:[{area} + 4]",
+            area = in(reg) area,
+            cpu = lateout(reg) cpu,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    cpu
+}
+
+/// Pop: returns the object, or an outcome code (`DONE`: the array is empty).
+///
+/// # Safety
+/// `area` is glibc's `__rseq_offset`; `published` is the published-array cell of the
+/// slot of `cpu`; a non-null block there is a live array of that slot (R2 keeps it so
+/// until the sequence ends).
+#[inline(always)]
+pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) -> usize {
+    let result: usize;
+    // SAFETY: the caller's guarantees; the sequence follows R1 (see the module docs), its
+    // loads stay inside the block (index masked by `mask`, below capacity) and its one
+    // store is the commit of the header word.
+    unsafe {
+        asm!(
+            sequence_start!(),
+            "mov {h}, qword ptr [{b}]",
+            "movzx {r:e}, {h:x}",
+            "test {r:e}, {r:e}",
+            "jz 9f",
+            // index = (head + avail - 1) & mask; the newest object.
+            "mov {t}, {h}",
+            "shr {t}, 16",
+            "and {t:e}, 0x7fff",
+            "lea {t}, [{t} + {r} - 1]",
+            "and {t:e}, dword ptr [{b} + 8]",
+            "mov {r}, qword ptr [{b} + {t} * 8 + 64]",
+            // header' = header - 1 (avail) + 2^32 (net) | touched.
+            "mov {t:e}, 0xffffffff",
+            "add {h}, {t}",
+            "bts {h}, 31",
+            inject!("{t:e}"),
+            "mov qword ptr [{b}], {h}",
+            "5:",
+            sequence_end!("{r:e}"),
+            "9:",
+            "xor {r:e}, {r:e}",
+            "22:",
+            area = in(reg) area,
+            cpu = in(reg) cpu,
+            published = in(reg) published,
+            r = out(reg) result,
+            h = out(reg) _,
+            b = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+    result
+}
+
+/// Push: returns the outcome code (`LIMIT` when full).
+///
+/// # Safety
+/// As for [`pop`].
+#[inline(always)]
+pub(super) unsafe fn push(area: isize, cpu: u32, published: *const *mut Block, obj: *mut u8) -> usize {
+    let result: usize;
+    // SAFETY: as for `pop`; the entry store lies above `avail` (speculative: nothing
+    // reads it unless the commit that follows it lands) and inside the block.
+    unsafe {
+        asm!(
+            sequence_start!(),
+            "mov {h}, qword ptr [{b}]",
+            "movzx {r:e}, {h:x}",
+            "cmp {r:e}, dword ptr [{b} + 12]",
+            "jae 9f",
+            // index = (head + avail) & mask; the first free slot.
+            "mov {t}, {h}",
+            "shr {t}, 16",
+            "and {t:e}, 0x7fff",
+            "add {t}, {r}",
+            "and {t:e}, dword ptr [{b} + 8]",
+            "mov qword ptr [{b} + {t} * 8 + 64], {obj}",
+            // header' = header + 1 (avail) - 2^32 (net).
+            "mov {t:e}, 0xffffffff",
+            "sub {h}, {t}",
+            inject!("{t:e}"),
+            "mov qword ptr [{b}], {h}",
+            "5:",
+            "xor {r:e}, {r:e}",
+            sequence_end!("{r:e}"),
+            "9:",
+            "mov {r:e}, 4",
+            "22:",
+            area = in(reg) area,
+            cpu = in(reg) cpu,
+            published = in(reg) published,
+            obj = in(reg) obj,
+            r = out(reg) result,
+            h = out(reg) _,
+            b = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+    result
+}
