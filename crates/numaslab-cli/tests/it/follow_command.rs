@@ -142,3 +142,31 @@ fn follow_real_counts_transitions_made_through_the_kernel() {
     assert_eq!(transitions["online"], rounds, "{transitions:#}");
     assert_eq!(transitions["failed"], 0, "{transitions:#}");
 }
+
+/// The same with `stress-ng`'s cpu-online stressor as the other program (if installed):
+/// it takes cpu1 offline and online as fast as the kernel allows, faster than a
+/// reconcile may look, so the follower sees some transitions, not each one; every
+/// transition it sees must pass the checks, and as stress-ng leaves cpu1 online, each
+/// offline it saw is matched by an online.
+#[test]
+fn follow_real_under_stress_ng_cpu_online() {
+    let Some(_cpu1) = RealCpu1::acquire() else { return };
+    if Command::new("stress-ng").arg("--version").output().is_err() {
+        eprintln!("skipped: stress-ng is not installed (apt-get install stress-ng)");
+        return;
+    }
+    let follower = Follower::start(&["--real"]);
+    let stress = Command::new("stress-ng")
+        .args(["--cpu-online", "1", "--cpu-online-ops", "40", "--pathological", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    assert!(stress.status.success(), "stress-ng: {}", String::from_utf8_lossy(&stress.stderr));
+    std::thread::sleep(Duration::from_millis(500));
+    let (report, status) = follower.finish();
+    assert!(crate::support::cpu1_online(), "cpu1 is back online");
+    assert_eq!(status, Some(0), "failed checks {:#?}", failed_checks(&report));
+    let transitions = &report["transitions"];
+    assert!(transitions["offline"].as_u64().unwrap() >= 1, "saw stress-ng's transitions: {transitions:#}");
+    assert_eq!(transitions["offline"], transitions["online"], "{transitions:#}");
+    assert_eq!(transitions["failed"], 0, "{transitions:#}");
+}
