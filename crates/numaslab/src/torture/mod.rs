@@ -40,7 +40,13 @@ pub enum Fault {
     /// The first bring-up of the first CPU the hotplug thread may switch fails in a
     /// callback and rolls back, as a refusing driver or kernel would make it.
     FailOneTransition,
+    /// The run holds [`HELD_BYTES`] of memory of its own, touched, from start to end, as a
+    /// leak outside the allocator would: the memory check must fail.
+    HoldMemory,
 }
+
+/// What [`Fault::HoldMemory`] holds: more than the bound of any default run.
+pub const HELD_BYTES: usize = 96 << 20;
 
 /// Who switches the CPUs during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -129,6 +135,8 @@ pub fn run(
         check_hotplug_cpus(&*topology, cpus)?;
     }
     let rss_start = memory::start();
+    let held =
+        (config.fault == Some(Fault::HoldMemory)).then(|| std::hint::black_box(vec![0x5au8; HELD_BYTES]));
     let caches = create_caches(slab, config)?;
     let shared = Arc::new(Shared {
         topology: topology.clone(),
@@ -246,7 +254,9 @@ pub fn run(
     let live: Vec<_> = live.into_iter().filter_map(|result| result.ok()).collect();
     let watched = watch_mode.zip(watch_stats).map(|(mode, stats)| report::Watched::new(mode, stats));
     let run = report::Run { transitions: stats, watched, live, panicked, elapsed, rss_start };
-    Ok(report::finish(slab, config, &shared, run))
+    let report = report::finish(slab, config, &shared, run);
+    drop(held);
+    Ok(report)
 }
 
 /// Registers a hotplug state whose startup fails once, on `cpu`: the injected

@@ -41,6 +41,7 @@ fn without_a_measured_peak_the_check_says_so() {
 
 #[test]
 fn the_run_reads_its_own_rss_on_linux() {
+    let _serial = crate::torture::tests::one_at_a_time();
     let start = start().expect("VmRSS on Linux");
     let peak = peak_rss_bytes().expect("VmHWM on Linux");
     assert!(start > 0 && peak > 0);
