@@ -2,8 +2,9 @@
 //! the CPU up/down locking of the seed patch "NUMA slab locking fixes".
 //!
 //! An [`Allocator`] owns the cache chain; each [`Cache`] hands out fixed-size objects from
-//! slabs mapped from the OS, through per-CPU array caches, per-node lists with a shared
-//! array and alien caches. [`TypedCache`] wraps a cache for values of one type.
+//! slabs mapped from the OS, through per-CPU array caches, per-node lists with a barn of
+//! sheaves (exchanged whole with the CPU arrays, in the shared array's role), a queue of
+//! remote frees, and alien caches. [`TypedCache`] wraps a cache for values of one type.
 //! The allocator follows CPU hotplug through its `cpu_*` methods, the kernel's
 //! `cpuup_callback` cases.
 //!
@@ -11,7 +12,8 @@
 //!
 //! Code map, by kernel concept: `slab.rs` (struct slab, bufctl, cache_estimate),
 //! `array_cache.rs` (struct array_cache and the per-CPU slot protocol), `node.rs` (struct
-//! kmem_list3, free_block), `cache.rs` (struct kmem_cache, the alloc and free paths,
+//! kmem_list3, free_block), `barn.rs` (SLUB's sheaves and node_barn), `remote.rs` (the
+//! lock-free hand-off of remote frees to their node), `cache.rs` (struct kmem_cache, the alloc and free paths,
 //! cache_grow), `tune.rs` (enable_cpucache, do_tune_cpucache), `reap.rs` (cache_reap,
 //! drain_cpu_caches, kmem_cache_shrink), `hotplug.rs` (cpuup_callback), `debug.rs` (red
 //! zones, poison, validate), `failslab.rs` (allocation-failure injection), `fallback.rs`

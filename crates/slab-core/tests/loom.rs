@@ -1,10 +1,11 @@
 //! loom models of the hotplug protocol racing the fast path. Run with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p slab-core --release --test loom`;
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p slab-core --release --test loom --target-dir target/loom`;
 //! a normal build compiles this file to nothing.
 
 #![cfg(loom)]
 
 use std::alloc::Layout;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use loom::thread;
@@ -101,5 +102,129 @@ fn prepare_races_an_allocation_on_the_new_cpu() {
         let stats = cache.stats();
         assert_eq!(stats.in_use, 0);
         assert!(stats.cpu_cached.iter().any(|&(cpu, _)| cpu == 1), "the array is installed");
+    });
+}
+
+/// The barn exchange races the teardown of its node's last CPU and a drain (shrink): CPU
+/// 1's full array goes to node 1's barn whole and an empty one comes back whole, while
+/// `cpu_dead(1)` detaches the barn and shrink empties it. Every object comes back exactly
+/// once, and the barn ends detached.
+#[test]
+fn barn_exchange_races_the_last_cpus_teardown_and_a_drain() {
+    loom::model(|| {
+        // Two nodes of one CPU each: CPU 1 is node 1's last CPU.
+        let allocator = Allocator::new(Arc::new(FakeTopology::from_spec("2x2").expect("fake machine")));
+        let cache = allocator.create_cache("loom", Layout::new::<u64>(), CacheFlags::NONE).expect("cache");
+        // Arrays of 2 and a barn of one sheaf of 2 (shared * batchcount = 1, rounded up).
+        cache.tune(2, 1, 1).expect("tunables");
+        let objects: Vec<usize> =
+            (0..3).map(|_| cache.alloc_on(1).expect("alloc").as_ptr() as usize).collect();
+        // SAFETY: ours, freed once each: CPU 1's array is full.
+        unsafe {
+            cache.free_on(1, NonNull::new(objects[0] as *mut u8).unwrap()).expect("free");
+            cache.free_on(1, NonNull::new(objects[1] as *mut u8).unwrap()).expect("free");
+        }
+        let worker = {
+            let cache = Arc::clone(&cache);
+            let last = objects[2];
+            thread::spawn(move || {
+                // The full array for the barn's empty sheaf, then (popping the one object
+                // pushed) the empty array for the barn's full sheaf.
+                // SAFETY: ours, freed once.
+                unsafe { cache.free_on(1, NonNull::new(last as *mut u8).unwrap()).expect("free") };
+                let first = cache.alloc_on(1).expect("alloc");
+                let second = cache.alloc_on(1).expect("alloc");
+                assert_ne!(first, second);
+                // SAFETY: ours, freed once each.
+                unsafe {
+                    cache.free_on(1, first).expect("free");
+                    cache.free_on(1, second).expect("free");
+                }
+            })
+        };
+        let drainer = {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || {
+                cache.shrink();
+            })
+        };
+        allocator.cpu_dead(1);
+        worker.join().expect("worker");
+        drainer.join().expect("drainer");
+        allocator.validate().expect("validate");
+        let stats = cache.stats();
+        assert_eq!(stats.in_use, 0, "every object came back exactly once");
+        assert_eq!(stats.nodes[1].shared_avail, None, "node 1's last CPU took the barn's sheaves");
+        assert_eq!(stats.in_cpu_caches(1), 0, "a dead CPU keeps no array");
+        cache.shrink();
+        let stats = cache.stats();
+        assert_eq!(stats.active_objs, 0, "all three objects are back in their slabs");
+        assert_eq!(stats.nodes[1].num_slabs, 0);
+    });
+}
+
+/// The remote hand-off races the teardown of the owner node's last CPU and a drain (the
+/// reaper): CPUs 0 and 2 (nodes 0 and 2) each free two of node 1's objects, the second
+/// free handing the first (a full alien cache of one) to node 1's queue with one
+/// compare-and-swap, so two pushes race each other, `cpu_dead(1)` (which drains the queue
+/// under node 1's lock) and a reaper pass (which drains it too). Nothing is lost or
+/// stranded: every object is accounted for, and the last drain (shrink) brings them home.
+#[test]
+fn remote_hand_off_races_the_owner_losing_its_last_cpu_and_a_drain() {
+    loom::model(|| {
+        // Three nodes of one CPU each: CPU 1 is node 1's last CPU.
+        let allocator = Allocator::new(Arc::new(FakeTopology::from_spec("3x3").expect("fake machine")));
+        let cache = allocator.create_cache("loom", Layout::new::<u64>(), CacheFlags::NONE).expect("cache");
+        // limit 1 makes the alien caches hold one object (alloc_alien_cache's "limit > 1");
+        // tuning leaves alien caches as they are, so nodes 0's and 2's are made again by a
+        // down and up of their CPUs.
+        cache.tune(1, 1, 1).expect("tunables");
+        for cpu in [0, 2] {
+            allocator.cpu_dead(cpu);
+            allocator.cpu_up_prepare(cpu).expect("prepare");
+            allocator.cpu_online(cpu).expect("online");
+        }
+        let objects: Vec<usize> =
+            (0..4).map(|_| cache.alloc_on(1).expect("alloc").as_ptr() as usize).collect();
+        let pusher = {
+            let cache = Arc::clone(&cache);
+            let pair = [objects[0], objects[1]];
+            thread::spawn(move || {
+                for obj in pair {
+                    // SAFETY: ours, freed once each, remotely from CPU 0.
+                    unsafe { cache.free_on(0, NonNull::new(obj as *mut u8).unwrap()).expect("free") };
+                }
+            })
+        };
+        let pusher_and_reaper = {
+            let cache = Arc::clone(&cache);
+            let allocator = Arc::clone(&allocator);
+            let pair = [objects[2], objects[3]];
+            thread::spawn(move || {
+                for obj in pair {
+                    // SAFETY: ours, freed once each, remotely from CPU 2.
+                    unsafe { cache.free_on(2, NonNull::new(obj as *mut u8).unwrap()).expect("free") };
+                }
+                allocator.reap();
+            })
+        };
+        allocator.cpu_dead(1);
+        pusher.join().expect("pusher");
+        pusher_and_reaper.join().expect("pusher and reaper");
+        allocator.validate().expect("validate");
+        let stats = cache.stats();
+        assert_eq!(stats.in_use, 0, "all four objects are accounted for, none twice");
+        // Each second free waits in its node's alien cache unless the reaper's pass drained
+        // it; each first is queued unless a drain took it home.
+        assert!(stats.alien_avail <= 2 && stats.nodes[1].remote_avail <= 2);
+        assert_eq!(
+            stats.nodes[1].active_objs,
+            stats.alien_avail + stats.nodes[1].remote_avail,
+            "node 1's handed-out objects are exactly those in the alien caches and the queue"
+        );
+        cache.shrink();
+        let stats = cache.stats();
+        assert_eq!((stats.nodes[1].remote_avail, stats.alien_avail), (0, 0));
+        assert_eq!(stats.active_objs, 0, "all four objects are back in node 1's slabs");
     });
 }

@@ -594,3 +594,47 @@ fn typed_caches_are_cache_line_aligned() {
     assert!(halves.iter().all(|h| (&**h as *const [u64; 4] as usize) % 32 == 0));
     assert_eq!((line.cache().stats().objsize, half.cache().stats().objsize), (64, 32));
 }
+
+#[test]
+fn frees_into_a_node_without_a_barn_reach_the_slabs() {
+    // The kernel's "free into a node with no shared array": shared 0 leaves every barn
+    // detached, and a full array flushes a batch to the slabs.
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    cache.tune(4, 2, 0).unwrap();
+    assert!(cache.stats().nodes.iter().all(|node| node.shared_avail.is_none()), "no barn anywhere");
+    let local: Vec<_> = (0..10).map(|_| cache.alloc_on(0).unwrap()).collect();
+    let remote: Vec<_> = (0..30).map(|_| cache.alloc_on(2).unwrap()).collect();
+    for &obj in local.iter().chain(&remote) {
+        // SAFETY: ours, freed once each, on CPU 0 (node 0): node 1's objects are remote.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.in_cpu_caches(0), 4, "the array flushed batches to the slabs");
+    assert_eq!(stats.shared_avail, 0);
+    assert!(stats.nodes[1].remote_avail > 0, "remote frees queue without a barn");
+    assert_eq!(stats.in_use, 0);
+    cache.validate().unwrap();
+    // A refill on node 1 takes the queue into its CPU array: no barn is needed for that.
+    let obj = cache.alloc_on(3).unwrap();
+    assert!(remote.contains(&obj));
+    assert_eq!(cache.stats().nodes[1].remote_avail, 0);
+    // SAFETY: ours.
+    unsafe { cache.free_on(3, obj).unwrap() };
+    cache.validate().unwrap();
+}
+
+#[test]
+fn a_debug_cache_frees_a_full_alien_cache_under_the_owners_lock() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::DEBUG).unwrap();
+    let objects: Vec<_> = (0..13).map(|_| cache.alloc_on(2).unwrap()).collect();
+    for &obj in &objects {
+        // SAFETY: ours, freed once each, on CPU 0 of node 0.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.nodes[1].remote_avail, 0, "poisoned objects get no link written");
+    assert_eq!(stats.alien_avail, 1);
+    cache.validate().unwrap();
+}
