@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::host::Host;
 use crate::impls::malloc::Malloc;
 use crate::impls::numaslab::{NumaslabRaw, NumaslabTyped};
 use crate::impls::pools::{LockfreePool, ObjectPool, ShardedSlab};
@@ -227,6 +228,7 @@ pub(crate) fn drive(options: DriveOptions) -> Result<()> {
         elapsed: began.elapsed(),
         left_out: left_out.into_iter().collect(),
         failures: failures.clone(),
+        host: Some(Host::this_machine()),
     };
     print!("{}", report::terminal_table(&rows, &context));
     report::write_all(&out_dir, &rows, &context)?;

@@ -8,6 +8,7 @@
 
 mod chart;
 mod driver;
+mod host;
 mod impls;
 mod obj;
 mod report;

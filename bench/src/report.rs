@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chart;
 use crate::driver::Sample;
+use crate::host::Host;
 use crate::impls::ImplId;
 use crate::workloads::{Case, Scale, Workload, FAMILIES};
 
@@ -89,6 +90,9 @@ pub(crate) struct Context {
     pub(crate) elapsed: Duration,
     pub(crate) left_out: Vec<(String, String)>,
     pub(crate) failures: Vec<String>,
+    /// The machine of the figures; absent from a `run.json` written before it was kept.
+    #[serde(default)]
+    pub(crate) host: Option<Host>,
 }
 
 /// `Scale` as `"quick"` or `"full"` in `run.json`.
@@ -331,22 +335,8 @@ pub(crate) fn read_back(out_dir: &Path) -> Result<(Vec<Row>, Context)> {
     Ok((rows, context))
 }
 
-/// The CPU model from `/proc/cpuinfo`, for the report's head.
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, model)| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
     let ids = implementations_of(rows);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut md = String::new();
     let _ = writeln!(md, "# numaslab benchmark report\n");
     let _ = writeln!(
@@ -355,7 +345,11 @@ fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
         context.scale.pick("quick", "full"),
         context.runs
     );
-    let _ = writeln!(md, "- machine: {cpus} CPUs, {}", cpu_model());
+    let machine = context
+        .host
+        .as_ref()
+        .map_or_else(|| "not recorded (run.json predates host facts)".to_owned(), Host::summary);
+    let _ = writeln!(md, "- machine: {machine}");
     let _ = writeln!(md, "- wall time of the whole run: {:.0} s", context.elapsed.as_secs_f64());
     let _ = writeln!(
         md,

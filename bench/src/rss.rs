@@ -16,15 +16,19 @@ pub(crate) fn peak_rss_bytes() -> Result<u64> {
     Ok(u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024)
 }
 
-/// The process's resident set now (second field of `/proc/self/statm`), in bytes.
+/// The process's resident set now, in bytes, as `sysinfo` reads it (`/proc/self/statm`'s
+/// resident pages times the page size, on Linux).
 pub(crate) fn current_rss_bytes() -> Result<u64> {
-    let path = "/proc/self/statm";
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    let pages: u64 =
-        text.split_whitespace().nth(1).and_then(|field| field.parse().ok()).with_context(|| {
-            format!("{path}: expected the resident page count as second field, found {text:?}")
-        })?;
-    // SAFETY: sysconf has no preconditions.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Ok(pages * u64::try_from(page_size).unwrap_or(4096))
+    let pid = sysinfo::get_current_pid().map_err(|reason| anyhow::anyhow!("this process's id: {reason}"))?;
+    let mut system = sysinfo::System::new();
+    system.refresh_processes_specifics(
+        sysinfo::ProcessesToUpdate::Some(&[pid]),
+        false,
+        sysinfo::ProcessRefreshKind::nothing().with_memory(),
+    );
+    let process = system.process(pid).with_context(|| format!("sysinfo cannot read process {pid}"))?;
+    Ok(process.memory())
 }
+
+#[cfg(test)]
+mod tests;

@@ -79,6 +79,22 @@ fn ci(_args: &[String]) -> Result<()> {
     // The benchmark harness in its quick mode (about a minute once built), so that it
     // cannot rot; full figures come from `cargo xtask bench`.
     bench::bench(&["--quick".to_string()])?;
+    // The harness's own unit tests (host facts and memory figures against the kernel's),
+    // in the release target folder the quick run just built, without the C allocators.
+    let bench_target = target_dir("bench-build")?;
+    run(
+        "cargo",
+        &[
+            "test",
+            "--release",
+            "--no-default-features",
+            "--manifest-path",
+            "bench/Cargo.toml",
+            "--target-dir",
+            &bench_target,
+        ],
+        &[],
+    )?;
     Ok(())
 }
 
