@@ -99,14 +99,25 @@ fn ci(_args: &[String]) -> Result<()> {
 }
 
 /// Tests the portable fallbacks on Linux, as mio forces its portable backend: the current
-/// CPU from `sched_getcpu` instead of rseq, and hotplug found by polling instead of
-/// uevents. Built in its own target folder so the main build's cache stays valid.
+/// CPU from `sched_getcpu` instead of rseq, hotplug found by polling instead of uevents,
+/// and the CAS slot protocol instead of restartable sequences; then the rseq sequences
+/// with injected delays. Built in its own target folder so the main build's cache stays valid.
 fn fallbacks() -> Result<()> {
     let target = target_dir("fallbacks")?;
+    // slab-core with the CAS slot protocol instead of restartable sequences: the normal
+    // run above uses rseq on this machine wherever the tests use the live topology.
     run(
         "cargo",
-        &["test", "-p", "topology", "-p", "hotplug", "--target-dir", &target],
-        &[("RUSTFLAGS", "--cfg numaslab_force_getcpu --cfg numaslab_force_poll")],
+        &["test", "-p", "topology", "-p", "hotplug", "-p", "slab-core", "--target-dir", &target],
+        &[("RUSTFLAGS", "--cfg numaslab_force_getcpu --cfg numaslab_force_poll --cfg numaslab_force_cas")],
+    )?;
+    // rseq mode with a spin before every commit, so that the stress test sees the kernel
+    // abort sequences and requires that it did.
+    let target = target_dir("rseq-inject")?;
+    run(
+        "cargo",
+        &["test", "-p", "slab-core", "--lib", "--target-dir", &target, "rseq"],
+        &[("RUSTFLAGS", "--cfg numaslab_rseq_inject")],
     )
 }
 

@@ -357,10 +357,60 @@ impl ArrayCache {
 impl Drop for ArrayCache {
     fn drop(&mut self) {
         // The layout was valid when the block was allocated in `new`.
-        if let Some(layout) = Self::layout(self.header().mask + 1) {
-            // SAFETY: the block was allocated in `new` with this layout and is ours alone.
-            unsafe { std::alloc::dealloc(self.block.as_ptr().cast(), layout) };
+        let Some(layout) = Self::layout(self.header().mask + 1) else { return };
+        #[cfg(test)]
+        if quarantine::keep(self.block.cast(), layout.size()) {
+            return;
         }
+        // SAFETY: the block was allocated in `new` with this layout and is ours alone.
+        unsafe { std::alloc::dealloc(self.block.as_ptr().cast(), layout) };
+    }
+}
+
+/// The test build's canary for R3 (an array is freed only after its CPU was stopped):
+/// while a test has the quarantine on, dropped arrays are poisoned and kept instead of
+/// freed, so that a sequence writing to one too late (a commit or a speculative push)
+/// changes memory that [`quarantine::check`] finds changed.
+#[cfg(test)]
+pub(crate) mod quarantine {
+    use std::ptr::NonNull;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// The byte every kept block is filled with.
+    const POISON: u8 = 0x5a;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static KEPT: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+    /// Starts keeping dropped arrays (for the rest of the test binary's life).
+    pub(crate) fn start() {
+        ON.store(true, Ordering::SeqCst);
+    }
+
+    /// Poisons and keeps a dropped block if the quarantine is on.
+    pub(super) fn keep(block: NonNull<u8>, size: usize) -> bool {
+        if !ON.load(Ordering::SeqCst) {
+            return false;
+        }
+        // SAFETY: the block is the dropped array's own, `size` bytes, and nobody may
+        // write it any more (that is what the canary checks).
+        unsafe { std::ptr::write_bytes(block.as_ptr(), POISON, size) };
+        KEPT.lock().unwrap_or_else(|poison| poison.into_inner()).push((block.as_ptr() as usize, size));
+        true
+    }
+
+    /// How many blocks are kept, or the first one written after it was dropped.
+    pub(crate) fn check() -> Result<usize, String> {
+        let kept = KEPT.lock().unwrap_or_else(|poison| poison.into_inner());
+        for &(address, size) in kept.iter() {
+            // SAFETY: kept blocks are never freed; the check only reads them.
+            let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) };
+            if let Some(offset) = bytes.iter().position(|&byte| byte != POISON) {
+                return Err(format!("a dropped array at {address:#x} was written at byte {offset}"));
+            }
+        }
+        Ok(kept.len())
     }
 }
 

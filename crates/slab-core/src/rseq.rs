@@ -266,3 +266,6 @@ mod arch {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod stress_tests;

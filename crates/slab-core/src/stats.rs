@@ -3,6 +3,8 @@
 use topology::{CpuId, NodeId};
 
 use crate::cache::KmemCache;
+use crate::cpu::FastPathMode;
+use crate::sync::Ordering;
 
 /// The slabinfo 2.1 header, two lines, as the kernel prints it.
 pub const SLABINFO_HEADER: &str = "slabinfo - version: 2.1\n\
@@ -82,6 +84,14 @@ pub struct CacheStats {
     pub nodes: Vec<NodeStats>,
     /// Per CPU with an attached array: (cpu, objects in it).
     pub cpu_cached: Vec<(CpuId, usize)>,
+    /// How the cache's per-CPU fast path runs (`rseq` or `cas`).
+    pub fast_path: FastPathMode,
+    /// rseq mode: sequences the kernel aborted (preemption, migration, a signal, or a stop
+    /// by another thread), each retried or served by the slow path.
+    pub fast_path_aborts: u64,
+    /// rseq mode: sequences that found the thread on another CPU than the one it
+    /// addressed (it migrated after reading its CPU), each retried or served slowly.
+    pub fast_path_mismatches: u64,
 }
 
 impl CacheStats {
@@ -187,6 +197,9 @@ impl KmemCache {
             in_use: active_objs.saturating_sub(cached),
             nodes,
             cpu_cached,
+            fast_path: self.fast_path.mode(),
+            fast_path_aborts: self.rseq_aborts.load(Ordering::Relaxed),
+            fast_path_mismatches: self.rseq_mismatches.load(Ordering::Relaxed),
         }
     }
 }

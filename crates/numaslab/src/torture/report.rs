@@ -87,6 +87,9 @@ impl Watched {
 pub struct Report {
     /// The machine, as its backend names it.
     pub machine: String,
+    /// How the caches' per-CPU fast path ran: `"rseq"` (restartable sequences) or
+    /// `"cas"` (the compare-and-swap slot fallback).
+    pub fast_path: String,
     /// Wall time the workers ran, seconds.
     pub duration_secs: f64,
     /// Worker threads.
@@ -307,6 +310,7 @@ pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shar
     let checks_passed = checks.iter().all(|check| check.passed);
     Report {
         machine: topology.name(),
+        fast_path: slab.allocator().fast_path().as_str().to_owned(),
         duration_secs: secs,
         workers: config.workers,
         ops,
@@ -328,7 +332,7 @@ pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shar
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.transitions;
-        writeln!(f, "numaslab torture on {}", self.machine)?;
+        writeln!(f, "numaslab torture on {} (fast path: {})", self.machine, self.fast_path)?;
         writeln!(
             f,
             "  {} workers, {:.1} s: {} operations, {:.0} ops/s, {} handed to another worker",
