@@ -22,6 +22,7 @@
 //! command, package `numaslab-cli`, turns it on).
 
 mod error;
+mod global;
 #[cfg(feature = "torture")]
 pub mod torture;
 
@@ -38,6 +39,7 @@ use slab_core::Allocator;
 use topology::{CpuId, CpuState, Topology};
 
 pub use crate::error::{Error, Result};
+pub use crate::global::{Machinery, NumaSlabAlloc, MAX_DEPTH};
 
 /// One completed CPU transition, as the facade's drivers report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

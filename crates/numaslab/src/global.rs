@@ -1,0 +1,285 @@
+//! numaslab as the process's allocator: [`NumaSlabAlloc`], a [`GlobalAlloc`] over the
+//! kmalloc caches of an allocator built on first use from the live machine.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static ALLOC: numaslab::NumaSlabAlloc = numaslab::NumaSlabAlloc::new();
+//! ```
+//!
+//! Bring-up follows the kernel's `kmem_cache_init`: before the caches exist nothing can
+//! come from them, so the allocations of the set-up itself (reading sysfs, building the
+//! allocator, its hotplug states and the kmalloc caches) are served by the bootstrap
+//! arena (`slab_core::kmalloc::bootstrap_alloc`), and so are those of other threads that
+//! arrive meanwhile (they do not wait: nothing can deadlock on the set-up). A
+//! thread-local depth counts how deep the calling thread is inside the allocator. Once
+//! the caches are up, the allocator's own metadata (array caches, registry tables,
+//! error messages) comes from the kmalloc caches like everything else: slab-core keeps
+//! the seed's rules (nothing allocated or freed under a lock an allocation takes), which
+//! is what makes that safe. Nesting deeper than [`MAX_DEPTH`] goes to the arena, so
+//! recursion is bounded whatever happens. A failed allocation returns null.
+//!
+//! Environment, read once at bring-up: `NUMASLAB_DEBUG=1` makes the caches debug caches
+//! (red zones, poison, every free checked; an unknown pointer is reported on stderr and
+//! left alone).
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use slab_core::kmalloc::{self, bootstrap_alloc};
+use slab_core::{Checking, Kmalloc};
+use topology::{FakeTopology, NodeId, SysfsTopology, Topology};
+
+use crate::NumaSlab;
+
+/// How deep a thread may be inside the allocator and still be served by the caches: the
+/// caller's allocation (depth 0), the metadata it needs (1), and what that needs in turn.
+pub const MAX_DEPTH: u32 = 3;
+
+const UNINIT: u8 = 0;
+const INITIALIZING: u8 = 1;
+const READY: u8 = 2;
+
+thread_local! {
+    /// How many allocator calls of this thread are under way. `const`, without a
+    /// destructor: readable from a thread's first instruction to its last.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// What bring-up builds: the allocator wired to hotplug, and its kmalloc caches.
+#[derive(Debug)]
+pub struct Machinery {
+    /// The allocator and its hotplug states (start a `hotplug::Watcher` on
+    /// `numaslab.hotplug()` to follow the machine).
+    pub numaslab: Arc<NumaSlab>,
+    /// The general caches.
+    pub kmalloc: Kmalloc,
+}
+
+/// numaslab's kmalloc as a [`GlobalAlloc`]: declare it as the `#[global_allocator]`;
+/// it brings itself up on first use.
+#[derive(Debug)]
+pub struct NumaSlabAlloc {
+    state: AtomicU8,
+    machinery: AtomicPtr<Machinery>,
+}
+
+impl Default for NumaSlabAlloc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Marks the calling thread one level deeper for the life of the guard.
+struct Nested(u32);
+
+impl Nested {
+    #[inline(always)]
+    fn enter() -> Nested {
+        let depth = DEPTH.get();
+        DEPTH.set(depth + 1);
+        Nested(depth)
+    }
+}
+
+impl Drop for Nested {
+    #[inline(always)]
+    fn drop(&mut self) {
+        DEPTH.set(self.0);
+    }
+}
+
+impl NumaSlabAlloc {
+    /// An allocator not brought up yet (it will be by its first allocation).
+    pub const fn new() -> Self {
+        Self { state: AtomicU8::new(UNINIT), machinery: AtomicPtr::new(std::ptr::null_mut()) }
+    }
+
+    /// The allocator's parts, once it is up (`None` before its first allocation, and
+    /// while it is being brought up).
+    pub fn machinery(&self) -> Option<&'static Machinery> {
+        if self.state.load(Ordering::Acquire) != READY {
+            return None;
+        }
+        // SAFETY: READY is published after the pointer, which is never freed.
+        Some(unsafe { &*self.machinery.load(Ordering::Acquire) })
+    }
+
+    /// Brings the allocator up now if no allocation did yet, or waits for the thread
+    /// bringing it up; returns its parts. Not for use inside an allocation.
+    pub fn bring_up(&self) -> &'static Machinery {
+        loop {
+            let up = {
+                let _nested = Nested::enter();
+                self.machinery().or_else(|| self.init())
+            };
+            if let Some(machinery) = up {
+                return machinery;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// The caches for a call at the thread's current depth, bringing them up first if
+    /// need be; `None`: serve from the bootstrap arena.
+    #[inline(always)]
+    fn caches(&self) -> Option<&'static Kmalloc> {
+        if DEPTH.get() >= MAX_DEPTH {
+            return None;
+        }
+        match self.machinery() {
+            Some(machinery) => Some(&machinery.kmalloc),
+            None => self.init_cold().map(|machinery| &machinery.kmalloc),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn init_cold(&self) -> Option<&'static Machinery> {
+        if DEPTH.get() > 0 {
+            // Inside the allocator already: the set-up itself, or a nested call.
+            return None;
+        }
+        let _nested = Nested::enter();
+        self.init()
+    }
+
+    /// `kmem_cache_init`: one thread builds the machinery; every allocation it (or anyone
+    /// else) makes meanwhile is served by the bootstrap arena.
+    fn init(&self) -> Option<&'static Machinery> {
+        if self.state.compare_exchange(UNINIT, INITIALIZING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return self.machinery();
+        }
+        let machinery = Box::new(build());
+        self.machinery.store(Box::into_raw(machinery), Ordering::Release);
+        self.state.store(READY, Ordering::Release);
+        self.machinery()
+    }
+
+    /// `kmalloc_node`: memory for `layout` on `node` (null on failure).
+    pub fn alloc_node(&self, layout: Layout, node: NodeId) -> *mut u8 {
+        let Some(kmalloc) = self.caches() else { return bootstrap_alloc(layout) };
+        let _nested = Nested::enter();
+        kmalloc.alloc_node(layout, node).map_or(std::ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    /// `ksize`: the bytes usable at `ptr`, 0 for a pointer it does not know (in debug
+    /// mode; otherwise such a pointer is undefined behaviour).
+    ///
+    /// # Safety
+    /// `ptr` must come from this allocator and be live.
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
+        let _nested = Nested::enter();
+        // SAFETY: forwarded to the caller.
+        unsafe { kmalloc::usable_size_of(self.machinery().map(|m| &m.kmalloc), ptr) }.unwrap_or(0)
+    }
+
+    /// Returns `ptr`, whatever its size, reporting (not acting on) a pointer it does not
+    /// know in debug mode.
+    ///
+    /// # Safety
+    /// Outside debug mode, `ptr` must come from this allocator and be live.
+    pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) {
+        let _nested = Nested::enter();
+        // SAFETY: forwarded to the caller.
+        let result = unsafe { kmalloc::free_of(self.machinery().map(|m| &m.kmalloc), ptr, None) };
+        if let Err(error) = result {
+            eprintln!("numaslab: free({ptr:p}): {error}; the pointer is left alone");
+        }
+    }
+}
+
+/// Builds the allocator on the live machine (a one-CPU fake if sysfs cannot be read,
+/// said on stderr) and its kmalloc caches.
+fn build() -> Machinery {
+    let checking = match std::env::var_os("NUMASLAB_DEBUG") {
+        Some(value) if value != "0" && !value.is_empty() => Checking::Debug,
+        _ => Checking::Trusting,
+    };
+    let topology: Arc<dyn Topology> = match SysfsTopology::detect() {
+        Ok(live) => Arc::new(live),
+        Err(error) => {
+            eprintln!("numaslab: cannot read this machine ({error}); running as one CPU on one node");
+            Arc::new(fallback_machine())
+        }
+    };
+    let numaslab = match NumaSlab::new(topology) {
+        Ok(numaslab) => numaslab,
+        Err(error) => {
+            eprintln!(
+                "numaslab: cannot set up hotplug on this machine ({error}); running as one CPU on one node"
+            );
+            NumaSlab::new(Arc::new(fallback_machine())).unwrap_or_else(|_| std::process::abort())
+        }
+    };
+    let kmalloc = Kmalloc::new(numaslab.allocator(), checking).unwrap_or_else(|error| {
+        eprintln!("numaslab: cannot create the kmalloc caches: {error}");
+        std::process::abort()
+    });
+    Machinery { numaslab, kmalloc }
+}
+
+/// One CPU on one node: the machine assumed when the live one cannot be read.
+fn fallback_machine() -> FakeTopology {
+    FakeTopology::builder().nodes(1).cpus_per_node(1).build().unwrap_or_else(|_| std::process::abort())
+}
+
+// SAFETY: every method returns memory for the layout asked or null, never unwinds
+// (slab-core's paths return errors), and frees only what this allocator handed out.
+unsafe impl GlobalAlloc for NumaSlabAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let Some(kmalloc) = self.caches() else { return bootstrap_alloc(layout) };
+        let _nested = Nested::enter();
+        match kmalloc.alloc(layout) {
+            Ok(ptr) => ptr.as_ptr(),
+            Err(_) => std::ptr::null_mut(),
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let Some(kmalloc) = self.caches() else {
+            // Arena memory is fresh from the OS, or a direct mapping: zero already.
+            return bootstrap_alloc(layout);
+        };
+        let _nested = Nested::enter();
+        kmalloc.alloc_zeroed(layout).map_or(std::ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: GlobalAlloc never frees null.
+        let ptr = unsafe { NonNull::new_unchecked(ptr) };
+        let _nested = Nested::enter();
+        let kmalloc = self.machinery().map(|m| &m.kmalloc);
+        // SAFETY: the caller's pointer came from this allocator with this layout.
+        let result = unsafe { kmalloc::free_of(kmalloc, ptr, Some(layout)) };
+        if let Err(error) = result {
+            eprintln!(
+                "numaslab: dealloc({ptr:p}, {} bytes): {error}; the pointer is left alone",
+                layout.size()
+            );
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: GlobalAlloc never reallocates null.
+        let ptr = unsafe { NonNull::new_unchecked(ptr) };
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        let kmalloc = self.caches();
+        let _nested = Nested::enter();
+        // SAFETY: the caller's pointer is live and came from this allocator.
+        match unsafe { kmalloc::realloc_of(kmalloc, ptr, new_layout) } {
+            Ok(fresh) => fresh.as_ptr(),
+            Err(_) => std::ptr::null_mut(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! The global allocator itself: bring-up through the bootstrap arena, the seed's
+//! metadata hazard made real, the registry growing under its own slabs' growth, threads
+//! allocating while they start and exit, and (opt-in) real hotplug of cpu1.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use numaslab::slab_core::kmalloc;
+use numaslab::Machinery;
+
+use crate::GLOBAL;
+
+/// Longest a test below may take before it is called a deadlock.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn machinery() -> &'static Machinery {
+    GLOBAL.machinery().expect("the test harness allocated before any test ran")
+}
+
+/// Runs `work` on its own thread; a `work` that does not finish within [`DEADLINE`] is
+/// a deadlock, and the process is ended (its stuck thread may hold a lock that
+/// unwinding or the harness's report would need).
+fn within<T: Send + 'static>(what: &'static str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = done.send(work());
+    });
+    match finished.recv_timeout(DEADLINE) {
+        Ok(value) => {
+            let _ = worker.join();
+            value
+        }
+        Err(_) if worker.is_finished() => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker sent its result before finishing"),
+        },
+        Err(_) => {
+            // Straight to fd 2: the harness's captured output allocates, and the stuck
+            // thread may hold what an allocation needs.
+            for part in [what, ": no progress within the deadline: deadlock; ending the process\n"] {
+                // SAFETY: write(2) reads `part.len()` bytes of a live string.
+                unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+            }
+            std::process::abort();
+        }
+    }
+}
+
+/// The lock every test that switches cpu1, or relies on its state, holds.
+fn hotplug_lock() -> File {
+    let file = File::create("/tmp/numaslab-real-hotplug.lock").expect("create the hotplug lock file");
+    // SAFETY: flock(2) on a descriptor we own; blocks until the lock is ours.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock of the hotplug lock file failed");
+    file
+}
+
+/// Threads allocating and freeing through the global allocator until `stop`.
+fn churn(threads: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<u64>> {
+    (0..threads)
+        .map(|seed| {
+            let stop = Arc::clone(stop);
+            std::thread::spawn(move || {
+                let mut kept: Vec<Vec<u8>> = Vec::new();
+                let mut ops = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let size = [24, 100, 500, 3000, 20_000][(ops as usize + seed) % 5];
+                    kept.push(vec![seed as u8; size]);
+                    if kept.len() > 64 {
+                        let old = kept.swap_remove(ops as usize % kept.len());
+                        assert!(old.iter().all(|&b| b == seed as u8), "a block changed under its owner");
+                    }
+                    ops += 1;
+                }
+                ops
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_allocation_brought_numaslab_up_through_the_bootstrap_arena() {
+    let machinery = machinery();
+    let (bootstrap_bytes, _) = kmalloc::bootstrap_bytes();
+    assert!(bootstrap_bytes > 0, "the set-up's own allocations came from the arena");
+    let value = Box::new(7u64);
+    let ptr = NonNull::from(&*value).cast::<u8>();
+    // SAFETY: the box is live and came from the global allocator.
+    let node = unsafe { machinery.kmalloc.node_of(ptr) }.expect("a kmalloc pointer");
+    assert!(node.is_some(), "a box made after bring-up lives in a slab, not the arena");
+    // SAFETY: as above.
+    assert_eq!(unsafe { machinery.kmalloc.usable_size(ptr) }.unwrap(), 8, "kmalloc-8");
+    let names: Vec<_> = machinery.kmalloc.caches().iter().map(|cache| cache.name().to_owned()).collect();
+    assert!(machinery.numaslab.allocator().slabinfo().contains("kmalloc-8 "), "{names:?}");
+}
+
+/// The slab registry's table grows as slabs are added, and its bigger table comes from
+/// the kmalloc caches, whose growth adds slabs to that same registry: the table must be
+/// grown before the locks a slab is added under are taken (`SlabRegistry::reserve`). Done
+/// under them, the first growth into an empty cache (kmalloc-8k, -16k, -32k as the table
+/// passes 56, 112 and 224 slabs) re-enters the registry's lock and deadlocks.
+#[test]
+fn the_registry_grows_while_its_own_slabs_grow() {
+    within("registry growth", || {
+        let mut blocks: Vec<Box<[u8; 4096]>> = Vec::new();
+        // 31 objects per 128 KiB slab: 20 000 of them take some 650 slabs.
+        for index in 0..20_000usize {
+            blocks.push(Box::new([index as u8; 4096]));
+        }
+        for (index, block) in blocks.iter().enumerate() {
+            assert!(block.iter().all(|&b| b == index as u8));
+        }
+        let stats = machinery().kmalloc.caches()[11].stats();
+        assert!(stats.num_slabs >= 600, "kmalloc-4k has {} slabs", stats.num_slabs);
+    });
+}
+
+/// The seed's hazard: "If the l3 or the array_caches were to come from the same cache
+/// being cleared, we hit on badness." Here they do: kmalloc-512's per-CPU arrays (54
+/// entries, 432 bytes) are kmalloc-512 objects. CPU_DEAD for cpu1, run by a thread on cpu1
+/// (a stale CPU id, as user space always has), frees cpu1's array of kmalloc-512 into
+/// kmalloc-512 from a CPU whose array is detached, i.e. straight to the node's lists: the
+/// seed's rule (free after unlocking) is all that keeps that from taking the node lock
+/// the teardown holds. Other threads churn meanwhile; cpu1 is prepared again each round,
+/// with arrays that now come from the kmalloc caches.
+#[test]
+fn cpu_dead_frees_arrays_of_the_cache_it_clears_after_unlocking() {
+    let machinery = machinery();
+    let topology = machinery.numaslab.topology();
+    let _lock = hotplug_lock();
+    if !topology.online_cpus().is_ok_and(|online| online.contains(1)) {
+        println!("skipped: cpu1 is not online on this machine");
+        return;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let churners = churn(2, &stop);
+    let cycles = within("cpu_dead of the allocator's own CPU", move || {
+        let machinery = self::machinery();
+        let allocator = machinery.numaslab.allocator();
+        machinery.numaslab.topology().bind_current_thread(1).expect("bind to cpu1");
+        let mut cycles = 0;
+        for round in 0..200 {
+            allocator.cpu_down_prepare(1).expect("cpu1 is known");
+            allocator.cpu_dead(1);
+            // Allocations with cpu1's arrays gone: served from the node lists.
+            let probe: Vec<String> = (0..50).map(|i| format!("round {round} object {i}")).collect();
+            assert_eq!(probe[49], format!("round {round} object 49"));
+            allocator.cpu_up_prepare(1).expect("cpu1 prepared again");
+            allocator.cpu_online(1).expect("cpu1 online again");
+            cycles += 1;
+        }
+        cycles
+    });
+    stop.store(true, Ordering::Relaxed);
+    let ops: u64 = churners.into_iter().map(|thread| thread.join().expect("a churner failed")).sum();
+    assert_eq!(cycles, 200);
+    assert!(ops > 0);
+    assert!(machinery.numaslab.allocator().prepared_cpus().contains(1), "cpu1 is prepared again");
+}
+
+thread_local! {
+    /// Allocates when its thread exits.
+    static LAST_WORDS: RefCell<Option<ExitAllocator>> = const { RefCell::new(None) };
+}
+
+static EXIT_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+struct ExitAllocator(u64);
+
+impl Drop for ExitAllocator {
+    fn drop(&mut self) {
+        let words: HashMap<u64, String> =
+            (0..32).map(|i| (i, format!("thread {} word {i}", self.0))).collect();
+        if words[&31] == format!("thread {} word 31", self.0) {
+            EXIT_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn threads_allocate_while_they_start_and_exit() {
+    within("threads starting and exiting", || {
+        let before = EXIT_ALLOCATIONS.load(Ordering::Relaxed);
+        for wave in 0..8u64 {
+            let threads: Vec<_> = (0..16u64)
+                .map(|index| {
+                    std::thread::Builder::new()
+                        .name(format!("wave {wave} thread {index}"))
+                        .spawn(move || {
+                            let id = wave * 100 + index;
+                            LAST_WORDS.with(|slot| *slot.borrow_mut() = Some(ExitAllocator(id)));
+                            let data: Vec<u64> = (0..1000).map(|i| i * id).collect();
+                            data.iter().sum::<u64>()
+                        })
+                        .expect("spawn")
+                })
+                .collect();
+            for (index, thread) in threads.into_iter().enumerate() {
+                let id = wave * 100 + index as u64;
+                assert_eq!(thread.join().expect("a thread failed"), id * 999 * 1000 / 2);
+            }
+        }
+        assert_eq!(
+            EXIT_ALLOCATIONS.load(Ordering::Relaxed) - before,
+            8 * 16,
+            "every exiting thread allocated"
+        );
+    });
+}
+
+/// cpu1 really goes offline and online, through the hotplug states of the global
+/// allocator's own `NumaSlab`, while threads allocate through it.
+#[test]
+fn real_hotplug_of_the_cpu_the_allocator_runs_on() {
+    let Some(_guard) = crate::real_linux::Cpu1Guard::acquire("real_hotplug_of_the_cpu_the_allocator_runs_on")
+    else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let churners = churn(3, &stop);
+    let transitions = within("real hotplug under the global allocator", || {
+        let numaslab = &machinery().numaslab;
+        let mut transitions = 0;
+        for _ in 0..5 {
+            numaslab.cpu_down(1).expect("cpu1 offline");
+            std::thread::sleep(Duration::from_millis(50));
+            numaslab.cpu_up(1).expect("cpu1 online");
+            std::thread::sleep(Duration::from_millis(50));
+            transitions += 2;
+        }
+        transitions
+    });
+    stop.store(true, Ordering::Relaxed);
+    let ops: u64 = churners.into_iter().map(|thread| thread.join().expect("a churner failed")).sum();
+    assert_eq!(transitions, 10);
+    assert!(ops > 0);
+    assert!(machinery().numaslab.topology().online_cpus().is_ok_and(|online| online.contains(1)));
+}
