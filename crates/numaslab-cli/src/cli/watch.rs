@@ -178,7 +178,12 @@ pub(crate) fn run(args: &WatchArgs) -> Result<()> {
         .poll_interval(args.poll_interval)
         .reconcile_interval(args.reconcile_interval)
         .start()
-        .with_context(|| format!("starting the watcher (--source {})", source_name(source)))?;
+        // hotplug's error already says what its source said: no chain, or it prints twice.
+        .map_err(|error| {
+            let option =
+                if args.poll { "--poll".to_owned() } else { format!("--source {}", source_name(source)) };
+            anyhow::anyhow!("{option}: {error}")
+        })?;
     let clock = Clock::now();
     let mut out = std::io::stdout().lock();
     let start = start_record(slab.topology().as_ref(), &watcher);

@@ -296,3 +296,23 @@ fn watch_hears_real_uevents() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_source_the_machine_cannot_give_is_refused_naming_the_option_once() {
+    for (args, option, reason) in [
+        (&["--fake", "4x2", "--source", "poll"][..], "--source poll", "has no sysfs root"),
+        (&["--fake", "4x2", "--poll"], "--poll", "has no sysfs root"),
+        (&["--fixture", "seed-box", "--source", "fake"], "--source fake", "does not announce changes"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_numaslab"))
+            .arg("watch")
+            .args(args)
+            .args(["--duration", "1"])
+            .output()
+            .expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(&format!("numaslab: error: {option}: ")), "{args:?}: {stderr}");
+        assert_eq!(stderr.matches(reason).count(), 1, "{args:?}: the reason once: {stderr}");
+    }
+}
