@@ -31,8 +31,8 @@ const MAX_HELD_BYTES: u128 = 8 << 30;
 pub(crate) struct TortureArgs {
     #[command(flatten)]
     pub(crate) machine: MachineArgs,
-    /// Run on this machine, switching its real CPUs (root only; never cpu0; every CPU
-    /// taken offline is brought back at the end). Takes an exclusive lock on
+    /// Run on this machine, switching its real CPUs (root only, unless with --follow;
+    /// never cpu0; every CPU taken offline is brought back at the end). Takes an exclusive lock on
     /// /tmp/numaslab-real-hotplug.lock: a second --real run refuses while one runs.
     #[arg(long, conflicts_with_all = ["root", "fixture", "fake"])]
     pub(crate) real: bool,
@@ -126,8 +126,9 @@ fn parse_fault(text: &str) -> Result<Fault, String> {
 /// Runs the torture; returns whether every check passed.
 pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
     let topology = if args.real {
+        // A follower only reads: it needs no root.
         // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !args.follow && unsafe { libc::geteuid() } != 0 {
             bail!("--real switches this machine's CPUs and needs root; run it as root, or drop --real to use the embedded seed box");
         }
         super::machine::live()?

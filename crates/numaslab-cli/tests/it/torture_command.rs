@@ -129,30 +129,53 @@ fn bad_options_are_refused_with_a_message() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("4294967295"));
 }
 
-/// `--real` without root: run the binary as user `nobody` through `setpriv` when we are
-/// root, or directly when we are not.
-#[test]
-fn real_is_refused_without_root() {
+/// Runs the binary with `args` as a user other than root: as `nobody` through `setpriv`
+/// when the tests run as root, directly when they do not; `None` (the test skips) when
+/// that cannot be done here.
+fn as_unprivileged(args: &[&str]) -> Option<Output> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let binary = env!("CARGO_BIN_EXE_numaslab");
     let output = if root {
         if !Path::new("/usr/bin/setpriv").exists() {
             eprintln!("skipped: running as root and setpriv is absent, cannot drop privileges");
-            return;
+            return None;
         }
         Command::new("/usr/bin/setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", binary, "torture", "--real"])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", binary])
+            .args(args)
             .output()
             .unwrap()
     } else {
-        Command::new(binary).args(["torture", "--real"]).output().unwrap()
+        Command::new(binary).args(args).output().unwrap()
     };
     let stderr = String::from_utf8_lossy(&output.stderr);
     if root && stderr.contains("Permission denied") && !stderr.contains("needs root") {
         eprintln!("skipped: user nobody cannot execute the test binary here: {stderr}");
-        return;
+        return None;
     }
+    Some(output)
+}
+
+/// A follower only reads the machine: `--real --follow` needs no root.
+#[test]
+fn real_follow_runs_without_root() {
+    let Some(output) = as_unprivileged(&["torture", "--real", "--follow", "--duration", "1", "--json"])
+    else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["hotplug"], "follow", "{report:#}");
+    assert_eq!(report["checks_passed"], true, "{report:#}");
+}
+
+/// `--real` without root is refused.
+#[test]
+fn real_is_refused_without_root() {
+    let Some(output) = as_unprivileged(&["torture", "--real"]) else { return };
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     // The refusal comes before any CPU is touched. (Whether cpu1 is online is not asserted
     // here: the real-hotplug tests of this binary may be switching it right now.)
