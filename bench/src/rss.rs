@@ -31,4 +31,4 @@ pub(crate) fn current_rss_bytes() -> Result<u64> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
