@@ -21,6 +21,8 @@
 //! `sync.rs` (every atomic and lock, loom-switchable).
 
 mod allocator;
+#[cfg(not(loom))]
+mod api2;
 mod array_cache;
 mod barn;
 mod cache;
