@@ -1,7 +1,10 @@
 //! Random sequences of alloc / free / remote free / tune / shrink / reap / CPU down and
-//! up against a simple model on the fake seed box. After every step: `validate()`, the
-//! model's live count equals the caches' `in_use`, and no live address is handed out
-//! twice; every object keeps the tag written into it until it is freed.
+//! up, with injected allocation failures (`Cache::fail_nth`), against a simple model on
+//! the fake seed box. After every step: `validate()`, the model's live count equals the
+//! caches' `in_use`, and no live address is handed out twice; every object keeps the tag
+//! written into it until it is freed. An allocation fails only with an injected
+//! `OutOfMemory`, serves another node only when a growth failed, and a refused tune or
+//! bring-up changes nothing.
 
 use std::alloc::Layout;
 use std::collections::HashSet;
@@ -9,7 +12,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use slab_core::{Allocator, Cache, CacheFlags, Error};
+use slab_core::{Allocator, Cache, CacheFlags, Error, FailPoint};
 use topology::{CpuState, FakeTopology};
 
 #[derive(Debug, Clone)]
@@ -22,6 +25,10 @@ enum Op {
     Reap,
     CpuDown { cpu: u32 },
     CpuUp { cpu: u32 },
+    AllocExact { cache: usize, node: u32 },
+    FailGrow { cache: usize, nth: u64, lasting: bool },
+    FailMetadata { cache: usize, nth: u64 },
+    ClearFailures { cache: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,6 +42,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reap),
         1 => (1..4u32).prop_map(|cpu| Op::CpuDown { cpu }),
         1 => (1..4u32).prop_map(|cpu| Op::CpuUp { cpu }),
+        1 => (0..2usize, 0..2u32).prop_map(|(cache, node)| Op::AllocExact { cache, node }),
+        1 => (0..2usize, 1..4u64, any::<bool>()).prop_map(|(cache, nth, lasting)| Op::FailGrow { cache, nth, lasting }),
+        1 => (0..2usize, 1..6u64).prop_map(|(cache, nth)| Op::FailMetadata { cache, nth }),
+        1 => (0..2usize).prop_map(|cache| Op::ClearFailures { cache }),
     ]
 }
 
@@ -81,17 +92,43 @@ impl Harness {
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
             Op::Alloc { cache, cpu } => {
-                let ptr = self.caches[cache].alloc_on(cpu).unwrap();
-                self.record(cache, ptr)?;
-            }
-            Op::AllocNode { cache, node } => match self.caches[cache].alloc_node(node) {
-                Ok(ptr) => {
-                    prop_assert_eq!(self.caches[cache].node_of(ptr), Some(node));
+                let result = self.caches[cache].alloc_on(cpu);
+                if let Some(ptr) = self.accept(cache, result)? {
                     self.record(cache, ptr)?;
                 }
-                Err(Error::UnknownNode { .. }) => prop_assert_eq!(node, 2),
-                Err(other) => return Err(TestCaseError::fail(other.to_string())),
-            },
+            }
+            Op::AllocNode { cache, node } => {
+                let grow_failures = self.caches[cache].injected_failures(FailPoint::Grow);
+                match self.caches[cache].alloc_node(node) {
+                    Err(Error::UnknownNode { .. }) => prop_assert_eq!(node, 2),
+                    result => {
+                        if let Some(ptr) = self.accept(cache, result)? {
+                            // Another node only when this node's growth failed (fallback).
+                            if self.caches[cache].injected_failures(FailPoint::Grow) == grow_failures {
+                                prop_assert_eq!(self.caches[cache].node_of(ptr), Some(node));
+                            }
+                            self.record(cache, ptr)?;
+                        }
+                    }
+                }
+            }
+            Op::AllocExact { cache, node } => {
+                let result = self.caches[cache].alloc_node_exact(node);
+                if let Some(ptr) = self.accept(cache, result)? {
+                    prop_assert_eq!(self.caches[cache].node_of(ptr), Some(node), "exact never falls back");
+                    self.record(cache, ptr)?;
+                }
+            }
+            Op::FailGrow { cache, nth, lasting } => {
+                let point = FailPoint::Grow;
+                if lasting {
+                    self.caches[cache].fail_from_nth(point, nth).unwrap();
+                } else {
+                    self.caches[cache].fail_nth(point, nth).unwrap();
+                }
+            }
+            Op::FailMetadata { cache, nth } => self.caches[cache].fail_nth(FailPoint::Metadata, nth).unwrap(),
+            Op::ClearFailures { cache } => self.caches[cache].clear_failures(),
             Op::Free { pick, cpu } => {
                 if !self.live.is_empty() {
                     let live = self.live.swap_remove(pick % self.live.len());
@@ -104,12 +141,15 @@ impl Harness {
                 }
             }
             Op::Tune { cache, limit, batchcount, shared } => {
+                let before = self.caches[cache].tunables();
                 let result = self.caches[cache].tune(limit, batchcount, shared);
                 if limit == 0 || batchcount == 0 || batchcount > limit {
                     let refused = matches!(result, Err(Error::InvalidTunables { .. }));
                     prop_assert!(refused, "tune({}, {}, {}) gave {:?}", limit, batchcount, shared, result);
+                } else if let Err(error) = result {
+                    prop_assert!(injected(&error), "tune: {}", error);
+                    prop_assert_eq!(self.caches[cache].tunables(), before, "a refused tune changes nothing");
                 } else {
-                    prop_assert!(result.is_ok(), "{:?}", result);
                     prop_assert_eq!(self.caches[cache].tunables().limit, limit);
                 }
             }
@@ -137,11 +177,36 @@ impl Harness {
             }
             Op::CpuUp { cpu } => {
                 self.topology.set_online(cpu, CpuState::Online).unwrap();
-                self.allocator.cpu_up_prepare(cpu).unwrap();
-                self.allocator.cpu_online(cpu).unwrap();
+                match self.allocator.cpu_up_prepare(cpu) {
+                    Ok(()) => self.allocator.cpu_online(cpu).unwrap(),
+                    // A refused bring-up rolls back, as the hotplug state machine does.
+                    Err(error) => {
+                        prop_assert!(injected(&error), "cpu_up_prepare({}): {}", cpu, error);
+                        if !self.allocator.prepared_cpus().contains(cpu) {
+                            self.topology.set_online(cpu, CpuState::Offline).unwrap();
+                        }
+                    }
+                }
             }
         }
         self.check()
+    }
+
+    /// An allocation's result: the object, or `None` for an injected shortage (no other
+    /// error is acceptable).
+    fn accept(
+        &self,
+        cache: usize,
+        result: Result<NonNull<u8>, Error>,
+    ) -> Result<Option<NonNull<u8>>, TestCaseError> {
+        match result {
+            Ok(ptr) => Ok(Some(ptr)),
+            Err(error) if injected(&error) => {
+                prop_assert!(self.caches[cache].injected_failures(FailPoint::Grow) > 0, "{}", error);
+                Ok(None)
+            }
+            Err(error) => Err(TestCaseError::fail(error.to_string())),
+        }
     }
 
     fn check(&self) -> Result<(), TestCaseError> {
@@ -164,6 +229,11 @@ impl Harness {
         }
         Ok(())
     }
+}
+
+/// Whether an error is an injected allocation failure.
+fn injected(error: &Error) -> bool {
+    matches!(error, Error::OutOfMemory { reason, .. } if reason.contains("injected"))
 }
 
 proptest! {
