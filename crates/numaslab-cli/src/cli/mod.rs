@@ -41,6 +41,13 @@ enum Command {
     #[command(after_help = EXIT_STATUS)]
     Torture(torture::TortureArgs),
     /// Follows hotplug events live with the allocator's callbacks attached.
+    ///
+    /// Every line, and every JSON record's `time`, starts with when its event happened:
+    /// RFC 3339 in UTC with milliseconds (`2026-12-01T20:07:27.123Z`). The first line (JSON
+    /// record `start`) says what is watched and how: machine, backend, root, event source
+    /// (kernel uevents, polling and its interval, the fake's notices, or none) and the
+    /// reconcile interval. A transition found by the periodic reconcile rather than by the
+    /// event source says `from reconcile`.
     #[command(after_help = EXIT_STATUS)]
     Watch(watch::WatchArgs),
     /// Prints the machine's CPUs, nodes, memory and distances, like `numactl --hardware`.

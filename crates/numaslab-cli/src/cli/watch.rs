@@ -16,15 +16,9 @@ use topology::{CpuId, Topology};
 
 use super::machine::{DefaultMachine, MachineArgs};
 
-/// Arguments of `numaslab watch`.
-///
-/// Every line, and every JSON record's `time`, starts with when the event happened: RFC
-/// 3339 in UTC with milliseconds, such as `2026-12-01T20:07:27.123Z`.
+/// Arguments of `numaslab watch` (its help text, with the format of the times, is the
+/// doc comment of `Command::Watch`).
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "Every line, and every JSON record's \"time\", is when the event happened: \
-RFC 3339 in UTC with milliseconds (2026-12-01T20:07:27.123Z).\n\
-The first line (JSON record \"start\") says what is watched and how; a transition found by a \
-periodic reconcile, not by the event source, says \"from reconcile\".")]
 pub(crate) struct WatchArgs {
     #[command(flatten)]
     pub(crate) machine: MachineArgs,

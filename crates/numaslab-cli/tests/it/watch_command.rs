@@ -316,3 +316,15 @@ fn a_source_the_machine_cannot_give_is_refused_naming_the_option_once() {
         assert_eq!(stderr.matches(reason).count(), 1, "{args:?}: the reason once: {stderr}");
     }
 }
+
+#[test]
+fn the_help_states_the_time_format_and_the_first_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_numaslab")).args(["watch", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for words in
+        ["RFC 3339 in UTC with milliseconds", "The first line", "from reconcile", "--verbose", "--source"]
+    {
+        assert!(help.contains(words), "{words:?} not in the help:\n{help}");
+    }
+}
