@@ -31,6 +31,9 @@
 //! # Ok::<(), hotplug::Error>(())
 //! ```
 
+// The syscalls (netlink socket, eventfd, poll) go through rustix: nothing here needs unsafe.
+#![forbid(unsafe_code)]
+
 mod error;
 mod events;
 mod machine;
