@@ -64,7 +64,15 @@ pub struct Machinery {
 pub struct NumaSlabAlloc {
     state: AtomicU8,
     machinery: AtomicPtr<Machinery>,
+    /// Machinery of the parent processes, in a forked child: their objects are left
+    /// alone (their locks may have been held by threads the child does not have).
+    retired: [AtomicPtr<Machinery>; MAX_RETIRED],
 }
+
+/// How many generations of forked children tell their ancestors' objects apart; a
+/// deeper child forgets the oldest, whose objects' frees it then refuses as unknown
+/// pointers (never writing them).
+const MAX_RETIRED: usize = 8;
 
 impl Default for NumaSlabAlloc {
     fn default() -> Self {
@@ -94,7 +102,11 @@ impl Drop for Nested {
 impl NumaSlabAlloc {
     /// An allocator not brought up yet (it will be by its first allocation).
     pub const fn new() -> Self {
-        Self { state: AtomicU8::new(UNINIT), machinery: AtomicPtr::new(std::ptr::null_mut()) }
+        Self {
+            state: AtomicU8::new(UNINIT),
+            machinery: AtomicPtr::new(std::ptr::null_mut()),
+            retired: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_RETIRED],
+        }
     }
 
     /// The allocator's parts, once it is up (`None` before its first allocation, and
@@ -172,8 +184,82 @@ impl NumaSlabAlloc {
     /// `ptr` must come from this allocator and be live.
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
         let _nested = Nested::enter();
+        if let Some(retired) = self.retired_owner(ptr) {
+            // SAFETY: the pointer is a live object of that (retired) kmalloc.
+            return unsafe { retired.usable_size(ptr) }.unwrap_or(0);
+        }
         // SAFETY: forwarded to the caller.
         unsafe { kmalloc::usable_size_of(self.machinery().map(|m| &m.kmalloc), ptr) }.unwrap_or(0)
+    }
+
+    /// `realloc` of C: memory for `new_layout` with the first bytes of `ptr`, which may
+    /// be of any size (null on failure, `ptr` then untouched).
+    ///
+    /// # Safety
+    /// `ptr` must come from this allocator and be live.
+    pub unsafe fn realloc_unsized(&self, ptr: NonNull<u8>, new_layout: Layout) -> *mut u8 {
+        if let Some(retired) = self.retired_owner(ptr) {
+            // A parent's object: copied out, and left where it is.
+            // SAFETY: a live object of the retired kmalloc.
+            let usable = unsafe { retired.usable_size(ptr) }.unwrap_or(0);
+            // SAFETY: GlobalAlloc::alloc of a valid layout.
+            let fresh = unsafe { GlobalAlloc::alloc(self, new_layout) };
+            if !fresh.is_null() {
+                // SAFETY: both blocks live and distinct, the smaller size copied.
+                unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh, usable.min(new_layout.size())) };
+            }
+            return fresh;
+        }
+        let kmalloc = self.caches();
+        let _nested = Nested::enter();
+        // SAFETY: the caller's pointer is live and came from this allocator.
+        match unsafe { kmalloc::realloc_of(kmalloc, ptr, new_layout) } {
+            Ok(fresh) => fresh.as_ptr(),
+            Err(_) => std::ptr::null_mut(),
+        }
+    }
+
+    /// The parent's kmalloc that owns `ptr`, in a forked child.
+    fn retired_owner(&self, ptr: NonNull<u8>) -> Option<&'static Kmalloc> {
+        self.retired.iter().find_map(|slot| {
+            let machinery = slot.load(Ordering::Acquire);
+            if machinery.is_null() {
+                return None;
+            }
+            // SAFETY: retired machinery is never freed.
+            let kmalloc = unsafe { &(*machinery).kmalloc };
+            // SAFETY: the caller's pointer came from this allocator, in some generation.
+            unsafe { kmalloc.owns(ptr) }.then_some(kmalloc)
+        })
+    }
+
+    /// `pthread_atfork`'s prepare handler: holds the bootstrap arena's lock across the
+    /// fork (the caches' locks are not taken: the child does not use them, see
+    /// [`NumaSlabAlloc::fork_child`]).
+    pub fn fork_prepare(&self) {
+        kmalloc::lock_for_fork();
+    }
+
+    /// `pthread_atfork`'s parent handler.
+    pub fn fork_parent(&self) {
+        kmalloc::unlock_after_fork();
+    }
+
+    /// `pthread_atfork`'s child handler: the child's only thread may find any of the
+    /// parent's locks held by a thread that did not come along, so the parent's machinery
+    /// is retired (its objects stay valid and readable, their frees are ignored) and the
+    /// child's next allocation brings up a fresh one. A child that goes on to `exec`, as
+    /// most do, loses nothing; one that runs long keeps the parent's objects it frees.
+    pub fn fork_child(&self) {
+        kmalloc::unlock_after_fork();
+        let old = self.machinery.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !old.is_null() {
+            match self.retired.iter().find(|slot| slot.load(Ordering::Relaxed).is_null()) {
+                Some(slot) => slot.store(old, Ordering::Release),
+                None => self.retired[MAX_RETIRED - 1].store(old, Ordering::Release),
+            }
+        }
+        self.state.store(UNINIT, Ordering::Release);
     }
 
     /// Returns `ptr`, whatever its size, reporting (not acting on) a pointer it does not
@@ -186,7 +272,9 @@ impl NumaSlabAlloc {
         // SAFETY: forwarded to the caller.
         let result = unsafe { kmalloc::free_of(self.machinery().map(|m| &m.kmalloc), ptr, None) };
         if let Err(error) = result {
-            eprintln!("numaslab: free({ptr:p}): {error}; the pointer is left alone");
+            if self.retired_owner(ptr).is_none() {
+                eprintln!("numaslab: free({ptr:p}): {error}; the pointer is left alone");
+            }
         }
     }
 }
@@ -258,10 +346,12 @@ unsafe impl GlobalAlloc for NumaSlabAlloc {
         // SAFETY: the caller's pointer came from this allocator with this layout.
         let result = unsafe { kmalloc::free_of(kmalloc, ptr, Some(layout)) };
         if let Err(error) = result {
-            eprintln!(
-                "numaslab: dealloc({ptr:p}, {} bytes): {error}; the pointer is left alone",
-                layout.size()
-            );
+            if self.retired_owner(ptr).is_none() {
+                eprintln!(
+                    "numaslab: dealloc({ptr:p}, {} bytes): {error}; the pointer is left alone",
+                    layout.size()
+                );
+            }
         }
     }
 
@@ -271,13 +361,8 @@ unsafe impl GlobalAlloc for NumaSlabAlloc {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return std::ptr::null_mut();
         };
-        let kmalloc = self.caches();
-        let _nested = Nested::enter();
         // SAFETY: the caller's pointer is live and came from this allocator.
-        match unsafe { kmalloc::realloc_of(kmalloc, ptr, new_layout) } {
-            Ok(fresh) => fresh.as_ptr(),
-            Err(_) => std::ptr::null_mut(),
-        }
+        unsafe { self.realloc_unsized(ptr, new_layout) }
     }
 }
 

@@ -34,7 +34,7 @@ use crate::memory::page_size;
 use crate::slab::{SlabOrder, SlabPtr, SLAB_MAGIC};
 use crate::CacheFlags;
 
-pub use bootstrap::{bootstrap_alloc, bootstrap_bytes};
+pub use bootstrap::{bootstrap_alloc, bootstrap_bytes, lock_for_fork, unlock_after_fork};
 
 /// The slab order of every kmalloc cache: `PAGE_SIZE << 5`, the kernel's `MAX_GFP_ORDER`.
 pub const KMALLOC_ORDER: u32 = 5;
@@ -262,6 +262,22 @@ impl Kmalloc {
             Owner::Large(header) => header.node(),
             Owner::Bootstrap(_) => None,
         })
+    }
+
+    /// Whether `ptr` is an object of one of these caches (read from its slab's descriptor,
+    /// no lock taken): a forked child's allocator recognises its parent's objects by it.
+    ///
+    /// # Safety
+    /// `ptr` must come from some kmalloc (or the bootstrap arena) and be live.
+    pub unsafe fn owns(&self, ptr: NonNull<u8>) -> bool {
+        // SAFETY: forwarded to the caller.
+        if unsafe { superblock_magic(ptr) } != Some(SLAB_MAGIC) {
+            return false;
+        }
+        // SAFETY: a slab descriptor is at the header address.
+        let id =
+            unsafe { SlabPtr::of(header_address(ptr) as *const u8, page_size()).map(|slab| slab.cache_id()) };
+        id.and_then(|id| self.class_of_id(id)).is_some()
     }
 
     /// The class whose cache has id `id`.

@@ -122,6 +122,19 @@ pub(crate) fn release(_ptr: NonNull<u8>) {
     ARENA.released.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Takes the arena's lock before `fork`, so that the child never inherits it held by a
+/// thread it does not have (a `pthread_atfork` prepare handler).
+pub fn lock_for_fork() {
+    while ARENA.busy.swap(true, Ordering::Acquire) {
+        std::hint::spin_loop();
+    }
+}
+
+/// Releases the lock [`lock_for_fork`] took, in the parent and in the child.
+pub fn unlock_after_fork() {
+    ARENA.busy.store(false, Ordering::Release);
+}
+
 /// Bytes handed out by the arena so far, and how many of its allocations were freed.
 pub fn bootstrap_bytes() -> (usize, usize) {
     (ARENA.handed_out.load(Ordering::Relaxed), ARENA.released.load(Ordering::Relaxed))

@@ -1,0 +1,261 @@
+//! The shared library under `LD_PRELOAD`: real programs nobody here wrote (a Python
+//! interpreter, sqlite3, gcc) give the same output as under glibc's malloc, and their
+//! peak resident set is printed beside glibc's; C programs compiled here check the
+//! bootstrap cases (threads starting and exiting, fork children, every allocation
+//! function, a bad free in debug mode) and, opt-in, survive cpu1 going offline and online.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The library, built in release (the programs are heavy) by the cargo running this
+/// test: `target/release/libnumaslab_malloc.so`, where the README says it lands.
+fn library() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--release", "-p", "numaslab-malloc"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build --release -p numaslab-malloc failed");
+            let exe = std::env::current_exe().expect("the test's path");
+            // target/<profile>/deps/<test> -> target
+            let target = exe.ancestors().nth(3).expect("target/<profile>/deps/<test>");
+            let library = target.join("release/libnumaslab_malloc.so");
+            assert!(library.is_file(), "{} was not built", library.display());
+            library
+        })
+        .clone()
+}
+
+/// A program's output and peak resident set (KiB, from `wait4`'s rusage).
+struct Run {
+    output: Output,
+    peak_kib: i64,
+}
+
+// The child is reaped by wait4 (for its rusage), which clippy does not see.
+#[allow(clippy::zombie_processes)]
+fn run(program: &str, args: &[&str], stdin: Option<&[u8]>, preload: bool, env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(program);
+    command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::piped());
+    command.env("NUMASLAB_WATCH", "1");
+    if preload {
+        command.env("LD_PRELOAD", library());
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing the two out-parameters.
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(waited, child.id() as libc::pid_t, "wait4");
+    let output = Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        stdout: out.join().expect("stdout reader").into_bytes(),
+        stderr: err.join().expect("stderr reader").into_bytes(),
+    };
+    Run { output, peak_kib: usage.ru_maxrss }
+}
+
+/// Runs a program both ways, asserts the same status and standard output, and prints
+/// the peak resident sets.
+fn same_both_ways(what: &str, program: &str, args: &[&str], stdin: Option<&[u8]>) {
+    let glibc = run(program, args, stdin, false, &[]);
+    let numaslab = run(program, args, stdin, true, &[]);
+    assert!(
+        glibc.output.status.success(),
+        "{what} failed under glibc: {}",
+        String::from_utf8_lossy(&glibc.output.stderr)
+    );
+    assert_eq!(
+        numaslab.output.status.code(),
+        glibc.output.status.code(),
+        "{what}: exit status; stderr: {}",
+        String::from_utf8_lossy(&numaslab.output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&numaslab.output.stdout),
+        String::from_utf8_lossy(&glibc.output.stdout),
+        "{what}: output differs under LD_PRELOAD"
+    );
+    assert!(!glibc.output.stdout.is_empty(), "{what} printed something to compare");
+    println!(
+        "{what}: peak RSS glibc {} KiB, numaslab {} KiB ({:.2}x)",
+        glibc.peak_kib,
+        numaslab.peak_kib,
+        numaslab.peak_kib as f64 / glibc.peak_kib.max(1) as f64
+    );
+}
+
+/// A tool on this machine, or `None` after saying why the test skips.
+fn tool(name: &str) -> Option<String> {
+    let found = ["/usr/bin", "/bin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| format!("{dir}/{name}"))
+        .find(|path| Path::new(path).is_file());
+    if found.is_none() {
+        println!("skipped: no {name} on this machine (.ci/run installs it)");
+    }
+    found
+}
+
+/// Compiles one of this folder's C programs with the system compiler.
+fn compile(source: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(source.trim_end_matches(".c"));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it").join(source);
+    let status =
+        Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&source).status().expect("run cc");
+    assert!(status.success(), "cc {} failed", source.display());
+    out
+}
+
+#[test]
+fn python_runs_an_allocation_heavy_script_unchanged() {
+    let Some(python) = tool("python3") else { return };
+    let script = "import json, collections\n\
+        words = collections.Counter()\n\
+        for i in range(200000):\n    words[str(i * 7919 % 10007)] += 1\n\
+        table = {k: [v] * (v % 17) for k, v in words.items()}\n\
+        text = json.dumps(table, sort_keys=True)\n\
+        back = json.loads(text)\n\
+        print(len(words), len(text), sum(len(v) for v in back.values()))\n\
+        print(sorted(words.most_common(3)))\n";
+    same_both_ways("python3", &python, &["-c", script], None);
+}
+
+#[test]
+fn sqlite_runs_an_in_memory_database_unchanged() {
+    let Some(sqlite) = tool("sqlite3") else { return };
+    let sql = b"create table t(a integer primary key, b text, c real);\n\
+        with recursive n(i) as (select 1 union all select i + 1 from n where i < 50000)\n\
+        insert into t select i, printf('row %08d %s', i, hex(i * 2654435761)), i / 7.0 from n;\n\
+        create index tb on t(b);\n\
+        select count(*), sum(length(b)), round(sum(c), 3) from t;\n\
+        select b from t where a % 9973 = 0 order by b desc;\n\
+        delete from t where a % 3 = 0;\n\
+        select count(*) from t;\n";
+    same_both_ways("sqlite3", &sqlite, &[":memory:"], Some(sql));
+}
+
+#[test]
+fn gcc_compiles_a_c_file_unchanged() {
+    let Some(gcc) = tool("gcc") else { return };
+    let dir = std::env::temp_dir().join(format!("numaslab-malloc-gcc-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/churn.c");
+    let source = source.to_str().expect("UTF-8 path");
+    // -S: the assembly is gcc's deterministic output, compared both ways.
+    same_both_ways("gcc -O2 -S", &gcc, &["-O2", "-S", "-o", "-", source], None);
+    let binary = dir.join("churn");
+    let built = run(&gcc, &["-O2", "-pthread", "-o", binary.to_str().unwrap(), source], None, true, &[]);
+    assert!(
+        built.output.status.success(),
+        "gcc under LD_PRELOAD: {}",
+        String::from_utf8_lossy(&built.output.stderr)
+    );
+    let churned = run(binary.to_str().unwrap(), &["1"], None, false, &[]);
+    assert_eq!(String::from_utf8_lossy(&churned.output.stdout), "nothing lost\n");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bootstrap_threads_fork_children_and_every_allocation_function() {
+    let dir = std::env::temp_dir().join(format!("numaslab-malloc-boot-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let program = compile("bootstrap.c", &dir);
+    let program = program.to_str().expect("UTF-8 path");
+    for env in [&[][..], &[("NUMASLAB_DEBUG", "1")][..]] {
+        let result = run(program, &[], None, true, env);
+        assert_eq!(
+            String::from_utf8_lossy(&result.output.stdout),
+            "all good\n",
+            "{env:?}; stderr: {}",
+            String::from_utf8_lossy(&result.output.stderr)
+        );
+        assert!(result.output.status.success());
+    }
+    let bad = run(program, &["bad-free"], None, true, &[("NUMASLAB_DEBUG", "1")]);
+    assert_eq!(String::from_utf8_lossy(&bad.output.stdout), "survived 10\n", "the stack was not written");
+    let stderr = String::from_utf8_lossy(&bad.output.stderr);
+    assert!(stderr.contains("numaslab: free(") && stderr.contains("left alone"), "reported: {stderr}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn slabinfo_is_printed_at_exit_when_asked() {
+    // Not coreutils: their exit handler closes stderr before the library's runs.
+    let Some(python) = tool("python3") else { return };
+    let result = run(&python, &["-c", "print('hi')"], None, true, &[("NUMASLAB_SHOW_STATS", "1")]);
+    let stderr = String::from_utf8_lossy(&result.output.stderr);
+    assert!(stderr.starts_with("slabinfo - version: 2.1"), "{stderr}");
+    assert!(stderr.contains("kmalloc-32k"), "{stderr}");
+    let quiet = run(&python, &["-c", "print('hi')"], None, true, &[]);
+    assert!(quiet.output.stderr.is_empty());
+}
+
+/// cpu1 goes offline and online while a multi-threaded C program allocates under
+/// `LD_PRELOAD` (the library's watcher follows; the program checks every block).
+#[test]
+fn a_threaded_c_program_while_cpu1_goes_offline_and_online() {
+    const ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
+    if std::env::var("NUMASLAB_REAL_HOTPLUG").as_deref() != Ok("1") {
+        println!("skipped: set NUMASLAB_REAL_HOTPLUG=1 (as root, with {ONLINE} writable) to run it");
+        return;
+    }
+    if fs::OpenOptions::new().write(true).open(ONLINE).is_err() {
+        println!("skipped: {ONLINE} is not writable here");
+        return;
+    }
+    let lock = File::create("/tmp/numaslab-real-hotplug.lock").expect("create the hotplug lock file");
+    // SAFETY: flock(2) on a descriptor we own; blocks until the lock is ours.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = fs::write(ONLINE, "1");
+        }
+    }
+    let _restore = Restore;
+    let dir = std::env::temp_dir().join(format!("numaslab-malloc-hotplug-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let program = compile("churn.c", &dir);
+    let child = Command::new(&program)
+        .arg("4")
+        .env("LD_PRELOAD", library())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run churn");
+    let mut switches = 0;
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(250));
+        fs::write(ONLINE, "0").expect("cpu1 offline");
+        std::thread::sleep(Duration::from_millis(250));
+        fs::write(ONLINE, "1").expect("cpu1 online");
+        switches += 2;
+    }
+    let output = child.wait_with_output().expect("churn finished");
+    assert_eq!(switches, 12);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "nothing lost\n");
+    assert!(output.status.success());
+    assert_eq!(fs::read_to_string(ONLINE).unwrap().trim(), "1", "cpu1 restored");
+    let _ = fs::remove_dir_all(&dir);
+}
