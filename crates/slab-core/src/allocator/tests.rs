@@ -638,3 +638,32 @@ fn a_debug_cache_frees_a_full_alien_cache_under_the_owners_lock() {
     assert_eq!(stats.alien_avail, 1);
     cache.validate().unwrap();
 }
+
+#[test]
+fn the_reaper_trims_an_untouched_barn_and_spares_a_touched_one_once() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
+    // Four sheaves of 4 per barn (shared * batchcount = 16 objects).
+    cache.tune(4, 2, 8).unwrap();
+    let objects: Vec<_> = (0..20).map(|_| cache.alloc_on(0).unwrap()).collect();
+    for &obj in &objects {
+        // SAFETY: ours, freed once each.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    let barn = |cache: &crate::Cache| {
+        let node = &cache.stats().nodes[0];
+        (node.shared_avail, node.barn_full_sheaves, node.barn_empty_sheaves)
+    };
+    assert_eq!(barn(&cache), (Some(16), 4, 0), "four full arrays went to the barn whole");
+    allocator.reap();
+    assert_eq!(barn(&cache), (Some(12), 3, 1), "untouched: a fifth of its sheaves (one) to the slabs");
+    let taken = cache.alloc_on(1).unwrap();
+    assert_eq!(barn(&cache), (Some(8), 2, 2), "CPU 1 took a full sheaf");
+    allocator.reap();
+    assert_eq!(barn(&cache), (Some(8), 2, 2), "touched: spared once");
+    allocator.reap();
+    assert_eq!(barn(&cache), (Some(4), 1, 3));
+    // SAFETY: ours.
+    unsafe { cache.free_on(1, taken).unwrap() };
+    cache.validate().unwrap();
+}
