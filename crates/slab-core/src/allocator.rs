@@ -291,8 +291,8 @@ impl Allocator {
     }
 
     /// One pass of `cache_reap` over every cache: for each CPU whose reap work is
-    /// started, its node's alien caches and its array; then every node's shared array
-    /// and surplus free slabs; then the page cache's trim, which returns blocks to the
+    /// started, its node's alien caches and its array; then every node's queued remote
+    /// frees, untouched barn sheaves and surplus free slabs; then the page cache's trim, which returns blocks to the
     /// OS (see `PageCache::trim`).
     pub fn reap(&self) {
         let chain = self.chain.lock();

@@ -1038,8 +1038,9 @@ impl Cache {
         self.kmem().shrink()
     }
 
-    /// Checks the cache's bookkeeping: every object accounted for exactly once (per-CPU +
-    /// shared + alien arrays + slab free lists + out with callers = total), every slab on
+    /// Checks the cache's bookkeeping: every object accounted for exactly once (per-CPU
+    /// arrays + barns' sheaves + alien arrays + remote-free queues + slab free lists + out
+    /// with callers = total), every slab on
     /// its own node's lists and list, and in debug mode red zones and poison intact.
     pub fn validate(&self) -> Result<()> {
         self.kmem().validate()

@@ -62,8 +62,9 @@ impl KmemCache {
     }
 
     /// The installing half of `cpu_up_prepare`: `cachep->array[cpu] = nc`, then under
-    /// the list lock the barn's sheaves (`l3->shared`'s place) and `l3->alien` where absent. What was installed is
-    /// taken out of `prepared`; what is left there are spares.
+    /// the list lock the barn's sheaves (`l3->shared`'s place) and `l3->alien` where
+    /// absent. What was installed is taken out of `prepared`; what is left there are
+    /// spares.
     fn install(&self, cpu: CpuId, home: NodeId, cpus_on_node: usize, prepared: &mut Prepared) {
         if let Some(slot) = self.array.get(cpu as usize) {
             let mut guard = slot.lock();

@@ -15,7 +15,8 @@ use crate::sync::Lock;
 /// The largest `limit` accepted: far above the kernel's defaults (120 at most), low
 /// enough that a typo cannot ask for gigabytes of array caches.
 pub const MAX_LIMIT: u32 = 1 << 15;
-/// The largest shared array (`shared * batchcount`) accepted.
+/// The largest `shared * batchcount` accepted (the objects a node's barn holds, rounded
+/// up to whole sheaves).
 pub const MAX_SHARED_ENTRIES: u32 = 1 << 20;
 
 /// A cache's per-CPU array tunables, as `/proc/slabinfo` shows them.
