@@ -17,6 +17,7 @@ use crate::impls::{Impl, ImplId};
 use crate::report::{self, Row};
 use crate::workloads::{self, Case, Machine, Measurement, Scale};
 use crate::{default_out_dir, rss};
+use slab_core::FastPathMode;
 
 /// Options of `numaslab-bench drive`.
 #[derive(Debug, clap::Args)]
@@ -102,7 +103,12 @@ pub(crate) fn run_one(id: ImplId, case: Case, scale: Scale) -> Result<Sample> {
 fn dispatch<const W: usize>(id: ImplId, machine: &Machine, case: Case, scale: Scale) -> Result<Measurement> {
     match id {
         ImplId::NumaslabTyped => measure(NumaslabTyped::<W>::new(machine)?, machine, case, scale),
-        ImplId::NumaslabRaw => measure(NumaslabRaw::<W>::new(machine)?, machine, case, scale),
+        ImplId::NumaslabRaw => {
+            measure(NumaslabRaw::<W>::new(machine, FastPathMode::Rseq)?, machine, case, scale)
+        }
+        ImplId::NumaslabRawCas => {
+            measure(NumaslabRaw::<W>::new(machine, FastPathMode::Cas)?, machine, case, scale)
+        }
         ImplId::Glibc => measure(Malloc::<_, W>::new(std::alloc::System), machine, case, scale),
         #[cfg(feature = "mimalloc")]
         ImplId::Mimalloc => measure(Malloc::<_, W>::new(mimalloc::MiMalloc), machine, case, scale),

@@ -72,6 +72,7 @@ pub(crate) trait Impl: Sync {
 pub(crate) enum ImplId {
     NumaslabTyped,
     NumaslabRaw,
+    NumaslabRawCas,
     Glibc,
     Mimalloc,
     Jemalloc,
@@ -84,9 +85,10 @@ pub(crate) enum ImplId {
 
 impl ImplId {
     /// Every implementation, in report order.
-    pub(crate) const ALL: [ImplId; 10] = [
+    pub(crate) const ALL: [ImplId; 11] = [
         ImplId::NumaslabTyped,
         ImplId::NumaslabRaw,
+        ImplId::NumaslabRawCas,
         ImplId::Glibc,
         ImplId::Mimalloc,
         ImplId::Jemalloc,
@@ -102,6 +104,7 @@ impl ImplId {
         match self {
             ImplId::NumaslabTyped => "numaslab-typed",
             ImplId::NumaslabRaw => "numaslab-raw",
+            ImplId::NumaslabRawCas => "numaslab-raw-cas",
             ImplId::Glibc => "glibc",
             ImplId::Mimalloc => "mimalloc",
             ImplId::Jemalloc => "jemalloc",
@@ -118,6 +121,7 @@ impl ImplId {
         match self {
             ImplId::NumaslabTyped => "ns-typed",
             ImplId::NumaslabRaw => "ns-raw",
+            ImplId::NumaslabRawCas => "ns-cas",
             ImplId::Glibc => "glibc",
             ImplId::Mimalloc => "mimalloc",
             ImplId::Jemalloc => "jemalloc",
@@ -131,7 +135,7 @@ impl ImplId {
 
     /// Whether this is one of numaslab's own APIs (not a peer).
     pub(crate) fn is_numaslab(self) -> bool {
-        matches!(self, ImplId::NumaslabTyped | ImplId::NumaslabRaw)
+        matches!(self, ImplId::NumaslabTyped | ImplId::NumaslabRaw | ImplId::NumaslabRawCas)
     }
 
     /// Parses a name as [`ImplId::name`] prints it.

@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use slab_core::{Allocator, Cache, CacheFlags, Handle, TypedCache};
+use slab_core::{Allocator, Cache, CacheFlags, FastPathMode, Handle, TypedCache};
 use topology::{CpuId, CpuState, Topology};
 
 use super::malloc::RawObj;
@@ -105,15 +105,17 @@ impl<const W: usize> Impl for NumaslabTyped<W> {
     }
 }
 
-/// The raw API: `Cache::alloc` and `Cache::free` on a cache of `Obj<W>`'s layout.
+/// The raw API: `Cache::alloc` and `Cache::free` on a cache of `Obj<W>`'s layout, with
+/// the fast path the machine allows (rseq on the live machine) or, for `numaslab-raw-cas`,
+/// always the CAS slot protocol, so that the two run side by side.
 pub(crate) struct NumaslabRaw<const W: usize> {
     allocator: Arc<Allocator>,
     cache: Arc<Cache>,
 }
 
 impl<const W: usize> NumaslabRaw<W> {
-    pub(crate) fn new(machine: &Machine) -> Result<Self> {
-        let allocator = Allocator::new(Arc::clone(&machine.topology));
+    pub(crate) fn new(machine: &Machine, mode: FastPathMode) -> Result<Self> {
+        let allocator = Allocator::with_fast_path(Arc::clone(&machine.topology), mode);
         let cache = allocator
             .create_cache(
                 &format!("bench-raw-{}", W * 8),

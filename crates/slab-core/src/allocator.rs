@@ -9,7 +9,7 @@ use std::time::Duration;
 use topology::{CpuId, CpuSet, NodeId, Topology};
 
 use crate::cache::{Cache, KmemCache, SharedParts};
-use crate::cpu::FastPathMode;
+use crate::cpu::{FastPath, FastPathMode};
 use crate::error::{Error, Result};
 use crate::machine::Machine;
 use crate::pages::{PageCache, NODE_CACHE_BYTES};
@@ -77,8 +77,19 @@ impl Allocator {
     /// prepared and started (`cpu_up_prepare` + `cpu_online`). A machine whose topology
     /// lists no node with memory is served from its first node.
     pub fn new(topology: Arc<dyn Topology>) -> Arc<Allocator> {
+        Self::with_fast_path(topology, FastPathMode::Rseq)
+    }
+
+    /// As [`Allocator::new`], asking for a fast path: [`FastPathMode::Cas`] always gets
+    /// the CAS slot protocol (to compare the two, or to rule restartable sequences out);
+    /// [`FastPathMode::Rseq`] gets it where the machine allows, the CAS protocol
+    /// elsewhere. [`Allocator::fast_path`] says which one runs.
+    pub fn with_fast_path(topology: Arc<dyn Topology>, mode: FastPathMode) -> Arc<Allocator> {
         let online = topology.online_cpus().unwrap_or_else(|_| topology.possible_cpus());
-        let machine = Machine::new(topology);
+        let mut machine = Machine::new(topology);
+        if mode == FastPathMode::Cas {
+            machine.fast_path = FastPath::Cas;
+        }
         let pages = Arc::new(PageCache::new(machine.node_bound, NODE_CACHE_BYTES));
         let allocator = Arc::new(Allocator {
             machine: Arc::new(machine),
