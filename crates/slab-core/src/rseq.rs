@@ -8,8 +8,8 @@
 //! instruction, the kernel moves it to the sequence's abort address instead of letting it
 //! continue. So a sequence that only loads, computes, and ends with one store (the
 //! commit) either happens as a whole on one CPU with nothing else running there, or not
-//! at all. Sources and the reasoning are in the design note the project started from
-//! (`docs/ARCHITECTURE.md`, "The rseq fast path"); its rules, kept here:
+//! at all (`kernel/rseq.c`; tcmalloc's per-CPU caches and librseq work the same way).
+//! `docs/ARCHITECTURE.md` lists where each rule is kept; the rules:
 //!
 //! - **R1.** Every load feeding the commit, and the commit, lie in one armed sequence,
 //!   whose first instruction compares the CPU used for addressing with `rseq->cpu_id`
