@@ -57,7 +57,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use crate::barn::Sheaf;
-use crate::rseq::membarrier_stop_cpu;
+use crate::rseq::{membarrier_stop_cpu, RseqArea};
 use crate::sync::{HeaderWord, Ordering, PublishedPtr, TryLock, UnsafeCell};
 
 /// The most objects an array holds: `avail` has 16 bits and `head` 15.
@@ -506,6 +506,8 @@ pub(crate) enum SlotFence {
     Rseq {
         /// The CPU the slot belongs to.
         cpu: u32,
+        /// The calling threads' rseq area, for a stop by the CPU's own thread.
+        area: RseqArea,
     },
 }
 
@@ -574,7 +576,12 @@ impl ArraySlot {
     /// CPU is offline (the fence then returns at once: the offline was the fence).
     #[inline(always)]
     fn stop(&self) {
-        if let SlotFence::Rseq { cpu } = self.fence {
+        if let SlotFence::Rseq { cpu, area } = self.fence {
+            // The CPU's own thread (a refill, a flush) stops it with one sequence.
+            // SAFETY: the slot's own cell, and its lock is held.
+            if unsafe { area.unpublish_own(cpu, self.published.as_ptr()) } {
+                return;
+            }
             self.published.swap(std::ptr::null_mut(), Ordering::SeqCst);
             membarrier_stop_cpu(cpu);
         }

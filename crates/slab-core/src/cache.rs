@@ -199,7 +199,7 @@ impl KmemCache {
             .map(|cpu| {
                 let home = machine.cpu_home[cpu].unwrap_or(machine.memory_nodes[0]);
                 let fence = match fast_path {
-                    FastPath::Rseq(_) => SlotFence::Rseq { cpu: cpu as CpuId },
+                    FastPath::Rseq(area) => SlotFence::Rseq { cpu: cpu as CpuId, area },
                     FastPath::Cas => SlotFence::Lock,
                 };
                 CachePadded::new(ArraySlot::new(home, fence))

@@ -189,6 +189,23 @@ impl RseqArea {
     }
 }
 
+impl RseqArea {
+    /// R2 without the fence, for the thread that runs on `cpu`: one sequence on `cpu`
+    /// stores null into `published`. When it commits, every other thread that could be
+    /// inside a sequence on `cpu`'s array is off the CPU (this thread is on it), so it
+    /// aborts when it resumes, and no thread on another CPU passes R1's compare: the
+    /// array is stopped with no system call. `false` when the thread is not on `cpu` (or
+    /// was interrupted): then the caller fences with [`membarrier_stop_cpu`].
+    ///
+    /// # Safety
+    /// `published` is the cell of the slot of `cpu`, whose lock the caller holds.
+    pub(crate) unsafe fn unpublish_own(self, cpu: u32, published: *mut *mut Block) -> bool {
+        // SAFETY: forwarded to the caller.
+        let result = unsafe { arch::unpublish(self.offset, cpu, published) };
+        matches!(result, code::DONE | code::DETACHED)
+    }
+}
+
 /// R2's fence: returns once no restartable sequence on `cpu` can still be using what was
 /// unpublished before the call. An offline CPU (or a process with one thread) returns at
 /// once; the offline itself was the fence.
@@ -260,6 +277,9 @@ mod arch {
         super::code::MISMATCH
     }
     pub(super) unsafe fn push(_: isize, _: u32, _: *const *mut Block, _: *mut u8) -> usize {
+        super::code::MISMATCH
+    }
+    pub(super) unsafe fn unpublish(_: isize, _: u32, _: *mut *mut Block) -> usize {
         super::code::MISMATCH
     }
 }

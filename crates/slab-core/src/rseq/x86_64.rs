@@ -164,6 +164,36 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
     result
 }
 
+/// Unpublish: the CPU's own thread stores null into `published` as one sequence; returns
+/// the outcome code (`DONE`, or `DETACHED` when nothing was published).
+///
+/// # Safety
+/// As for [`pop`]; the caller holds the slot's lock, so no other thread writes the cell.
+#[inline(never)]
+pub(super) unsafe fn unpublish(area: isize, cpu: u32, published: *mut *mut Block) -> usize {
+    let result: usize;
+    // SAFETY: as for `pop`; the one store is the commit, into the cell the caller owns
+    // under the slot lock.
+    unsafe {
+        asm!(
+            sequence_start!(),
+            "mov qword ptr [{published}], 0",
+            "5:",
+            "xor {r:e}, {r:e}",
+            sequence_end!("{r:e}"),
+            "22:",
+            area = in(reg) area,
+            cpu = in(reg) cpu,
+            published = in(reg) published,
+            r = out(reg) result,
+            b = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+    result
+}
+
 /// Push: returns the outcome code (`LIMIT` when full).
 ///
 /// # Safety
