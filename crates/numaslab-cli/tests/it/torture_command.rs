@@ -171,6 +171,32 @@ fn real_follow_runs_without_root() {
     assert_eq!(report["checks_passed"], true, "{report:#}");
 }
 
+/// On the live machine the fast path is chosen once: restartable sequences where glibc
+/// registered its rseq area, the CAS slot protocol when glibc was told not to
+/// (`GLIBC_TUNABLES=glibc.pthread.rseq=0`). `--follow --real` switches no CPU, so this
+/// needs neither root nor the hotplug lock.
+#[test]
+fn the_live_fast_path_falls_back_to_cas_when_glibc_does_not_register_rseq() {
+    let run = |tunables: Option<&str>| -> Value {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_numaslab"));
+        command.args(["torture", "--real", "--follow", "--duration", "1", "--json"]);
+        if let Some(tunables) = tunables {
+            command.env("GLIBC_TUNABLES", tunables);
+        }
+        let output = command.output().expect("the binary runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let without = run(Some("glibc.pthread.rseq=0"));
+    assert_eq!(without["fast_path"], "cas", "{without:#}");
+    assert_eq!(without["checks_passed"], true, "{without:#}");
+    let with = run(None);
+    assert_eq!(with["checks_passed"], true, "{with:#}");
+    let live = topology::SysfsTopology::detect().expect("this machine's topology");
+    let expected = numaslab::slab_core::Allocator::new(std::sync::Arc::new(live)).fast_path();
+    assert_eq!(with["fast_path"], expected.as_str(), "{with:#}");
+}
+
 /// `--real` without root is refused.
 #[test]
 fn real_is_refused_without_root() {
