@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
 use crate::impls::malloc::Malloc;
-use crate::impls::numaslab::{NumaslabRaw, NumaslabTyped};
+use crate::impls::numaslab::{NumaslabKmalloc, NumaslabRaw, NumaslabTyped};
 use crate::impls::pools::{LockfreePool, ObjectPool, ShardedSlab};
 use crate::impls::{Impl, ImplId};
 use crate::report::{self, Row};
@@ -109,6 +109,7 @@ fn dispatch<const W: usize>(id: ImplId, machine: &Machine, case: Case, scale: Sc
         ImplId::NumaslabRawCas => {
             measure(NumaslabRaw::<W>::new(machine, FastPathMode::Cas)?, machine, case, scale)
         }
+        ImplId::NumaslabKmalloc => measure(NumaslabKmalloc::<W>::new(machine)?, machine, case, scale),
         ImplId::Glibc => measure(Malloc::<_, W>::new(std::alloc::System), machine, case, scale),
         #[cfg(feature = "mimalloc")]
         ImplId::Mimalloc => measure(Malloc::<_, W>::new(mimalloc::MiMalloc), machine, case, scale),

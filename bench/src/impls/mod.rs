@@ -2,7 +2,8 @@
 //!
 //! Every implementation hands out an [`Obj`] through its own idiomatic API: the malloc
 //! family through its `GlobalAlloc` impl called directly (see [`malloc`]), the pools
-//! through their borrowing handles, numaslab through its typed cache and its raw API.
+//! through their borrowing handles, numaslab through its typed cache, its raw API and its
+//! kmalloc caches (what `NumaSlabAlloc`, its `GlobalAlloc`, calls).
 
 pub(crate) mod malloc;
 pub(crate) mod numaslab;
@@ -73,6 +74,7 @@ pub(crate) enum ImplId {
     NumaslabTyped,
     NumaslabRaw,
     NumaslabRawCas,
+    NumaslabKmalloc,
     Glibc,
     Mimalloc,
     Jemalloc,
@@ -85,10 +87,11 @@ pub(crate) enum ImplId {
 
 impl ImplId {
     /// Every implementation, in report order.
-    pub(crate) const ALL: [ImplId; 11] = [
+    pub(crate) const ALL: [ImplId; 12] = [
         ImplId::NumaslabTyped,
         ImplId::NumaslabRaw,
         ImplId::NumaslabRawCas,
+        ImplId::NumaslabKmalloc,
         ImplId::Glibc,
         ImplId::Mimalloc,
         ImplId::Jemalloc,
@@ -105,6 +108,7 @@ impl ImplId {
             ImplId::NumaslabTyped => "numaslab-typed",
             ImplId::NumaslabRaw => "numaslab-raw",
             ImplId::NumaslabRawCas => "numaslab-raw-cas",
+            ImplId::NumaslabKmalloc => "numaslab-kmalloc",
             ImplId::Glibc => "glibc",
             ImplId::Mimalloc => "mimalloc",
             ImplId::Jemalloc => "jemalloc",
@@ -122,6 +126,7 @@ impl ImplId {
             ImplId::NumaslabTyped => "ns-typed",
             ImplId::NumaslabRaw => "ns-raw",
             ImplId::NumaslabRawCas => "ns-cas",
+            ImplId::NumaslabKmalloc => "ns-kmalloc",
             ImplId::Glibc => "glibc",
             ImplId::Mimalloc => "mimalloc",
             ImplId::Jemalloc => "jemalloc",
@@ -135,7 +140,10 @@ impl ImplId {
 
     /// Whether this is one of numaslab's own APIs (not a peer).
     pub(crate) fn is_numaslab(self) -> bool {
-        matches!(self, ImplId::NumaslabTyped | ImplId::NumaslabRaw | ImplId::NumaslabRawCas)
+        matches!(
+            self,
+            ImplId::NumaslabTyped | ImplId::NumaslabRaw | ImplId::NumaslabRawCas | ImplId::NumaslabKmalloc
+        )
     }
 
     /// Parses a name as [`ImplId::name`] prints it.

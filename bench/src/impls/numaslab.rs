@@ -1,5 +1,8 @@
-//! numaslab, through its two APIs: the typed cache (handles that free on drop) and the
-//! raw cache (pointers freed explicitly). Both run on the workload's machine: the
+//! numaslab, through three APIs: the typed cache (handles that free on drop), the raw
+//! cache (pointers freed explicitly), and kmalloc (any layout, the size class found per
+//! call: what `numaslab::NumaSlabAlloc`, numaslab as a `#[global_allocator]`, calls,
+//! without that wrapper's thread-local depth count and bring-up check, on the workload's
+//! machine instead of the live one). All run on the workload's machine: the
 //! one-node fake shaped like this machine, or the seed box for the cross-node and
 //! hotplug workloads, with each worker bound to its virtual CPU.
 
@@ -8,7 +11,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use slab_core::{Allocator, Cache, CacheFlags, FastPathMode, Handle, TypedCache};
+use slab_core::{Allocator, Cache, CacheFlags, Checking, FastPathMode, Handle, Kmalloc, TypedCache};
 use topology::{CpuId, CpuState, Topology};
 
 use super::malloc::RawObj;
@@ -177,5 +180,75 @@ impl<const W: usize> Impl for NumaslabRaw<W> {
 
     fn cpu_up(&self, topology: &dyn Topology, cpu: CpuId) -> Result<()> {
         cpu_up(&self.allocator, topology, cpu)
+    }
+}
+
+/// kmalloc: `Kmalloc::alloc` and `Kmalloc::free` with `Obj<W>`'s layout, the class looked
+/// up on every call, as a `GlobalAlloc` does.
+pub(crate) struct NumaslabKmalloc<const W: usize> {
+    kmalloc: Kmalloc,
+}
+
+impl<const W: usize> NumaslabKmalloc<W> {
+    const LAYOUT: std::alloc::Layout = std::alloc::Layout::new::<Obj<W>>();
+
+    pub(crate) fn new(machine: &Machine) -> Result<Self> {
+        let allocator = Allocator::new(Arc::clone(&machine.topology));
+        let kmalloc =
+            Kmalloc::new(&allocator, Checking::Trusting).context("creating numaslab's kmalloc caches")?;
+        Ok(Self { kmalloc })
+    }
+}
+
+impl<const W: usize> Impl for NumaslabKmalloc<W> {
+    type Handle<'a>
+        = RawObj<W>
+    where
+        Self: 'a;
+
+    #[inline(always)]
+    fn alloc(&self, stamp: u64) -> RawObj<W> {
+        match self.kmalloc.alloc(Self::LAYOUT) {
+            // SAFETY: kmalloc hands out memory for `Obj<W>`'s layout, owned by us.
+            Ok(ptr) => unsafe { RawObj::new(ptr.cast::<Obj<W>>(), stamp) },
+            Err(error) => allocation_failed("numaslab-kmalloc", &error),
+        }
+    }
+
+    #[inline(always)]
+    fn free(&self, handle: RawObj<W>) {
+        let ptr: NonNull<u8> = handle.ptr().cast();
+        // SAFETY: the pointer came from this kmalloc with this layout and the handle, its
+        // only owner, is consumed here.
+        if let Err(error) = unsafe { self.kmalloc.free(ptr, Self::LAYOUT) } {
+            allocation_failed("numaslab-kmalloc", &error);
+        }
+    }
+
+    #[inline(always)]
+    fn stamp(&self, handle: &RawObj<W>) -> u64 {
+        handle.stamp()
+    }
+
+    #[inline(always)]
+    fn identity(&self, handle: &RawObj<W>) -> usize {
+        handle.ptr().as_ptr() as usize
+    }
+
+    #[inline(always)]
+    fn with_words<R>(&self, handle: &mut RawObj<W>, f: impl FnOnce(&mut [MaybeUninit<u64>]) -> R) -> R {
+        f(handle.words())
+    }
+
+    fn finish(&self) -> Result<()> {
+        self.kmalloc.allocator().validate().context("numaslab's validate() after the run")
+    }
+
+    fn cpu_down(&self, topology: &dyn Topology, cpu: CpuId) -> Result<()> {
+        cpu_down(self.kmalloc.allocator(), topology, cpu)
+    }
+
+    fn cpu_up(&self, topology: &dyn Topology, cpu: CpuId) -> Result<()> {
+        cpu_up(self.kmalloc.allocator(), topology, cpu)
     }
 }
