@@ -24,7 +24,11 @@ fn brings_itself_up_on_first_use_and_serves_every_layout() {
             (ptr, layout)
         })
         .collect();
-    let machinery = ALLOC.machinery().expect("the first allocation brought it up");
+    // The other tests of this binary share `ALLOC` and may be bringing it up right now
+    // (their allocations are then served by the bootstrap arena, as these were): wait for
+    // whichever thread does it.
+    let machinery = ALLOC.bring_up();
+    assert!(ALLOC.machinery().is_some(), "up once bring_up returns");
     assert_eq!(machinery.kmalloc.caches().len(), kmalloc::KMALLOC_SIZES.len());
     for (ptr, layout) in blocks {
         // SAFETY: the block is live; realloc keeps its first bytes.
