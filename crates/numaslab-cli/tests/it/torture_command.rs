@@ -160,6 +160,9 @@ fn as_unprivileged(args: &[&str]) -> Option<Output> {
 /// A follower only reads the machine: `--real --follow` needs no root.
 #[test]
 fn real_follow_runs_without_root() {
+    // Not while this binary's real-hotplug tests switch cpu1 (the follower would count
+    // and check their transitions).
+    let _local = crate::support::HotplugLock::local_only();
     let Some(output) = as_unprivileged(&["torture", "--real", "--follow", "--duration", "1", "--json"])
     else {
         return;
@@ -177,6 +180,9 @@ fn real_follow_runs_without_root() {
 /// needs neither root nor the hotplug lock.
 #[test]
 fn the_live_fast_path_falls_back_to_cas_when_glibc_does_not_register_rseq() {
+    // This binary's real-hotplug tests switch cpu1; a follower running meanwhile would
+    // count their transitions as its own.
+    let _local = crate::support::HotplugLock::local_only();
     let run = |tunables: Option<&str>| -> Value {
         let mut command = Command::new(env!("CARGO_BIN_EXE_numaslab"));
         command.args(["torture", "--real", "--follow", "--duration", "1", "--json"]);
@@ -184,7 +190,12 @@ fn the_live_fast_path_falls_back_to_cas_when_glibc_does_not_register_rseq() {
             command.env("GLIBC_TUNABLES", tunables);
         }
         let output = command.output().expect("the binary runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
         serde_json::from_slice(&output.stdout).unwrap()
     };
     let without = run(Some("glibc.pthread.rseq=0"));
