@@ -187,9 +187,7 @@ impl RseqArea {
             other => Push::Miss(Miss::from_code(other).unwrap_or(Miss::Aborted)),
         }
     }
-}
 
-impl RseqArea {
     /// R2 without the fence, for the thread that runs on `cpu`: one sequence on `cpu`
     /// stores null into `published`. When it commits, every other thread that could be
     /// inside a sequence on `cpu`'s array is off the CPU (this thread is on it), so it
