@@ -44,8 +44,8 @@ use crate::CacheFlags;
 /// The kernel's `BATCHREFILL_LIMIT`: an untouched array refills at most this many objects.
 const BATCHREFILL_LIMIT: u32 = 16;
 
-/// rseq mode: how many sequences a slow path tries (after a migration or an abort) before
-/// it serves the object from the node lists instead.
+/// rseq mode: how many times a slow path runs a missed sequence again (after a migration
+/// or an abort) before it serves the object from the node lists instead.
 const RSEQ_ATTEMPTS: usize = 4;
 
 /// What [`KmemCache::alloc_fast`] leaves to its caller.
@@ -315,27 +315,54 @@ impl KmemCache {
     #[inline(never)]
     fn rseq_alloc_slow(&self, area: RseqArea, cpu: CpuId, outcome: Pop) -> Result<NonNull<u8>> {
         let node = self.home_or_default(cpu);
-        let (mut cpu, mut outcome) = (cpu, outcome);
-        for _ in 0..RSEQ_ATTEMPTS {
-            match outcome {
-                Pop::Hit(obj) => return Ok(obj),
-                Pop::Empty => return self.cache_alloc_refill(self.array[cpu as usize].lock()),
-                Pop::Miss(Miss::Detached) => break,
-                Pop::Miss(miss) => match self.rseq_retry_cpu(area, miss, node) {
-                    Some(now) => cpu = now,
-                    None => break,
-                },
-            }
-            // SAFETY: as in alloc_rseq; rseq_retry_cpu gives CPUs that have a slot.
-            outcome = unsafe { area.pop(cpu, self.array[cpu as usize].published.as_ptr()) };
+        let (cpu, outcome) = self.rseq_retry(area, node, cpu, outcome, Pop::miss, |cpu| {
+            // SAFETY: as in alloc_rseq; rseq_retry gives CPUs that have a slot.
+            unsafe { area.pop(cpu, self.array[cpu as usize].published.as_ptr()) }
+        });
+        match outcome {
+            Pop::Hit(obj) => Ok(obj),
+            Pop::Empty => self.cache_alloc_refill(self.array[cpu as usize].lock()),
+            Pop::Miss(_) => self.alloc_direct(node),
         }
-        self.alloc_direct(node)
     }
 
-    /// Counts a missed sequence and gives the CPU to try next: the one the thread is on
-    /// now, if its array holds `node`'s objects.
+    /// Runs `attempt` again after a migration or an abort, on the CPU the thread is on
+    /// now (if its array holds `node`'s objects), at most [`RSEQ_ATTEMPTS`] times; gives
+    /// the CPU of the last attempt and its outcome, for the caller to act on. Only the
+    /// last outcome is acted on, and every attempt before it missed: a sequence that
+    /// committed is never also done another way (an object popped or pushed and then
+    /// served or freed through the node lists as well would be handed out twice).
+    fn rseq_retry<T: Copy>(
+        &self,
+        area: RseqArea,
+        node: NodeId,
+        cpu: CpuId,
+        outcome: T,
+        miss_of: impl Fn(T) -> Option<Miss>,
+        mut attempt: impl FnMut(CpuId) -> T,
+    ) -> (CpuId, T) {
+        let (mut cpu, mut outcome) = (cpu, outcome);
+        for retry in 0..=RSEQ_ATTEMPTS {
+            let Some(miss) = miss_of(outcome) else { break };
+            let Some(now) = self.rseq_retry_cpu(area, miss, node) else { break };
+            if retry == RSEQ_ATTEMPTS {
+                break;
+            }
+            cpu = now;
+            outcome = attempt(cpu);
+        }
+        (cpu, outcome)
+    }
+
+    /// Counts a missed sequence (every one, also the last) and gives the CPU to try next: the one the thread is on
+    /// now, if its array holds `node`'s objects; none after a detached array (a stopped
+    /// CPU stays stopped for longer than a retry takes).
     fn rseq_retry_cpu(&self, area: RseqArea, miss: Miss, node: NodeId) -> Option<CpuId> {
-        let counter = if miss == Miss::Aborted { &self.rseq_aborts } else { &self.rseq_mismatches };
+        let counter = match miss {
+            Miss::Detached => return None,
+            Miss::Aborted => &self.rseq_aborts,
+            Miss::Mismatch => &self.rseq_mismatches,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         let now = CpuId::try_from(area.cpu_id()).ok()?;
         (self.array.get(now as usize)?.node == node).then_some(now)
@@ -701,22 +728,16 @@ impl KmemCache {
     #[cold]
     #[inline(never)]
     fn rseq_free_slow(&self, area: RseqArea, cpu: CpuId, node: NodeId, obj: *mut u8, outcome: Push) {
-        let (mut cpu, mut outcome) = (cpu, outcome);
-        for _ in 0..RSEQ_ATTEMPTS {
-            match outcome {
-                Push::Done => return,
-                Push::Full => return self.cache_flusharray(self.array[cpu as usize].lock(), obj),
-                Push::Miss(Miss::Detached) => break,
-                Push::Miss(miss) => match self.rseq_retry_cpu(area, miss, node) {
-                    Some(now) => cpu = now,
-                    None => break,
-                },
-            }
-            // SAFETY: the slot of `cpu` (rseq_retry_cpu gives slot CPUs) in an rseq-mode
+        let (cpu, outcome) = self.rseq_retry(area, node, cpu, outcome, Push::miss, |cpu| {
+            // SAFETY: the slot of `cpu` (rseq_retry gives slot CPUs) in an rseq-mode
             // cache; obj is a handed-out object of its node.
-            outcome = unsafe { area.push(cpu, self.array[cpu as usize].published.as_ptr(), obj) };
+            unsafe { area.push(cpu, self.array[cpu as usize].published.as_ptr(), obj) }
+        });
+        match outcome {
+            Push::Done => {}
+            Push::Full => self.cache_flusharray(self.array[cpu as usize].lock(), obj),
+            Push::Miss(_) => self.free_direct(node, obj),
         }
-        self.free_direct(node, obj);
     }
 
     /// Pushes a local object on the held CPU array; a full or detached array goes
@@ -1074,3 +1095,6 @@ impl Drop for Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

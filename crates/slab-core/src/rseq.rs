@@ -114,6 +114,26 @@ mod code {
     pub(super) const LIMIT: usize = 4;
 }
 
+impl Pop {
+    /// The miss, if the sequence did not reach the array.
+    pub(crate) fn miss(self) -> Option<Miss> {
+        match self {
+            Pop::Miss(miss) => Some(miss),
+            Pop::Hit(_) | Pop::Empty => None,
+        }
+    }
+}
+
+impl Push {
+    /// The miss, if the sequence did not reach the array.
+    pub(crate) fn miss(self) -> Option<Miss> {
+        match self {
+            Push::Miss(miss) => Some(miss),
+            Push::Done | Push::Full => None,
+        }
+    }
+}
+
 impl Miss {
     fn from_code(code: usize) -> Option<Miss> {
         match code {
