@@ -100,9 +100,8 @@ fn ci(_args: &[String]) -> Result<()> {
 
 /// Tests the portable fallbacks on Linux, as mio forces its portable backend: the current
 /// CPU from `sched_getcpu` instead of rseq, hotplug found by polling instead of uevents,
-/// and the CAS slot protocol instead of restartable sequences. (The rseq stress test with
-/// injected delays, `--cfg numaslab_rseq_inject`, is not run: it finds the race that keeps
-/// restartable sequences opt-in; see `Allocator::new`.) Built in its own target folder so the main build's cache stays valid.
+/// and the CAS slot protocol instead of restartable sequences; then the rseq sequences
+/// with injected delays. Built in its own target folder so the main build's cache stays valid.
 fn fallbacks() -> Result<()> {
     let target = target_dir("fallbacks")?;
     // slab-core with the CAS slot protocol instead of restartable sequences: the normal
@@ -111,6 +110,14 @@ fn fallbacks() -> Result<()> {
         "cargo",
         &["test", "-p", "topology", "-p", "hotplug", "-p", "slab-core", "--target-dir", &target],
         &[("RUSTFLAGS", "--cfg numaslab_force_getcpu --cfg numaslab_force_poll --cfg numaslab_force_cas")],
+    )?;
+    // rseq mode with a spin before every commit, so that the stress test sees the kernel
+    // abort sequences and requires that it did.
+    let target = target_dir("rseq-inject")?;
+    run(
+        "cargo",
+        &["test", "-p", "slab-core", "--lib", "--target-dir", &target, "--", "rseq", "cache::tests"],
+        &[("RUSTFLAGS", "--cfg numaslab_rseq_inject")],
     )
 }
 

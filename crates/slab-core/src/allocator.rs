@@ -76,20 +76,14 @@ impl Allocator {
     /// An allocator for the machine `topology` describes, with every CPU online now
     /// prepared and started (`cpu_up_prepare` + `cpu_online`). A machine whose topology
     /// lists no node with memory is served from its first node.
-    ///
-    /// Its caches use the CAS slot protocol: restartable sequences are opt-in
-    /// ([`Allocator::with_fast_path`]) while a known race stands (with delays injected
-    /// into every sequence, `--cfg numaslab_rseq_inject`, the rseq stress test finds an
-    /// object both in a CPU's array and free in its slab within seconds;
-    /// `docs/benchmarks.md`, "The rseq fast path").
     pub fn new(topology: Arc<dyn Topology>) -> Arc<Allocator> {
-        Self::with_fast_path(topology, FastPathMode::Cas)
+        Self::with_fast_path(topology, FastPathMode::Rseq)
     }
 
     /// As [`Allocator::new`], asking for a fast path: [`FastPathMode::Cas`] always gets
-    /// the CAS slot protocol; [`FastPathMode::Rseq`] gets restartable sequences where the
-    /// machine allows (see [`Allocator::new`] for why this is not the default), the CAS
-    /// protocol elsewhere. [`Allocator::fast_path`] says which one runs.
+    /// the CAS slot protocol (to compare the two, or to rule restartable sequences out);
+    /// [`FastPathMode::Rseq`] gets it where the machine allows, the CAS protocol
+    /// elsewhere. [`Allocator::fast_path`] says which one runs.
     pub fn with_fast_path(topology: Arc<dyn Topology>, mode: FastPathMode) -> Arc<Allocator> {
         let online = topology.online_cpus().unwrap_or_else(|_| topology.possible_cpus());
         let mut machine = Machine::new(topology);

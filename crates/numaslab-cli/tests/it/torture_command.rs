@@ -228,10 +228,14 @@ fn real_torture_switches_cpu1_and_restores_it() {
         report(&["--real", "--cpus", "1", "--interval-ms", "40", "--duration", "6", lock[0], lock[1]]);
     assert!(status.success(), "{report:#}");
     assert_eq!(report["checks_passed"], true);
-    // The live machine's mode, as an allocator built here finds it.
+    // The live machine's mode, as an allocator built here finds it: rseq wherever glibc
+    // registered its area and the kernel offers membarrier's rseq fence.
     let live = topology::SysfsTopology::detect().expect("this machine's topology");
     let expected = numaslab::slab_core::Allocator::new(std::sync::Arc::new(live)).fast_path();
     assert_eq!(report["fast_path"], expected.as_str(), "{report:#}");
+    if cfg!(target_arch = "x86_64") && topology::rseq_area_size().is_some_and(|size| size >= 20) {
+        assert_eq!(expected.as_str(), "rseq", "glibc's rseq area is registered here");
+    }
     let offline = report["transitions"]["offline"].as_u64().unwrap();
     // How many transitions fit in 6 s depends on the kernel and the machine's load (a
     // real offline takes 200 ms on a loaded 2-CPU VM); a few prove the switching.

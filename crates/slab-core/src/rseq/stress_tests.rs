@@ -79,7 +79,7 @@ fn flag(obj: std::ptr::NonNull<u8>) -> &'static AtomicU8 {
 #[test]
 fn stress_with_migrations_signals_and_remote_stops_loses_and_duplicates_nothing() {
     let live: Arc<dyn Topology> = Arc::new(SysfsTopology::detect().expect("this machine's topology"));
-    let allocator = Allocator::with_fast_path(Arc::clone(&live), FastPathMode::Rseq);
+    let allocator = Allocator::new(Arc::clone(&live));
     if allocator.fast_path() != FastPathMode::Rseq {
         eprintln!("skipped: this machine runs the CAS fallback (no rseq area or membarrier RSEQ)");
         return;

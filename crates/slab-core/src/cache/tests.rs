@@ -1,0 +1,83 @@
+//! The rseq slow paths' retry loop, on this machine's CPUs. Skipped, saying why, where
+//! rseq mode is not available.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use topology::{SysfsTopology, Topology};
+
+use super::RSEQ_ATTEMPTS;
+use crate::rseq::{Miss, Pop};
+use crate::{Allocator, CacheFlags, FastPathMode};
+
+fn rseq_cache(test: &str) -> Option<(Arc<Allocator>, Arc<crate::Cache>)> {
+    let live: Arc<dyn Topology> = Arc::new(SysfsTopology::detect().expect("this machine's topology"));
+    let allocator = Allocator::with_fast_path(live, FastPathMode::Rseq);
+    if allocator.fast_path() != FastPathMode::Rseq {
+        eprintln!("{test}: skipped: this machine runs the CAS fallback (no rseq area or membarrier RSEQ)");
+        return None;
+    }
+    let cache =
+        allocator.create_cache("retry-64", std::alloc::Layout::new::<[u64; 8]>(), CacheFlags::NONE).unwrap();
+    Some((allocator, cache))
+}
+
+/// A fake object address (never dereferenced).
+fn object() -> std::ptr::NonNull<u8> {
+    std::ptr::NonNull::new(0x10_0000 as *mut u8).unwrap()
+}
+
+#[test]
+fn the_outcome_of_the_last_attempt_is_the_one_returned_even_when_it_hits() {
+    let Some((allocator, cache)) = rseq_cache("retry_last_hit") else { return };
+    let kmem = cache.kmem();
+    let area = match kmem.fast_path {
+        super::FastPath::Rseq(area) => area,
+        super::FastPath::Cas => unreachable!("checked above"),
+    };
+    let node = kmem.home_or_default(0);
+    // Every attempt but the last misses; the last one commits. Acting on anything but
+    // that last outcome would hand the object out twice (or free it twice).
+    let attempts = Cell::new(0);
+    let (_, outcome) = kmem.rseq_retry(area, node, 0, Pop::Miss(Miss::Aborted), Pop::miss, |_| {
+        attempts.set(attempts.get() + 1);
+        if attempts.get() == RSEQ_ATTEMPTS {
+            Pop::Hit(object())
+        } else {
+            Pop::Miss(Miss::Aborted)
+        }
+    });
+    assert_eq!(attempts.get(), RSEQ_ATTEMPTS);
+    assert_eq!(outcome, Pop::Hit(object()));
+    drop(cache);
+    drop(allocator);
+}
+
+#[test]
+fn retries_stop_at_the_first_outcome_that_reached_the_array_and_after_a_detached_one() {
+    let Some((_allocator, cache)) = rseq_cache("retry_stops") else { return };
+    let kmem = cache.kmem();
+    let super::FastPath::Rseq(area) = kmem.fast_path else { unreachable!("checked above") };
+    let node = kmem.home_or_default(0);
+    let attempts = Cell::new(0);
+    let (_, outcome) = kmem.rseq_retry(area, node, 0, Pop::Miss(Miss::Mismatch), Pop::miss, |_| {
+        attempts.set(attempts.get() + 1);
+        Pop::Empty
+    });
+    assert_eq!((attempts.get(), outcome), (1, Pop::Empty));
+    let (_, outcome) = kmem.rseq_retry(area, node, 0, Pop::Miss(Miss::Detached), Pop::miss, |_| {
+        attempts.set(attempts.get() + 1);
+        Pop::Hit(object())
+    });
+    assert_eq!((attempts.get(), outcome), (1, Pop::Miss(Miss::Detached)), "a stopped CPU is not retried");
+    let before = kmem.rseq_aborts.load(crate::sync::Ordering::Relaxed);
+    let (_, outcome) =
+        kmem.rseq_retry(area, node, 0, Pop::Miss(Miss::Aborted), Pop::miss, |_| Pop::Miss(Miss::Aborted));
+    assert_eq!(outcome, Pop::Miss(Miss::Aborted));
+    let counted = kmem.rseq_aborts.load(crate::sync::Ordering::Relaxed) - before;
+    assert_eq!(
+        counted,
+        RSEQ_ATTEMPTS as u64 + 1,
+        "the first outcome and every retry missed, and each is counted"
+    );
+}
