@@ -2,7 +2,9 @@
 //! interpreter, sqlite3, gcc) give the same output as under glibc's malloc, and their
 //! peak resident set is printed beside glibc's; C programs compiled here check the
 //! bootstrap cases (threads starting and exiting, fork children, every allocation
-//! function, a bad free in debug mode) and, opt-in, survive cpu1 going offline and online.
+//! function, a bad free in debug mode); opt-in, a multi-threaded C program and a
+//! multi-threaded Rust program (the example `hotplug_churn`, also in a forked child) run
+//! while cpu1 goes offline and online, and lose nothing.
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
@@ -19,11 +21,14 @@ fn library() -> PathBuf {
         .get_or_init(|| {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "--release", "-p", "numaslab-malloc"])
+                .args(["build", "--release", "-p", "numaslab-malloc", "--lib", "--example", "hotplug_churn"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("run cargo build");
-            assert!(status.success(), "cargo build --release -p numaslab-malloc failed");
+            assert!(
+                status.success(),
+                "cargo build --release -p numaslab-malloc (library and example) failed"
+            );
             let exe = std::env::current_exe().expect("the test's path");
             // target/<profile>/deps/<test> -> target
             let target = exe.ancestors().nth(3).expect("target/<profile>/deps/<test>");
@@ -212,29 +217,65 @@ fn slabinfo_is_printed_at_exit_when_asked() {
     assert!(quiet.output.stderr.is_empty());
 }
 
+const CPU1_ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
+
+/// The right to switch cpu1: the exclusive flock every real-hotplug test of the workspace
+/// takes, and cpu1 brought back online when it is dropped (whatever the test did).
+struct RealHotplug {
+    _lock: File,
+}
+
+impl RealHotplug {
+    /// Waits for the lock; `None` after saying why the test skips.
+    fn acquire() -> Option<RealHotplug> {
+        if std::env::var("NUMASLAB_REAL_HOTPLUG").as_deref() != Ok("1") {
+            println!("skipped: set NUMASLAB_REAL_HOTPLUG=1 (as root, with {CPU1_ONLINE} writable) to run it");
+            return None;
+        }
+        if fs::OpenOptions::new().write(true).open(CPU1_ONLINE).is_err() {
+            println!("skipped: {CPU1_ONLINE} is not writable here");
+            return None;
+        }
+        let lock = File::create("/tmp/numaslab-real-hotplug.lock").expect("create the hotplug lock file");
+        // SAFETY: flock(2) on a descriptor we own; blocks until the lock is ours.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let hotplug = RealHotplug { _lock: lock };
+        fs::write(CPU1_ONLINE, "1").expect("cpu1 online before the test");
+        Some(hotplug)
+    }
+
+    /// Takes cpu1 offline and back online `cycles` times, 250 ms apart; returns the
+    /// number of writes that succeeded.
+    fn cycle(&self, cycles: usize) -> usize {
+        let mut switches = 0;
+        for _ in 0..cycles {
+            std::thread::sleep(Duration::from_millis(250));
+            fs::write(CPU1_ONLINE, "0").expect("cpu1 offline");
+            switches += 1;
+            std::thread::sleep(Duration::from_millis(250));
+            fs::write(CPU1_ONLINE, "1").expect("cpu1 online");
+            switches += 1;
+        }
+        switches
+    }
+}
+
+impl Drop for RealHotplug {
+    fn drop(&mut self) {
+        // Before the lock is released (the field drops after this).
+        let _ = fs::write(CPU1_ONLINE, "1");
+    }
+}
+
+fn cpu1_is_online() -> bool {
+    fs::read_to_string(CPU1_ONLINE).is_ok_and(|state| state.trim() == "1")
+}
+
 /// cpu1 goes offline and online while a multi-threaded C program allocates under
 /// `LD_PRELOAD` (the library's watcher follows; the program checks every block).
 #[test]
 fn a_threaded_c_program_while_cpu1_goes_offline_and_online() {
-    const ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
-    if std::env::var("NUMASLAB_REAL_HOTPLUG").as_deref() != Ok("1") {
-        println!("skipped: set NUMASLAB_REAL_HOTPLUG=1 (as root, with {ONLINE} writable) to run it");
-        return;
-    }
-    if fs::OpenOptions::new().write(true).open(ONLINE).is_err() {
-        println!("skipped: {ONLINE} is not writable here");
-        return;
-    }
-    let lock = File::create("/tmp/numaslab-real-hotplug.lock").expect("create the hotplug lock file");
-    // SAFETY: flock(2) on a descriptor we own; blocks until the lock is ours.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    struct Restore;
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = fs::write(ONLINE, "1");
-        }
-    }
-    let _restore = Restore;
+    let Some(hotplug) = RealHotplug::acquire() else { return };
     let dir = std::env::temp_dir().join(format!("numaslab-malloc-hotplug-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("temp dir");
     let program = compile("churn.c", &dir);
@@ -244,18 +285,51 @@ fn a_threaded_c_program_while_cpu1_goes_offline_and_online() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("run churn");
-    let mut switches = 0;
-    for _ in 0..6 {
-        std::thread::sleep(Duration::from_millis(250));
-        fs::write(ONLINE, "0").expect("cpu1 offline");
-        std::thread::sleep(Duration::from_millis(250));
-        fs::write(ONLINE, "1").expect("cpu1 online");
-        switches += 2;
-    }
+    let switches = hotplug.cycle(6);
     let output = child.wait_with_output().expect("churn finished");
+    drop(hotplug);
     assert_eq!(switches, 12);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "nothing lost\n");
     assert!(output.status.success());
-    assert_eq!(fs::read_to_string(ONLINE).unwrap().trim(), "1", "cpu1 restored");
+    assert!(cpu1_is_online(), "cpu1 restored");
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// The example `hotplug_churn`, built in release beside the library.
+fn rust_program() -> PathBuf {
+    library().with_file_name("examples").join("hotplug_churn")
+}
+
+/// cpu1 goes offline and online while a multi-threaded Rust program (`hotplug_churn`:
+/// workers handing blocks to each other, threads starting and exiting) allocates through
+/// the standard library under `LD_PRELOAD`, in the process itself and in a forked child.
+/// The program checks every block and stops when its standard input closes, so the
+/// switching falls inside its run.
+#[test]
+fn a_threaded_rust_program_while_cpu1_goes_offline_and_online() {
+    let Some(hotplug) = RealHotplug::acquire() else { return };
+    for args in [&[][..], &["--fork"][..]] {
+        let mut child = Command::new(rust_program())
+            .args(args)
+            .env("LD_PRELOAD", library())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hotplug_churn");
+        let switches = hotplug.cycle(4);
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("hotplug_churn finished");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(switches, 8);
+        assert!(cpu1_is_online(), "cpu1 restored");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "served by numaslab-malloc\nnothing lost\ncpu1 seen offline\n",
+            "{args:?}; stderr: {stderr}"
+        );
+        assert!(output.status.success(), "{args:?}: {}; stderr: {stderr}", output.status);
+    }
+    drop(hotplug);
+    assert!(cpu1_is_online(), "cpu1 restored");
 }
