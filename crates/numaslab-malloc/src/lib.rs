@@ -16,19 +16,22 @@
 //! A constructor, run once the C library is up, registers `pthread_atfork` handlers
 //! (the child of a fork retires the parent's caches and brings up its own: see
 //! `NumaSlabAlloc::fork_child`), starts a `hotplug::Watcher` thread that follows CPU
-//! hotplug on the live machine (uevents, else polling), and reads the environment:
+//! hotplug on the live machine (uevents, else polling; a forked child starts its own at
+//! its first allocation, and the thread blocks every signal: see `watch.rs`), and reads
+//! the environment:
 //!
 //! - `NUMASLAB_DEBUG=1`: debug caches; a bad `free` (an unknown pointer, a double free,
 //!   an overwritten red zone) is reported on stderr and the pointer left alone;
-//! - `NUMASLAB_SHOW_STATS=1`: slabinfo of the kmalloc caches on stderr at exit;
-//! - `NUMASLAB_WATCH=0`: no hotplug watcher thread.
+//! - `NUMASLAB_SHOW_STATS=1`: slabinfo of the kmalloc caches on stderr at exit, and a
+//!   line `numaslab-malloc[PID]: hotplug watcher (uevents): N CPU transitions followed`;
+//! - `NUMASLAB_WATCH=0`: no hotplug watcher thread, in the process or its children.
+
+mod watch;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 use std::ptr::NonNull;
-use std::sync::OnceLock;
 
-use hotplug::Watcher;
 use numaslab::NumaSlabAlloc;
 
 #[global_allocator]
@@ -36,9 +39,6 @@ static ALLOC: NumaSlabAlloc = NumaSlabAlloc::new();
 
 /// glibc's `MALLOC_ALIGNMENT` on 64-bit: `2 * sizeof(size_t)`.
 const MALLOC_ALIGNMENT: usize = 16;
-
-/// The hotplug watcher, kept for the life of the process.
-static WATCHER: OnceLock<Option<Watcher>> = OnceLock::new();
 
 fn set_errno(code: i32) {
     // SAFETY: __errno_location returns the calling thread's errno.
@@ -56,6 +56,7 @@ fn allocate(size: usize, align: usize) -> *mut c_void {
     if ptr.is_null() {
         set_errno(libc::ENOMEM);
     }
+    watch::after_allocation(|| ALLOC.machinery());
     ptr.cast()
 }
 
@@ -99,6 +100,7 @@ pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
     if ptr.is_null() {
         set_errno(libc::ENOMEM);
     }
+    watch::after_allocation(|| ALLOC.machinery());
     ptr.cast()
 }
 
@@ -123,6 +125,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     if fresh.is_null() {
         set_errno(libc::ENOMEM);
     }
+    watch::after_allocation(|| ALLOC.machinery());
     fresh.cast()
 }
 
@@ -248,15 +251,17 @@ extern "C" fn fork_parent() {
 
 extern "C" fn fork_child() {
     ALLOC.fork_child();
+    watch::fork_child();
 }
 
 extern "C" fn show_stats() {
     if let Some(machinery) = ALLOC.machinery() {
         eprint!("{}", machinery.numaslab.allocator().slabinfo());
     }
+    eprintln!("numaslab-malloc[{}]: {}", std::process::id(), watch::report());
 }
 
-fn env_is(name: &str, value: &str) -> bool {
+pub(crate) fn env_is(name: &str, value: &str) -> bool {
     std::env::var_os(name).is_some_and(|found| found == value)
 }
 
@@ -271,15 +276,8 @@ extern "C" fn start() {
         unsafe { libc::atexit(show_stats) };
     }
     if !env_is("NUMASLAB_WATCH", "0") {
-        WATCHER.get_or_init(|| match Watcher::start(machinery.numaslab.hotplug()) {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                if env_is("NUMASLAB_DEBUG", "1") {
-                    eprintln!("numaslab-malloc: not following CPU hotplug: {error}");
-                }
-                None
-            }
-        });
+        watch::want();
+        watch::start(|| Some(machinery));
     }
 }
 

@@ -2,7 +2,8 @@
 //! interpreter, sqlite3, gcc) give the same output as under glibc's malloc, and their
 //! peak resident set is printed beside glibc's; C programs compiled here check the
 //! bootstrap cases (threads starting and exiting, fork children, every allocation
-//! function, a bad free in debug mode); opt-in, a multi-threaded C program and a
+//! function, a bad free in debug mode) and the hotplug watcher of a process and of its
+//! forked child; opt-in, a multi-threaded C program and a
 //! multi-threaded Rust program (the example `hotplug_churn`, also in a forked child) run
 //! while cpu1 goes offline and online, and lose nothing.
 
@@ -205,6 +206,29 @@ fn bootstrap_threads_fork_children_and_every_allocation_function() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// The process and a forked child (once it allocated) each have a `hotplug-watcher`
+/// thread, which blocks the program's signals; `NUMASLAB_WATCH=0` starts none in either.
+#[test]
+fn a_watcher_thread_in_the_process_and_in_a_forked_child() {
+    let dir = std::env::temp_dir().join(format!("numaslab-malloc-watcher-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let program = compile("watcher.c", &dir);
+    let program = program.to_str().expect("UTF-8 path");
+    let watched = run(program, &[], None, true, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&watched.output.stdout),
+        "parent: 1 watcher, signals blocked\nchild: 1 watcher, signals blocked\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&watched.output.stderr)
+    );
+    assert!(watched.output.status.success());
+    let unwatched = run(program, &[], None, true, &[("NUMASLAB_WATCH", "0")]);
+    assert_eq!(String::from_utf8_lossy(&unwatched.output.stdout), "parent: no watcher\nchild: no watcher\n");
+    let glibc = run(program, &[], None, false, &[]);
+    assert_eq!(String::from_utf8_lossy(&glibc.output.stdout), "parent: no watcher\nchild: no watcher\n");
+    let _ = fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn slabinfo_is_printed_at_exit_when_asked() {
     // Not coreutils: their exit handler closes stderr before the library's runs.
@@ -213,6 +237,7 @@ fn slabinfo_is_printed_at_exit_when_asked() {
     let stderr = String::from_utf8_lossy(&result.output.stderr);
     assert!(stderr.starts_with("slabinfo - version: 2.1"), "{stderr}");
     assert!(stderr.contains("kmalloc-32k"), "{stderr}");
+    assert_eq!(transitions_followed(&stderr).len(), 1, "the watcher's line: {stderr}");
     let quiet = run(&python, &["-c", "print('hi')"], None, true, &[]);
     assert!(quiet.output.stderr.is_empty());
 }
@@ -295,6 +320,20 @@ fn a_threaded_c_program_while_cpu1_goes_offline_and_online() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// The counts of `numaslab-malloc[PID]: hotplug watcher (MODE): N CPU transitions
+/// followed` lines (`NUMASLAB_SHOW_STATS`), one per process.
+fn transitions_followed(stderr: &str) -> Vec<u64> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("numaslab-malloc["))
+        .map(|line| {
+            let (_, count) = line.split_once("): ").unwrap_or_else(|| panic!("no watcher in {line:?}"));
+            let count = count.strip_suffix(" CPU transitions followed").unwrap_or_else(|| panic!("{line:?}"));
+            count.parse().unwrap_or_else(|_| panic!("not a count in {line:?}"))
+        })
+        .collect()
+}
+
 /// The example `hotplug_churn`, built in release beside the library.
 fn rust_program() -> PathBuf {
     library().with_file_name("examples").join("hotplug_churn")
@@ -312,6 +351,7 @@ fn a_threaded_rust_program_while_cpu1_goes_offline_and_online() {
         let mut child = Command::new(rust_program())
             .args(args)
             .env("LD_PRELOAD", library())
+            .env("NUMASLAB_SHOW_STATS", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -329,6 +369,11 @@ fn a_threaded_rust_program_while_cpu1_goes_offline_and_online() {
             "{args:?}; stderr: {stderr}"
         );
         assert!(output.status.success(), "{args:?}: {}; stderr: {stderr}", output.status);
+        // Each process (with --fork, the parent and its child) followed the switching
+        // with its own watcher.
+        let followed = transitions_followed(&stderr);
+        assert_eq!(followed.len(), 1 + args.len(), "{args:?}: one report per process; stderr: {stderr}");
+        assert!(followed.iter().all(|&count| count >= 2), "{args:?}: transitions followed {followed:?}");
     }
     drop(hotplug);
     assert!(cpu1_is_online(), "cpu1 restored");
