@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use topology::machine::MachineDescription;
+use topology::machine_file::MachineDescription;
 
 /// `fixture NAME...` (or `fixture --all`): writes `fixtures/NAME/` from
 /// `fixtures/NAME.machine`, replacing what was there.

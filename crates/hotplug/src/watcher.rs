@@ -17,8 +17,8 @@ use topology::OnlineChange;
 
 use crate::error::{Error, Result};
 use crate::events::{EventKind, Source};
-use crate::machine::Hotplug;
 use crate::poll::{OnlineFiles, Snapshot};
+use crate::state_machine::Hotplug;
 use crate::sync::{AtomicBool, Ordering};
 use crate::uevent::{classify, UeventSocket, Verdict, RECEIVE_BUFFER};
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
-use crate::machine::MachineDescription;
+use crate::machine_file::MachineDescription;
 use crate::{CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, SysfsTopology, Topology};
 
 /// The environment variable that overrides where fixtures are looked up by name.
@@ -33,7 +33,7 @@ impl FixtureTopology {
     ///
     /// A plain name (no `/`, such as `seed-box`) is looked up in [`Self::fixtures_dir`]: the
     /// folder `NAME/` if it exists, else the compiled-in description of that name (see
-    /// [`machine::BUILTIN`](crate::machine::BUILTIN)). Anything else is a path to a
+    /// [`machine_file::BUILTIN`](crate::machine_file::BUILTIN)). Anything else is a path to a
     /// sysfs-shaped folder, used as is, such as a capture's `fsroot`.
     pub fn load(name_or_path: impl AsRef<Path>) -> Result<Self> {
         let given = name_or_path.as_ref();
@@ -58,7 +58,10 @@ impl FixtureTopology {
     /// The seed's test box (4 CPUs on 2 nodes), written from the compiled-in description:
     /// needs no file on disk.
     pub fn seed_box() -> Result<Self> {
-        Self::from_description("seed-box", &MachineDescription::parse("seed-box", crate::machine::SEED_BOX)?)
+        Self::from_description(
+            "seed-box",
+            &MachineDescription::parse("seed-box", crate::machine_file::SEED_BOX)?,
+        )
     }
 
     /// A machine written from a description into a fresh temporary folder.

@@ -19,7 +19,7 @@ mod fake;
 #[cfg(feature = "fixture")]
 mod fixture;
 mod idset;
-pub mod machine;
+pub mod machine_file;
 mod os;
 mod sync;
 mod sysfs;

@@ -2,7 +2,7 @@
 //! (clap derive) and a `run` function; adding one is a new module and a new variant of
 //! [`Command`].
 
-mod machine;
+mod backend;
 mod parse;
 mod real_lock;
 mod topology;

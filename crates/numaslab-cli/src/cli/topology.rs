@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use topology::{Diagnostic, NodeId, Topology};
 
-use super::machine::{DefaultMachine, MachineArgs};
+use super::backend::{DefaultMachine, MachineArgs};
 
 /// Which machine to describe; with none of `--root`, `--fixture`, `--fake`, this one.
 #[derive(Debug, clap::Args)]

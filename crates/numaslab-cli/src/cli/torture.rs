@@ -11,7 +11,7 @@ use numaslab::torture::{self, Fault, HotplugDriver, Progress, TortureConfig};
 use numaslab::NumaSlab;
 use topology::CpuSet;
 
-use super::machine::{DefaultMachine, MachineArgs};
+use super::backend::{DefaultMachine, MachineArgs};
 use super::parse;
 use super::real_lock::{self, RealLock};
 
@@ -131,7 +131,7 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
         if !args.follow && unsafe { libc::geteuid() } != 0 {
             bail!("--real switches this machine's CPUs and needs root; run it as root, or drop --real to use the embedded seed box");
         }
-        super::machine::live()?
+        super::backend::live()?
     } else {
         args.machine.open(DefaultMachine::SeedBox)?
     };

@@ -14,7 +14,7 @@ use numaslab::NumaSlab;
 use serde::Serialize;
 use topology::{CpuId, Topology};
 
-use super::machine::{DefaultMachine, MachineArgs};
+use super::backend::{DefaultMachine, MachineArgs};
 
 /// Arguments of `numaslab watch` (its help text, with the format of the times, is the
 /// doc comment of `Command::Watch`).

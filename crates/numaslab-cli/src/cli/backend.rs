@@ -71,7 +71,7 @@ fn load_fixture(fixture: &str) -> Result<FixtureTopology> {
 /// the fixtures directory (when the binary runs where that directory exists), sorted.
 fn fixture_names() -> Vec<String> {
     let mut names: Vec<String> =
-        topology::machine::BUILTIN.iter().map(|(name, _)| (*name).to_owned()).collect();
+        topology::machine_file::BUILTIN.iter().map(|(name, _)| (*name).to_owned()).collect();
     if let Ok(entries) = std::fs::read_dir(FixtureTopology::fixtures_dir()) {
         for entry in entries.flatten() {
             if entry.path().is_dir() {
