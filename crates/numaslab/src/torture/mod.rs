@@ -14,11 +14,12 @@ mod report;
 mod worker;
 
 use std::alloc::Layout;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::CachePadded;
+use crossbeam_channel::Receiver;
 use serde::Serialize;
 use slab_core::{Cache, CacheFlags};
 use topology::{CpuId, CpuSet, Topology};
@@ -26,7 +27,7 @@ use topology::{CpuId, CpuSet, Topology};
 pub use self::memory::MemoryBound;
 pub use self::onoff::TransitionStats;
 pub use self::report::{Check, LatencySummary, Report, Watched};
-use self::worker::{Shared, Worker, WorkerPlan};
+use self::worker::{Object, Shared, Worker, WorkerPlan};
 use crate::{Error, NumaSlab, Result};
 
 /// A fault the torture injects on purpose, so that tests can prove its checks fail.
@@ -137,32 +138,9 @@ pub fn run(
     let rss_start = memory::start();
     let held =
         (config.fault == Some(Fault::HoldMemory)).then(|| std::hint::black_box(vec![0x5au8; HELD_BYTES]));
-    let caches = create_caches(slab, config)?;
-    let shared = Arc::new(Shared {
-        topology: topology.clone(),
-        allocated: caches.iter().map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
-        freed: caches.iter().map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
-        caches,
-        handed_over: AtomicU64::new(0),
-        corrupted: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        first_error: Mutex::new(None),
-        ops: CachePadded::new(AtomicU64::new(0)),
-        stop: AtomicBool::new(false),
-        stopped_sending: AtomicUsize::new(0),
-        fault: config.fault,
-    });
+    let shared = Arc::new(Shared::new(topology.clone(), create_caches(slab, config)?, config.fault));
     let plans = plan_workers(&*topology, config)?;
-    // In follow mode the watcher runs the callbacks of the transitions another program
-    // makes; the follower reads their events, subscribed before the watcher starts.
-    let following = match config.hotplug {
-        HotplugDriver::Switch => None,
-        HotplugDriver::Follow => {
-            let events = slab.hotplug().events();
-            let watcher = hotplug::Watcher::start(slab.hotplug())?;
-            Some((watcher, events))
-        }
-    };
+    let following = start_following(slab, config)?;
     let watch_mode = following.as_ref().map(|(watcher, _)| watcher.mode());
     let candidates = hotplug_candidates(&*topology, config);
     let fault_state = match (config.fault, candidates.first()) {
@@ -173,59 +151,15 @@ pub fn run(
     let hotplug_stop = AtomicBool::new(false);
     let bound = Barrier::new(plans.len() + 1);
     let (stats, live, watch_stats) = std::thread::scope(|scope| {
-        let (senders, receivers): (Vec<_>, Vec<_>) =
-            plans.iter().map(|_| crossbeam_channel::bounded(inbox_capacity(config))).unzip();
-        let workers: Vec<_> = plans
-            .iter()
-            .cloned()
-            .zip(receivers)
-            .map(|(plan, inbox)| {
-                let name = format!("torture-worker-{}", plan.index);
-                let worker = Worker::new(plan, shared.clone(), inbox, senders.clone());
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn_scoped(scope, || worker.run(&bound))
-                    .expect("spawning a torture worker")
-            })
-            .collect();
-        drop(senders);
+        let workers = spawn_workers(scope, &plans, &shared, config, &bound);
         bound.wait();
-        let onoff = onoff::OnOff {
-            slab: slab.clone(),
-            candidates,
-            interval: config.interval,
-            seed: config.seed,
-            progress: progress.transitions.clone(),
-        };
-        let hotplug = match following.as_ref() {
-            Some((_, events)) => {
-                let follow = follow::Follow {
-                    slab: slab.clone(),
-                    events: events.clone(),
-                    progress: progress.transitions.clone(),
-                    online: CpuSet::new(),
-                };
-                Some(scope.spawn(|| follow.run(&hotplug_stop)))
-            }
-            None => (!config.interval.is_zero()).then(|| scope.spawn(|| onoff.run(&hotplug_stop))),
-        };
+        let events = following.as_ref().map(|(_, events)| events.clone());
+        let hotplug = spawn_hotplug(scope, slab, config, progress, events, candidates, &hotplug_stop);
         progress.started.store(true, Ordering::Release);
-        while started.elapsed() < config.duration && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20).min(config.duration));
-            progress.ops.store(shared.ops.load(Ordering::Relaxed), Ordering::Relaxed);
-            if workers.iter().any(|worker| worker.is_finished()) {
-                break; // A worker panicked: stop everything and report.
-            }
-        }
+        wait_for_end(config, stop, started, progress, &shared, &workers);
         // Hotplug stops first and brings its CPUs back (in follow mode: the watcher stops,
         // then the follower reads what is queued), then the workers stop.
-        let watch_stats = following.map(|(watcher, _)| {
-            let stats = watcher.stop();
-            // A change made just before the end may not have been heard of yet: one last
-            // look at the machine, whose events the follower still reads.
-            let _ = slab.hotplug().reconcile(hotplug::Source::Reconcile);
-            stats
-        });
+        let watch_stats = following.map(|(watcher, _)| stop_watcher(slab, watcher));
         hotplug_stop.store(true, Ordering::Relaxed);
         let stats = hotplug.map(|handle| handle.join()).transpose();
         shared.stop.store(true, Ordering::Relaxed);
@@ -236,6 +170,123 @@ pub fn run(
     if let Some(state) = fault_state {
         slab.hotplug().remove_state_nocalls(state)?;
     }
+    let (transitions, live, panicked) = sort_out_panics(stats, live);
+    let watched = watch_mode.zip(watch_stats).map(|(mode, stats)| report::Watched::new(mode, stats));
+    let run = report::Run { transitions, watched, live, panicked, elapsed, rss_start };
+    let report = report::finish(slab, config, &shared, run);
+    drop(held);
+    Ok(report)
+}
+
+/// In follow mode, the watcher that runs the callbacks of the transitions another program
+/// makes, and the events the follower reads, subscribed before the watcher starts.
+fn start_following(
+    slab: &NumaSlab,
+    config: &TortureConfig,
+) -> Result<Option<(hotplug::Watcher, Receiver<hotplug::Event>)>> {
+    Ok(match config.hotplug {
+        HotplugDriver::Switch => None,
+        HotplugDriver::Follow => {
+            let events = slab.hotplug().events();
+            let watcher = hotplug::Watcher::start(slab.hotplug())?;
+            Some((watcher, events))
+        }
+    })
+}
+
+/// Starts one thread per worker plan; each binds itself to its CPU and waits at `bound`.
+fn spawn_workers<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    plans: &[WorkerPlan],
+    shared: &Arc<Shared>,
+    config: &TortureConfig,
+    bound: &'scope Barrier,
+) -> Vec<ScopedJoinHandle<'scope, Vec<Object>>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        plans.iter().map(|_| crossbeam_channel::bounded(inbox_capacity(config))).unzip();
+    plans
+        .iter()
+        .cloned()
+        .zip(receivers)
+        .map(|(plan, inbox)| {
+            let name = format!("torture-worker-{}", plan.index);
+            let worker = Worker::new(plan, shared.clone(), inbox, senders.clone());
+            std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, || worker.run(bound))
+                .expect("spawning a torture worker")
+        })
+        .collect()
+}
+
+/// Starts the hotplug thread: the follower of `events` in follow mode, else the thread
+/// that switches `candidates` (none when the interval is zero).
+fn spawn_hotplug<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    slab: &Arc<NumaSlab>,
+    config: &TortureConfig,
+    progress: &Progress,
+    events: Option<Receiver<hotplug::Event>>,
+    candidates: CpuSet,
+    stop: &'scope AtomicBool,
+) -> Option<ScopedJoinHandle<'scope, TransitionStats>> {
+    match events {
+        Some(events) => {
+            let follow = follow::Follow {
+                slab: slab.clone(),
+                events,
+                progress: progress.transitions.clone(),
+                online: CpuSet::new(),
+            };
+            Some(scope.spawn(move || follow.run(stop)))
+        }
+        None => {
+            let onoff = onoff::OnOff {
+                slab: slab.clone(),
+                candidates,
+                interval: config.interval,
+                seed: config.seed,
+                progress: progress.transitions.clone(),
+            };
+            (!config.interval.is_zero()).then(|| scope.spawn(move || onoff.run(stop)))
+        }
+    }
+}
+
+/// Waits until the run's time is up, `stop` is set or a worker has panicked, publishing
+/// the operation count for the progress bar meanwhile.
+fn wait_for_end(
+    config: &TortureConfig,
+    stop: &AtomicBool,
+    started: Instant,
+    progress: &Progress,
+    shared: &Shared,
+    workers: &[ScopedJoinHandle<'_, Vec<Object>>],
+) {
+    while started.elapsed() < config.duration && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20).min(config.duration));
+        progress.ops.store(shared.ops.load(Ordering::Relaxed), Ordering::Relaxed);
+        if workers.iter().any(|worker| worker.is_finished()) {
+            break; // A worker panicked: stop everything and report.
+        }
+    }
+}
+
+/// Stops the follow mode's watcher and returns what it counted.
+fn stop_watcher(slab: &NumaSlab, watcher: hotplug::Watcher) -> hotplug::WatchStats {
+    let stats = watcher.stop();
+    // A change made just before the end may not have been heard of yet: one last look at
+    // the machine, whose events the follower still reads.
+    let _ = slab.hotplug().reconcile(hotplug::Source::Reconcile);
+    stats
+}
+
+/// The hotplug thread's statistics, the objects of the workers that finished, and the
+/// names of the threads that panicked.
+fn sort_out_panics(
+    stats: std::thread::Result<Option<TransitionStats>>,
+    live: Vec<std::thread::Result<Vec<Object>>>,
+) -> (TransitionStats, Vec<Vec<Object>>, Vec<String>) {
     // A panicked hotplug thread restored its CPUs while unwinding (`Restore`), but its
     // statistics are lost; it counts as a panicked thread.
     let (stats, hotplug_panicked) = match stats {
@@ -251,12 +302,8 @@ pub fn run(
     if hotplug_panicked {
         panicked.push("the hotplug thread".into());
     }
-    let live: Vec<_> = live.into_iter().filter_map(|result| result.ok()).collect();
-    let watched = watch_mode.zip(watch_stats).map(|(mode, stats)| report::Watched::new(mode, stats));
-    let run = report::Run { transitions: stats, watched, live, panicked, elapsed, rss_start };
-    let report = report::finish(slab, config, &shared, run);
-    drop(held);
-    Ok(report)
+    let live = live.into_iter().filter_map(|result| result.ok()).collect();
+    (stats, live, panicked)
 }
 
 /// Registers a hotplug state whose startup fails once, on `cpu`: the injected

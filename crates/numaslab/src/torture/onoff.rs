@@ -36,6 +36,10 @@ pub struct TransitionStats {
     pub callback_us: Vec<u64>,
     /// The first few failures, verbatim.
     pub errors: Vec<String>,
+    /// The failures to bring a CPU the torture took offline back online at the end (also
+    /// in `errors`).
+    #[serde(skip)]
+    pub not_restored: Vec<String>,
     /// CPUs found with objects in their array cache right after going offline, with the
     /// count: must stay empty.
     pub stranded: Vec<(CpuId, usize)>,
@@ -115,7 +119,8 @@ impl OnOff {
         }
         for error in restore.restore() {
             stats.failed += 1;
-            stats.errors.push(error);
+            stats.errors.push(error.clone());
+            stats.not_restored.push(error);
         }
         stats
     }

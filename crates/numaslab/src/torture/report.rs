@@ -1,11 +1,13 @@
 //! The torture's checks and its report, as text and as JSON.
 
 use std::fmt::{self, Write as _};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use serde::Serialize;
+use topology::CpuSet;
 
 use super::memory::{self, mib, MemoryBound};
 use super::onoff::TransitionStats;
@@ -141,133 +143,36 @@ pub(super) struct Run {
     pub(super) rss_start: Option<u64>,
 }
 
+impl Check {
+    fn new(name: &str, passed: bool, detail: String) -> Self {
+        Self { name: name.to_owned(), passed, detail }
+    }
+
+    /// A check that holds when `problems` is empty: then its detail is `fine`, else the
+    /// problems joined.
+    fn unless_any(name: &str, problems: &[String], fine: String) -> Self {
+        let detail = if problems.is_empty() { fine } else { problems.join("; ") };
+        Self::new(name, problems.is_empty(), detail)
+    }
+}
+
 /// Checks every invariant, frees what the workers still hold, destroys the caches and
 /// builds the report.
 pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shared, run: Run) -> Report {
     let Run { transitions, watched, live, panicked, elapsed, rss_start } = run;
-    let panicked = &panicked[..];
-    let mut checks = Vec::new();
-    let mut check = |name: &str, passed: bool, detail: String| {
-        checks.push(Check { name: name.to_owned(), passed, detail });
-    };
-    check(
-        "every thread finished",
-        panicked.is_empty(),
-        if panicked.is_empty() {
-            match config.hotplug {
-                HotplugDriver::Switch => format!("{} workers and the hotplug thread", config.workers),
-                HotplugDriver::Follow => format!("{} workers and the follower", config.workers),
-            }
-        } else {
-            format!("panicked: {}", panicked.join(", "))
-        },
-    );
-    let corrupted = shared.corrupted.load(Ordering::Relaxed);
-    check("no worker saw a corrupted pattern", corrupted == 0, format!("{corrupted} corrupted objects"));
-    let errors = shared.errors.load(Ordering::Relaxed);
-    let first = shared.first_error.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
-    check(
-        "the allocator served every request",
-        errors == 0,
-        match first {
-            Some(first) => format!("{errors} errors, the first: {first}"),
-            None => "no errors".into(),
-        },
-    );
-
-    // Conservation: each object allocated was freed exactly once or is still held.
     let held = count_by_cache(&live, shared.caches.len());
-    let mut lost = Vec::new();
-    let mut in_use_mismatch = Vec::new();
-    for (index, cache) in shared.caches.iter().enumerate() {
-        let allocated = shared.allocated[index].load(Ordering::Relaxed);
-        let freed = shared.freed[index].load(Ordering::Relaxed);
-        if allocated != freed + held[index] {
-            lost.push(format!(
-                "{}: {allocated} allocated, {freed} freed, {} held",
-                cache.name(),
-                held[index]
-            ));
-        }
-        let in_use = cache.stats().in_use as u64;
-        if in_use != held[index] {
-            in_use_mismatch.push(format!(
-                "{}: allocator counts {in_use} in use, workers hold {}",
-                cache.name(),
-                held[index]
-            ));
-        }
-    }
-    let allocated: u64 = shared.allocated.iter().map(|count| count.load(Ordering::Relaxed)).sum();
-    check(
-        "every object allocated is freed exactly once or still held",
-        lost.is_empty(),
-        if lost.is_empty() {
-            format!("{allocated} objects allocated, all accounted for")
-        } else {
-            lost.join("; ")
-        },
-    );
-    check(
-        "the allocator's in-use count matches the objects held",
-        in_use_mismatch.is_empty(),
-        if in_use_mismatch.is_empty() {
-            format!("{} objects held", held.iter().sum::<u64>())
-        } else {
-            in_use_mismatch.join("; ")
-        },
-    );
-
-    // No object may sit in the array cache of a CPU that is offline.
     let topology = slab.topology();
     let online = topology.online_cpus().unwrap_or_default();
-    let mut stranded: Vec<String> = transitions
-        .stranded
-        .iter()
-        .map(|(cpu, count)| format!("cpu {cpu}: {count} objects right after going offline"))
-        .collect();
-    for cpu in topology.possible_cpus().difference(&online).iter() {
-        let count: usize = shared.caches.iter().map(|cache| cache.cpu_cache_len(cpu)).sum();
-        if count > 0 {
-            stranded.push(format!("cpu {cpu}: {count} objects at the end"));
-        }
-    }
-    check(
-        "no object is left in the cache of an offline CPU",
-        stranded.is_empty(),
-        if stranded.is_empty() {
-            format!("{} offline transitions checked", transitions.offline)
-        } else {
-            stranded.join("; ")
-        },
-    );
-    check(
-        "every hotplug transition completed",
-        transitions.failed == 0,
-        if transitions.failed == 0 {
-            format!("{} of {} transitions completed", transitions.done, transitions.attempted)
-        } else {
-            format!(
-                "{} of {} failed: {}",
-                transitions.failed,
-                transitions.attempted,
-                transitions.errors.join("; ")
-            )
-        },
-    );
-    let restore_errors: Vec<&String> =
-        transitions.errors.iter().filter(|e| e.contains("back online")).collect();
-    check(
-        "every CPU taken offline is back online",
-        restore_errors.is_empty(),
-        if restore_errors.is_empty() && config.hotplug == HotplugDriver::Follow {
-            format!("the run switched no CPU itself; online at the end: {online}")
-        } else if restore_errors.is_empty() {
-            format!("online at the end: {online}")
-        } else {
-            format!("{restore_errors:?}")
-        },
-    );
+    let mut checks = vec![
+        threads_finished(config, &panicked),
+        no_corrupted_pattern(shared),
+        every_request_served(shared),
+        objects_conserved(shared, &held),
+        in_use_matches_held(shared, &held),
+        nothing_stranded(slab, shared, &transitions, &online),
+        transitions_completed(&transitions),
+        cpus_back_online(config, &transitions, &online),
+    ];
 
     let slabinfo = slab.allocator().slabinfo();
     // The memory figures, while the caches and the workers' objects are still there.
@@ -278,34 +183,11 @@ pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shar
     for object in live.into_iter().flatten() {
         free_checked(shared, object);
     }
-    let validation = slab.allocator().validate();
-    check(
-        "validate() accounts for every object and slab",
-        validation.is_ok(),
-        match &validation {
-            Ok(()) => format!("{} caches validated", shared.caches.len()),
-            Err(error) => error.to_string(),
-        },
-    );
-    let mut refused = Vec::new();
-    for cache in &shared.caches {
-        if let Err(error) = slab.allocator().destroy_cache(cache) {
-            refused.push(error.to_string());
-        }
-    }
-    check(
-        "every cache is empty and destroyed at the end",
-        refused.is_empty(),
-        if refused.is_empty() {
-            format!("{} caches destroyed", shared.caches.len())
-        } else {
-            refused.join("; ")
-        },
-    );
-
+    checks.push(validated(slab, shared));
+    checks.push(caches_destroyed(slab, shared));
     checks.push(memory::check(peak_rss_bytes, &memory_bound, live_bytes_at_end));
 
-    let ops = allocated + shared.freed.iter().map(|count| count.load(Ordering::Relaxed)).sum::<u64>();
+    let ops = sum(&shared.allocated) + sum(&shared.freed);
     let secs = elapsed.as_secs_f64().max(1e-9);
     let checks_passed = checks.iter().all(|check| check.passed);
     Report {
@@ -327,6 +209,149 @@ pub(super) fn finish(slab: &Arc<NumaSlab>, config: &TortureConfig, shared: &Shar
         checks,
         checks_passed,
     }
+}
+
+/// The sum of per-cache counters.
+fn sum(counts: &[CachePadded<AtomicU64>]) -> u64 {
+    counts.iter().map(|count| count.load(Ordering::Relaxed)).sum()
+}
+
+fn threads_finished(config: &TortureConfig, panicked: &[String]) -> Check {
+    let fine = match config.hotplug {
+        HotplugDriver::Switch => format!("{} workers and the hotplug thread", config.workers),
+        HotplugDriver::Follow => format!("{} workers and the follower", config.workers),
+    };
+    let detail = if panicked.is_empty() { fine } else { format!("panicked: {}", panicked.join(", ")) };
+    Check::new("every thread finished", panicked.is_empty(), detail)
+}
+
+fn no_corrupted_pattern(shared: &Shared) -> Check {
+    let corrupted = shared.corrupted.load(Ordering::Relaxed);
+    Check::new("no worker saw a corrupted pattern", corrupted == 0, format!("{corrupted} corrupted objects"))
+}
+
+fn every_request_served(shared: &Shared) -> Check {
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let first = shared.first_error.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
+    let detail = match first {
+        Some(first) => format!("{errors} errors, the first: {first}"),
+        None => "no errors".into(),
+    };
+    Check::new("the allocator served every request", errors == 0, detail)
+}
+
+/// Conservation: each object allocated was freed exactly once or is still held.
+fn objects_conserved(shared: &Shared, held: &[u64]) -> Check {
+    let mut lost = Vec::new();
+    for (index, cache) in shared.caches.iter().enumerate() {
+        let allocated = shared.allocated[index].load(Ordering::Relaxed);
+        let freed = shared.freed[index].load(Ordering::Relaxed);
+        if allocated != freed + held[index] {
+            lost.push(format!(
+                "{}: {allocated} allocated, {freed} freed, {} held",
+                cache.name(),
+                held[index]
+            ));
+        }
+    }
+    Check::unless_any(
+        "every object allocated is freed exactly once or still held",
+        &lost,
+        format!("{} objects allocated, all accounted for", sum(&shared.allocated)),
+    )
+}
+
+fn in_use_matches_held(shared: &Shared, held: &[u64]) -> Check {
+    let mut mismatched = Vec::new();
+    for (index, cache) in shared.caches.iter().enumerate() {
+        let in_use = cache.stats().in_use as u64;
+        if in_use != held[index] {
+            mismatched.push(format!(
+                "{}: allocator counts {in_use} in use, workers hold {}",
+                cache.name(),
+                held[index]
+            ));
+        }
+    }
+    Check::unless_any(
+        "the allocator's in-use count matches the objects held",
+        &mismatched,
+        format!("{} objects held", held.iter().sum::<u64>()),
+    )
+}
+
+/// No object may sit in the array cache of a CPU that is offline.
+fn nothing_stranded(
+    slab: &NumaSlab,
+    shared: &Shared,
+    transitions: &TransitionStats,
+    online: &CpuSet,
+) -> Check {
+    let mut stranded: Vec<String> = transitions
+        .stranded
+        .iter()
+        .map(|(cpu, count)| format!("cpu {cpu}: {count} objects right after going offline"))
+        .collect();
+    for cpu in slab.topology().possible_cpus().difference(online).iter() {
+        let count: usize = shared.caches.iter().map(|cache| cache.cpu_cache_len(cpu)).sum();
+        if count > 0 {
+            stranded.push(format!("cpu {cpu}: {count} objects at the end"));
+        }
+    }
+    Check::unless_any(
+        "no object is left in the cache of an offline CPU",
+        &stranded,
+        format!("{} offline transitions checked", transitions.offline),
+    )
+}
+
+fn transitions_completed(transitions: &TransitionStats) -> Check {
+    let detail = if transitions.failed == 0 {
+        format!("{} of {} transitions completed", transitions.done, transitions.attempted)
+    } else {
+        format!(
+            "{} of {} failed: {}",
+            transitions.failed,
+            transitions.attempted,
+            transitions.errors.join("; ")
+        )
+    };
+    Check::new("every hotplug transition completed", transitions.failed == 0, detail)
+}
+
+fn cpus_back_online(config: &TortureConfig, transitions: &TransitionStats, online: &CpuSet) -> Check {
+    let not_restored = &transitions.not_restored;
+    let detail = if !not_restored.is_empty() {
+        format!("{not_restored:?}")
+    } else if config.hotplug == HotplugDriver::Follow {
+        format!("the run switched no CPU itself; online at the end: {online}")
+    } else {
+        format!("online at the end: {online}")
+    };
+    Check::new("every CPU taken offline is back online", not_restored.is_empty(), detail)
+}
+
+fn validated(slab: &NumaSlab, shared: &Shared) -> Check {
+    let validation = slab.allocator().validate();
+    let detail = match &validation {
+        Ok(()) => format!("{} caches validated", shared.caches.len()),
+        Err(error) => error.to_string(),
+    };
+    Check::new("validate() accounts for every object and slab", validation.is_ok(), detail)
+}
+
+fn caches_destroyed(slab: &NumaSlab, shared: &Shared) -> Check {
+    let refused: Vec<String> = shared
+        .caches
+        .iter()
+        .filter_map(|cache| slab.allocator().destroy_cache(cache).err())
+        .map(|error| error.to_string())
+        .collect();
+    Check::unless_any(
+        "every cache is empty and destroyed at the end",
+        &refused,
+        format!("{} caches destroyed", shared.caches.len()),
+    )
 }
 
 impl fmt::Display for Report {

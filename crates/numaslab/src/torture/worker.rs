@@ -52,6 +52,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shared state of workers on `caches`, every counter at zero.
+    pub(crate) fn new(topology: Arc<dyn Topology>, caches: Vec<Arc<Cache>>, fault: Option<Fault>) -> Self {
+        let zeroes = || caches.iter().map(|_| CachePadded::new(AtomicU64::new(0))).collect();
+        Self {
+            topology,
+            allocated: zeroes(),
+            freed: zeroes(),
+            caches,
+            handed_over: AtomicU64::new(0),
+            corrupted: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            first_error: std::sync::Mutex::new(None),
+            ops: CachePadded::new(AtomicU64::new(0)),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            stopped_sending: AtomicUsize::new(0),
+            fault,
+        }
+    }
+
     fn record_error(&self, message: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_error.lock().unwrap_or_else(|poison| poison.into_inner());
