@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
+use std::str::SplitWhitespace;
 
 use crate::{
     CpuId, CpuSet, Error, IdSet, NodeId, NodeSet, Result, ID_LIMIT, LOCAL_DISTANCE, REMOTE_DISTANCE,
@@ -102,125 +103,12 @@ impl MachineDescription {
 
     /// Parses a description; `name` is used in errors.
     pub fn parse(name: &str, text: &str) -> Result<Self> {
-        let fail = |line: usize, reason: String| Error::Fixture {
-            name: name.to_owned(),
-            reason: format!("line {line}: {reason}"),
-        };
-        let list = |line: usize, word: Option<&str>| -> Result<CpuSet> {
-            match word {
-                Some("-") => Ok(CpuSet::new()),
-                Some(word) => IdSet::parse_list(word, ID_LIMIT).map_err(|e| fail(line, e.to_string())),
-                None => Err(fail(line, "an id list is missing".into())),
-            }
-        };
-        let number = |line: usize, word: Option<&str>| -> Result<u64> {
-            word.and_then(|w| w.parse().ok()).ok_or_else(|| fail(line, format!("{word:?} is not a number")))
-        };
-        let node_id = |line: usize, word: Option<&str>| -> Result<NodeId> {
-            let id = number(line, word)?;
-            NodeId::try_from(id)
-                .ok()
-                .filter(|&id| id < ID_LIMIT)
-                .ok_or_else(|| fail(line, format!("node id {id} is beyond {ID_LIMIT}")))
-        };
-        let mut kernel_max = 8191;
-        let (mut possible, mut present, mut offline, mut cgroup_cpus) = (None, None, CpuSet::new(), None);
-        let mut cgroup_mems = None;
-        let mut no_online_file = CpuSet::first_n(1);
-        let mut nodes = BTreeMap::new();
-        let mut distances = BTreeMap::new();
-        let mut edits = Vec::new();
-        for (index, raw) in text.lines().enumerate() {
-            let line = index + 1;
-            let content = raw.split('#').next().unwrap_or("");
-            let mut words = content.split_whitespace();
-            let Some(keyword) = words.next() else { continue };
-            match keyword {
-                "kernel_max" => {
-                    kernel_max = u32::try_from(number(line, words.next())?)
-                        .ok()
-                        .filter(|&max| max < ID_LIMIT)
-                        .ok_or_else(|| fail(line, format!("kernel_max must be below {ID_LIMIT}")))?
-                }
-                "possible" => possible = Some(list(line, words.next())?),
-                "present" => present = Some(list(line, words.next())?),
-                "offline" => offline = list(line, words.next())?,
-                "no_online_file" => no_online_file = list(line, words.next())?,
-                "cgroup_cpus" => cgroup_cpus = Some(list(line, words.next())?),
-                "cgroup_mems" => cgroup_mems = Some(list(line, words.next())?),
-                "file" | "remove" => {
-                    let path = relative_path(words.next()).map_err(|reason| fail(line, reason))?;
-                    let edit = if keyword == "remove" {
-                        FileEdit::Remove
-                    } else {
-                        // The text is the rest of the line, spaces included.
-                        let rest = content.trim_start()[keyword.len()..].trim_start()[path.len()..].trim();
-                        words = "".split_whitespace();
-                        FileEdit::Write(unescape(rest).map_err(|reason| fail(line, reason))?)
-                    };
-                    edits.push((path.to_owned(), edit));
-                }
-                "node" => {
-                    let id = node_id(line, words.next())?;
-                    if words.next() != Some("cpus") {
-                        return Err(fail(line, "expected `node N cpus LIST mem_kb KB`".into()));
-                    }
-                    let cpus = list(line, words.next())?;
-                    if words.next() != Some("mem_kb") {
-                        return Err(fail(line, "expected `node N cpus LIST mem_kb KB`".into()));
-                    }
-                    let mem_kb = number(line, words.next())?;
-                    if nodes.insert(id, NodeDescription { cpus, mem_kb }).is_some() {
-                        return Err(fail(line, format!("node {id} is described twice")));
-                    }
-                }
-                "distance" => {
-                    let (a, b) = (node_id(line, words.next())?, node_id(line, words.next())?);
-                    let d = number(line, words.next())?;
-                    if a == b || !(u64::from(LOCAL_DISTANCE) + 1..=255).contains(&d) {
-                        return Err(fail(
-                            line,
-                            "expected `distance A B D` with A != B and D in 11..=255".into(),
-                        ));
-                    }
-                    // The range check above keeps `d` within u32.
-                    let d = d as u32;
-                    distances.insert((a, b), d);
-                    distances.insert((b, a), d);
-                }
-                other => return Err(fail(line, format!("unknown statement {other:?}"))),
-            }
-            if let Some(extra) = words.next() {
-                return Err(fail(line, format!("unexpected {extra:?}")));
-            }
-        }
         let invalid = |reason: String| Error::Fixture { name: name.to_owned(), reason };
-        if nodes.is_empty() {
-            return Err(invalid("no node is described".into()));
+        let mut statements = Statements::new();
+        for (index, raw) in text.lines().enumerate() {
+            statements.read_line(raw).map_err(|reason| invalid(format!("line {}: {reason}", index + 1)))?;
         }
-        let mut node_cpus = CpuSet::new();
-        for (id, node) in &nodes {
-            if let Some(cpu) = node.cpus.intersection(&node_cpus).first() {
-                return Err(invalid(format!("cpu {cpu} of node {id} is in another node too")));
-            }
-            node_cpus = node_cpus.union(&node.cpus);
-        }
-        let present = present.unwrap_or(node_cpus);
-        let possible = possible.unwrap_or_else(|| present.clone());
-        let description = Self {
-            kernel_max,
-            possible,
-            present,
-            offline,
-            no_online_file,
-            nodes,
-            distances,
-            cgroup_cpus,
-            cgroup_mems,
-            edits,
-        };
-        description.check().map_err(invalid)?;
-        Ok(description)
+        statements.finish().map_err(invalid)
     }
 
     fn check(&self) -> std::result::Result<(), String> {
@@ -369,6 +257,163 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 /// The PATH of a `file` or `remove` statement: relative, without `..`.
+/// A description as the statements read so far state it; what none stated is `None`
+/// or its default.
+struct Statements {
+    kernel_max: u32,
+    possible: Option<CpuSet>,
+    present: Option<CpuSet>,
+    offline: CpuSet,
+    no_online_file: CpuSet,
+    nodes: BTreeMap<NodeId, NodeDescription>,
+    distances: BTreeMap<(NodeId, NodeId), u32>,
+    cgroup_cpus: Option<CpuSet>,
+    cgroup_mems: Option<NodeSet>,
+    edits: Vec<(String, FileEdit)>,
+}
+
+impl Statements {
+    fn new() -> Self {
+        Self {
+            kernel_max: 8191,
+            possible: None,
+            present: None,
+            offline: CpuSet::new(),
+            no_online_file: CpuSet::first_n(1),
+            nodes: BTreeMap::new(),
+            distances: BTreeMap::new(),
+            cgroup_cpus: None,
+            cgroup_mems: None,
+            edits: Vec::new(),
+        }
+    }
+
+    /// Reads one line: a statement, a comment or nothing.
+    fn read_line(&mut self, raw: &str) -> std::result::Result<(), String> {
+        let content = raw.split('#').next().unwrap_or("");
+        let mut words = content.split_whitespace();
+        let Some(keyword) = words.next() else { return Ok(()) };
+        match keyword {
+            "kernel_max" => self.kernel_max = kernel_max(words.next())?,
+            "possible" => self.possible = Some(id_list(words.next())?),
+            "present" => self.present = Some(id_list(words.next())?),
+            "offline" => self.offline = id_list(words.next())?,
+            "no_online_file" => self.no_online_file = id_list(words.next())?,
+            "cgroup_cpus" => self.cgroup_cpus = Some(id_list(words.next())?),
+            "cgroup_mems" => self.cgroup_mems = Some(id_list(words.next())?),
+            "file" | "remove" => {
+                let path = relative_path(words.next())?;
+                let edit = if keyword == "remove" {
+                    FileEdit::Remove
+                } else {
+                    // The text is the rest of the line, spaces included.
+                    let rest = content.trim_start()[keyword.len()..].trim_start()[path.len()..].trim();
+                    words = "".split_whitespace();
+                    FileEdit::Write(unescape(rest)?)
+                };
+                self.edits.push((path.to_owned(), edit));
+            }
+            "node" => self.node(&mut words)?,
+            "distance" => self.distance(&mut words)?,
+            other => return Err(format!("unknown statement {other:?}")),
+        }
+        match words.next() {
+            Some(extra) => Err(format!("unexpected {extra:?}")),
+            None => Ok(()),
+        }
+    }
+
+    /// `node N cpus LIST mem_kb KB`.
+    fn node(&mut self, words: &mut SplitWhitespace<'_>) -> std::result::Result<(), String> {
+        let id = node_id(words.next())?;
+        if words.next() != Some("cpus") {
+            return Err("expected `node N cpus LIST mem_kb KB`".into());
+        }
+        let cpus = id_list(words.next())?;
+        if words.next() != Some("mem_kb") {
+            return Err("expected `node N cpus LIST mem_kb KB`".into());
+        }
+        let mem_kb = number(words.next())?;
+        if self.nodes.insert(id, NodeDescription { cpus, mem_kb }).is_some() {
+            return Err(format!("node {id} is described twice"));
+        }
+        Ok(())
+    }
+
+    /// `distance A B D`, stated both ways.
+    fn distance(&mut self, words: &mut SplitWhitespace<'_>) -> std::result::Result<(), String> {
+        let (a, b) = (node_id(words.next())?, node_id(words.next())?);
+        let d = number(words.next())?;
+        if a == b || !(u64::from(LOCAL_DISTANCE) + 1..=255).contains(&d) {
+            return Err("expected `distance A B D` with A != B and D in 11..=255".into());
+        }
+        // The range check above keeps `d` within u32.
+        let d = d as u32;
+        self.distances.insert((a, b), d);
+        self.distances.insert((b, a), d);
+        Ok(())
+    }
+
+    /// The description, with `present` defaulting to every node's CPUs and `possible` to
+    /// `present`, once it is consistent.
+    fn finish(self) -> std::result::Result<MachineDescription, String> {
+        if self.nodes.is_empty() {
+            return Err("no node is described".into());
+        }
+        let mut node_cpus = CpuSet::new();
+        for (id, node) in &self.nodes {
+            if let Some(cpu) = node.cpus.intersection(&node_cpus).first() {
+                return Err(format!("cpu {cpu} of node {id} is in another node too"));
+            }
+            node_cpus = node_cpus.union(&node.cpus);
+        }
+        let present = self.present.unwrap_or(node_cpus);
+        let possible = self.possible.unwrap_or_else(|| present.clone());
+        let description = MachineDescription {
+            kernel_max: self.kernel_max,
+            possible,
+            present,
+            offline: self.offline,
+            no_online_file: self.no_online_file,
+            nodes: self.nodes,
+            distances: self.distances,
+            cgroup_cpus: self.cgroup_cpus,
+            cgroup_mems: self.cgroup_mems,
+            edits: self.edits,
+        };
+        description.check()?;
+        Ok(description)
+    }
+}
+
+/// An id list (`0-3,8`), or `-` for none.
+fn id_list(word: Option<&str>) -> std::result::Result<CpuSet, String> {
+    match word {
+        Some("-") => Ok(CpuSet::new()),
+        Some(word) => IdSet::parse_list(word, ID_LIMIT).map_err(|e| e.to_string()),
+        None => Err("an id list is missing".into()),
+    }
+}
+
+fn number(word: Option<&str>) -> std::result::Result<u64, String> {
+    word.and_then(|w| w.parse().ok()).ok_or_else(|| format!("{word:?} is not a number"))
+}
+
+fn node_id(word: Option<&str>) -> std::result::Result<NodeId, String> {
+    let id = number(word)?;
+    NodeId::try_from(id)
+        .ok()
+        .filter(|&id| id < ID_LIMIT)
+        .ok_or_else(|| format!("node id {id} is beyond {ID_LIMIT}"))
+}
+
+fn kernel_max(word: Option<&str>) -> std::result::Result<u32, String> {
+    u32::try_from(number(word)?)
+        .ok()
+        .filter(|&max| max < ID_LIMIT)
+        .ok_or_else(|| format!("kernel_max must be below {ID_LIMIT}"))
+}
+
 fn relative_path(word: Option<&str>) -> std::result::Result<&str, String> {
     let path = word.ok_or("a path is missing")?;
     let escapes = Path::new(path)
