@@ -62,7 +62,9 @@ pub(crate) fn after_allocation(machinery: impl FnOnce() -> Option<&'static Machi
     }
 }
 
-/// Starts the watcher if one is wanted and the allocator is up.
+/// Starts the watcher if one is wanted and the allocator is up. Cold: a watcher is
+/// wanted once per process (and once in each forked child), so after the first
+/// allocations that find it wanted, nothing comes here.
 #[cold]
 #[inline(never)]
 pub(crate) fn start(machinery: impl FnOnce() -> Option<&'static Machinery>) {

@@ -147,6 +147,9 @@ impl NumaSlabAlloc {
         }
     }
 
+    /// Brings the allocator up, unless this call is nested in the bring-up. Cold: only the
+    /// allocations made before the machinery is up (the first, and those of the set-up
+    /// itself) come here.
     #[cold]
     #[inline(never)]
     fn init_cold(&self) -> Option<&'static Machinery> {

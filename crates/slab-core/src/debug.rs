@@ -149,7 +149,9 @@ impl KmemCache {
     }
 
     /// The debug end of the fast path: the object popped from the (still locked) CPU
-    /// array is checked; a damaged one is repainted, put back, and reported.
+    /// array is checked; a damaged one is repainted, put back, and reported. Cold: only
+    /// debug caches (`CacheFlags::DEBUG`) come here, and they trade speed for checks;
+    /// out of line, it keeps the other caches' fast path small.
     #[cold]
     #[inline(never)]
     pub(crate) fn debug_alloc_from_slot(
@@ -174,7 +176,8 @@ impl KmemCache {
         }
     }
 
-    /// The debug end of a direct allocation from the node lists.
+    /// The debug end of a direct allocation from the node lists. Cold: only debug caches
+    /// come here, and only when the array cannot serve.
     #[cold]
     #[inline(never)]
     pub(crate) fn debug_alloc_direct(&self, node: NodeId, obj: *mut u8) -> Result<NonNull<u8>> {
@@ -197,6 +200,8 @@ impl KmemCache {
     ///
     /// # Safety
     /// None beyond the cache's: any pointer is accepted and checked.
+    ///
+    /// Cold: only debug caches free through here, and they trade speed for checks.
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn debug_free(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
@@ -251,7 +256,7 @@ impl KmemCache {
     }
 
     /// The error for a pointer not in this cache's slabs: another cache's object, or
-    /// foreign.
+    /// foreign. Cold: only a caller's bad free comes here.
     #[cold]
     fn unowned_pointer_error(&self, ptr: usize) -> Error {
         match self.registry.find(ptr) {

@@ -112,6 +112,8 @@ impl FailSlab {
         self.count_attempt(point)
     }
 
+    /// Counts an attempt at an armed point and says whether it fails. Cold: a point is
+    /// armed only while a user's test injects failures (`Cache::fail_nth`).
     #[cold]
     #[inline(never)]
     fn count_attempt(&self, point: FailPoint) -> bool {

@@ -112,7 +112,9 @@ impl VirtualCpus {
         self.current_slow()
     }
 
-    /// `current` when the last binding is another machine's or its CPU went offline.
+    /// `current` when the last binding is another machine's or its CPU went offline. Cold:
+    /// a thread comes here once per machine it runs on and once after each hotplug of its
+    /// CPU, and otherwise finds its binding valid.
     #[cold]
     #[inline(never)]
     fn current_slow(&self) -> CpuId {
