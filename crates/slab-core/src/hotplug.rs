@@ -115,16 +115,13 @@ impl KmemCache {
             state.free_limit = free_limit(remaining_cpus, tunables.batchcount, self.geometry.num);
             if let Some(nc) = nc.as_mut() {
                 // SAFETY: the array held handed-out objects of its home node.
-                let refused = unsafe { state.free_block(&self.geometry, nc.objects(), home, &mut chain) };
-                self.note_refused(refused);
+                unsafe { self.return_to_slabs(&mut state, nc.objects(), home, &mut chain) };
             }
             if last {
                 let contents = l3.barn.detach();
                 for sheaf in contents.full_sheaves() {
                     // SAFETY: the barn's sheaves held handed-out objects of this node.
-                    let refused =
-                        unsafe { state.free_block(&self.geometry, sheaf.objects(), home, &mut chain) };
-                    self.note_refused(refused);
+                    unsafe { self.return_to_slabs(&mut state, sheaf.objects(), home, &mut chain) };
                 }
                 barn = Some(contents);
                 let refused = l3.drain_remote(&mut state, &self.geometry, home, &mut chain, |_| 0);
@@ -152,8 +149,7 @@ impl KmemCache {
         if ac.avail() > 0 {
             let mut state = self.l3(node).list_lock.lock();
             // SAFETY: the array held handed-out objects of `node`.
-            let refused = unsafe { state.free_block(&self.geometry, ac.objects(), node, chain) };
-            self.note_refused(refused);
+            unsafe { self.return_to_slabs(&mut state, ac.objects(), node, chain) };
         }
         drop(ac);
     }

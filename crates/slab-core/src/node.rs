@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
+use topology::NodeId;
 
 use crate::array_cache::{ArrayCache, ArraySlot, SlotFence};
 use crate::barn::Barn;
+use crate::cache::KmemCache;
 use crate::registry::{SlabOwner, SlabRegistry};
 use crate::remote::RemoteFrees;
 use crate::slab::{Geometry, ListKind, SlabChain, SlabList, SlabPtr};
@@ -308,17 +310,24 @@ impl NodeState {
         refused
     }
 
+    /// The slab the next object comes from: the first partial slab, else the first free
+    /// one (which marks the free list touched, so the reaper spares it a round); `None`
+    /// when the node must grow.
+    fn slab_with_free_object(&mut self) -> Option<SlabPtr> {
+        match self.slabs_partial.first() {
+            Some(slab) => Some(slab),
+            None => {
+                self.free_touched = true;
+                self.slabs_free.first()
+            }
+        }
+    }
+
     /// Takes one object from the partial slabs, else the free slabs; `None` when the
     /// node must grow. The core of `cache_alloc_refill`'s loop and of
     /// `__cache_alloc_node`.
     pub(crate) fn take_object(&mut self, geometry: &Geometry) -> Option<*mut u8> {
-        let slab = match self.slabs_partial.first() {
-            Some(slab) => slab,
-            None => {
-                self.free_touched = true;
-                self.slabs_free.first()?
-            }
-        };
+        let slab = self.slab_with_free_object()?;
         // SAFETY: lock held; the slab is on a partial or free list so it has a free object.
         unsafe {
             self.unlink(slab);
@@ -341,16 +350,7 @@ impl NodeState {
         // it to the full or partial list.
         let mut want = batchcount;
         while want > 0 {
-            let slab = match self.slabs_partial.first() {
-                Some(slab) => slab,
-                None => {
-                    self.free_touched = true;
-                    match self.slabs_free.first() {
-                        Some(slab) => slab,
-                        None => break,
-                    }
-                }
-            };
+            let Some(slab) = self.slab_with_free_object() else { break };
             // SAFETY: lock held; the slab is on a partial or free list so it has a free
             // object, and get_obj is called only while it is not full.
             unsafe {
@@ -406,6 +406,25 @@ impl NodeState {
 /// The kernel's `free_limit` formula: `(1 + nr_cpus_node(node)) * batchcount + num`.
 pub(crate) fn free_limit(prepared_cpus: usize, batchcount: u32, num: u32) -> usize {
     (1 + prepared_cpus) * batchcount as usize + num as usize
+}
+
+impl KmemCache {
+    /// Returns objects to their slabs on `node` under its lock (`free_block`), and counts
+    /// any it refuses as corruption (`note_refused`), which `validate` reports.
+    ///
+    /// # Safety
+    /// Every object is a slot start of a live slab of this cache (handed out from it).
+    pub(crate) unsafe fn return_to_slabs(
+        &self,
+        state: &mut NodeState,
+        objects: &[*mut u8],
+        node: NodeId,
+        chain: &mut SlabChain,
+    ) {
+        // SAFETY: forwarded from the caller.
+        let refused = unsafe { state.free_block(&self.geometry, objects, node, chain) };
+        self.note_refused(refused);
+    }
 }
 
 #[cfg(test)]

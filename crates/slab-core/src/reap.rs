@@ -78,11 +78,9 @@ impl KmemCache {
         }
         let mut state = self.l3(node).list_lock.lock();
         // SAFETY: array entries are handed-out objects of `node`.
-        let refused =
-            unsafe { state.free_block(&self.geometry, &ac.objects()[..tofree as usize], node, chain) };
+        unsafe { self.return_to_slabs(&mut state, &ac.objects()[..tofree as usize], node, chain) };
         drop(state);
         ac.remove_oldest(tofree);
-        self.note_refused(refused);
     }
 
     /// Drains a node's alien caches to their owners (`drain_alien_cache`). The reaper
@@ -164,8 +162,7 @@ impl KmemCache {
         for _ in 0..tofree {
             let Some(mut sheaf) = barn.take_oldest_full() else { break };
             // SAFETY: the barn's sheaves hold handed-out objects of this node.
-            let refused = unsafe { state.free_block(&self.geometry, sheaf.objects(), node, chain) };
-            self.note_refused(refused);
+            unsafe { self.return_to_slabs(state, sheaf.objects(), node, chain) };
             sheaf.clear();
             // The sheaf was the barn's, and the barn cannot change size while the caller
             // holds the cache_chain mutex: it always has room for it again.
@@ -190,8 +187,7 @@ impl KmemCache {
         let mut contents = l3.barn.detach();
         for sheaf in contents.full_sheaves() {
             // SAFETY: the barn's sheaves hold handed-out objects of this node.
-            let refused = unsafe { state.free_block(&self.geometry, sheaf.objects(), node, chain) };
-            self.note_refused(refused);
+            unsafe { self.return_to_slabs(state, sheaf.objects(), node, chain) };
         }
         contents.clear_full();
         match mode {

@@ -215,9 +215,7 @@ impl KmemCache {
                 };
                 for sheaf in old.full_sheaves() {
                     // SAFETY: the barn's sheaves held handed-out objects of this node.
-                    let refused =
-                        unsafe { state.free_block(&self.geometry, sheaf.objects(), node, &mut chain) };
-                    self.note_refused(refused);
+                    unsafe { self.return_to_slabs(&mut state, sheaf.objects(), node, &mut chain) };
                 }
                 old
             };

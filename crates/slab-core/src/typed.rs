@@ -49,31 +49,41 @@ impl<T: Send> TypedCache<T> {
         unsafe { self.kmem.as_ref() }
     }
 
+    /// Moves `value` into `object` and hands it out.
+    ///
+    /// # Safety
+    /// `object` was just allocated from this cache, so it has `T`'s layout and is ours
+    /// alone.
+    #[inline(always)]
+    unsafe fn fill(&self, object: NonNull<u8>, value: T) -> Handle<T> {
+        let ptr = object.cast::<T>();
+        // SAFETY: a fresh object of T's layout, ours alone (the caller's promise).
+        unsafe { ptr.as_ptr().write(value) };
+        Handle { ptr, kmem: self.kmem, _marker: PhantomData }
+    }
+
     /// Moves `value` into an object from the current CPU's node.
     #[inline]
     pub fn alloc(&self, value: T) -> Result<Handle<T>> {
         let kmem = self.kmem();
-        let ptr = kmem.alloc_on(kmem.current_cpu())?.cast::<T>();
-        // SAFETY: a fresh object of T's layout, ours alone.
-        unsafe { ptr.as_ptr().write(value) };
-        Ok(Handle { ptr, kmem: self.kmem, _marker: PhantomData })
+        let object = kmem.alloc_on(kmem.current_cpu())?;
+        // SAFETY: just allocated from this cache.
+        Ok(unsafe { self.fill(object, value) })
     }
 
     /// Moves `value` into an object from `node` (or its nearest memory node).
     pub fn alloc_node(&self, node: NodeId, value: T) -> Result<Handle<T>> {
         let kmem = self.kmem();
-        let ptr = kmem.alloc_node_on(kmem.current_cpu(), node)?.cast::<T>();
-        // SAFETY: a fresh object of T's layout, ours alone.
-        unsafe { ptr.as_ptr().write(value) };
-        Ok(Handle { ptr, kmem: self.kmem, _marker: PhantomData })
+        let object = kmem.alloc_node_on(kmem.current_cpu(), node)?;
+        // SAFETY: just allocated from this cache.
+        Ok(unsafe { self.fill(object, value) })
     }
 
     /// Moves `value` into an object from `node` and no other ([`Cache::alloc_node_exact`]).
     pub fn alloc_node_exact(&self, node: NodeId, value: T) -> Result<Handle<T>> {
-        let ptr = self.cache.alloc_node_exact(node)?.cast::<T>();
-        // SAFETY: a fresh object of T's layout, ours alone.
-        unsafe { ptr.as_ptr().write(value) };
-        Ok(Handle { ptr, kmem: self.kmem, _marker: PhantomData })
+        let object = self.cache.alloc_node_exact(node)?;
+        // SAFETY: just allocated from this cache.
+        Ok(unsafe { self.fill(object, value) })
     }
 
     /// The untyped cache.
