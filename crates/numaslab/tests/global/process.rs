@@ -103,8 +103,8 @@ fn the_first_allocation_brought_numaslab_up_through_the_bootstrap_arena() {
 /// The slab registry's table grows as slabs are added, and its bigger table comes from
 /// the kmalloc caches, whose growth adds slabs to that same registry: the table must be
 /// grown before the locks a slab is added under are taken (`SlabRegistry::reserve`). Done
-/// under them, the first growth into an empty cache (kmalloc-8k, -16k, -32k as the table
-/// passes 56, 112 and 224 slabs) re-enters the registry's lock and deadlocks.
+/// under them, the first growth into an empty cache (the class of each bigger table, empty
+/// until the table reaches it) re-enters the registry's lock and deadlocks.
 #[test]
 fn the_registry_grows_while_its_own_slabs_grow() {
     within("registry growth", || {
@@ -116,18 +116,19 @@ fn the_registry_grows_while_its_own_slabs_grow() {
         for (index, block) in blocks.iter().enumerate() {
             assert!(block.iter().all(|&b| b == index as u8));
         }
-        let stats = machinery().kmalloc.caches()[11].stats();
+        let class = kmalloc::class_of(std::alloc::Layout::new::<[u8; 4096]>()).expect("a class");
+        let stats = machinery().kmalloc.caches()[class].stats();
         assert!(stats.num_slabs >= 600, "kmalloc-4k has {} slabs", stats.num_slabs);
     });
 }
 
 /// The seed's hazard: "If the l3 or the array_caches were to come from the same cache
-/// being cleared, we hit on badness." Here they do: kmalloc-512's per-CPU arrays (54
-/// entries, 432 bytes) are kmalloc-512 objects. CPU_DEAD for cpu1, run by a thread on cpu1
-/// (a stale CPU id, as user space always has), frees cpu1's array of kmalloc-512 into
-/// kmalloc-512 from a CPU whose array is detached, i.e. straight to the node's lists: the
-/// seed's rule (free after unlocking) is all that keeps that from taking the node lock
-/// the teardown holds. Other threads churn meanwhile; cpu1 is prepared again each round,
+/// being cleared, we hit on badness." Here they do: kmalloc-576's per-CPU arrays (a limit
+/// of 54 in 64 slots, 576 bytes with the header) are kmalloc-576 objects. CPU_DEAD for
+/// cpu1, run by a thread on cpu1 (a stale CPU id, as user space always has), frees cpu1's
+/// array of kmalloc-576 into kmalloc-576 from a CPU whose array is detached, i.e.
+/// straight to the node's lists: the seed's rule (free after unlocking) is all that keeps
+/// that from taking the node lock the teardown holds. Other threads churn meanwhile; cpu1 is prepared again each round,
 /// with arrays that now come from the kmalloc caches.
 #[test]
 fn cpu_dead_frees_arrays_of_the_cache_it_clears_after_unlocking() {

@@ -21,7 +21,9 @@ fn layout(size: usize, align: usize) -> Layout {
 }
 
 #[test]
-fn class_ladder_is_the_kernels() {
+fn class_ladder_is_the_kernels_then_eight_per_doubling() {
+    assert_eq!(KMALLOC_SIZES[..9], [8, 16, 32, 64, 96, 128, 192, 256, 288]);
+    assert_eq!(KMALLOC_SIZES[KMALLOC_SIZES.len() - 2..], [30720, 32768]);
     let cases = [
         (1, 8, Some(8)),
         (8, 8, Some(8)),
@@ -32,15 +34,22 @@ fn class_ladder_is_the_kernels() {
         (97, 8, Some(128)),
         (129, 8, Some(192)),
         (193, 8, Some(256)),
-        (257, 8, Some(512)),
-        (4097, 8, Some(8192)),
+        (257, 8, Some(288)),
+        (512, 8, Some(512)),
+        (513, 8, Some(576)),
+        // A power of two and a header: sqlite's page buffers.
+        (1032, 8, Some(1152)),
+        (4104, 8, Some(4608)),
+        (4097, 8, Some(4608)),
         (32768, 8, Some(32768)),
         (32769, 8, None),
-        // Alignment moves up to a naturally aligned class.
+        // Alignment moves up to a class aligned enough.
         (8, 16, Some(16)),
         (65, 64, Some(128)),
         (100, 64, Some(128)),
         (129, 64, Some(192)),
+        (257, 64, Some(320)),
+        (1100, 512, Some(1536)),
         (1, 4096, Some(4096)),
         (5000, 4096, Some(8192)),
         (8, 8192, None),
@@ -51,6 +60,25 @@ fn class_ladder_is_the_kernels() {
             class,
             "{size} bytes, align {align}"
         );
+    }
+}
+
+/// `class_of` against its definition, for every size and alignment it serves: the
+/// smallest class at least as large whose objects are aligned enough.
+#[test]
+fn class_of_is_the_smallest_class_large_and_aligned_enough() {
+    for align in [1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096] {
+        for size in 1..=KMALLOC_MAX_CACHE_SIZE + 1 {
+            let expected = (0..KMALLOC_SIZES.len())
+                .find(|&index| KMALLOC_SIZES[index] >= size && class_align(index).min(page_size()) >= align);
+            assert_eq!(class_of(layout(size, align)), expected, "{size} bytes, align {align}");
+        }
+    }
+    for index in 0..KMALLOC_SIZES.len() {
+        assert_eq!(KMALLOC_SIZES[index] % class_align(index), 0);
+        if index > 0 {
+            assert!(KMALLOC_SIZES[index] > KMALLOC_SIZES[index - 1]);
+        }
     }
 }
 
@@ -66,8 +94,10 @@ fn every_class_holds_at_least_three_objects_in_one_slab_size() {
             KMALLOC_SIZES[kmalloc.caches().iter().position(|c| Arc::ptr_eq(c, cache)).unwrap()]
         );
     }
-    assert_eq!(kmalloc.caches()[0].name(), "kmalloc-8");
-    assert_eq!(kmalloc.caches()[14].name(), "kmalloc-32k");
+    let names: Vec<&str> = kmalloc.caches().iter().map(|cache| cache.name()).collect();
+    assert_eq!(names[..3], ["kmalloc-8", "kmalloc-16", "kmalloc-32"]);
+    assert_eq!(names[8..10], ["kmalloc-288", "kmalloc-320"]);
+    assert_eq!(names[names.len() - 2..], ["kmalloc-30k", "kmalloc-32k"]);
 }
 
 #[test]
