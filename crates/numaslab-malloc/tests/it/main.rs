@@ -307,16 +307,21 @@ fn a_threaded_c_program_while_cpu1_goes_offline_and_online() {
     let child = Command::new(&program)
         .arg("4")
         .env("LD_PRELOAD", library())
+        .env("NUMASLAB_SHOW_STATS", "1")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run churn");
     let switches = hotplug.cycle(6);
     let output = child.wait_with_output().expect("churn finished");
     drop(hotplug);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(switches, 12);
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "nothing lost\n");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "nothing lost\n", "stderr: {stderr}");
     assert!(output.status.success());
     assert!(cpu1_is_online(), "cpu1 restored");
+    let followed = transitions_followed(&stderr);
+    assert!(followed.len() == 1 && followed[0] >= 2, "the watcher followed {followed:?}; stderr: {stderr}");
     let _ = fs::remove_dir_all(&dir);
 }
 
