@@ -9,7 +9,6 @@
 //! rank is at or above it. So each startup is paired with exactly one teardown.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
@@ -347,8 +346,7 @@ impl Shared {
     /// For sysfs-backed topologies, refuses a CPU without an `online` file before any
     /// callback runs (cpu0 on most machines), as the kernel offers no file to write.
     fn check_online_file(&self, cpu: CpuId) -> Result<()> {
-        let Some(root) = self.topology.sysfs_root() else { return Ok(()) };
-        let path: PathBuf = root.join(format!("sys/devices/system/cpu/cpu{cpu}/online"));
+        let Some(path) = self.topology.cpu_online_file(cpu) else { return Ok(()) };
         if path.exists() {
             Ok(())
         } else {

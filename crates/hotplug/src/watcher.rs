@@ -294,7 +294,7 @@ fn open_source(hotplug: &Hotplug, mode: WatchMode) -> Result<(Opened, Option<Str
         },
         WatchMode::Auto => match (root, topology.subscribe()) {
             (_, Some(receiver)) => return Ok((Opened::Fake(receiver), None)),
-            (Some(root), None) if root == Path::new("/") => WatchMode::Uevent,
+            (Some(_), None) if topology.is_live() => WatchMode::Uevent,
             (Some(_), None) => WatchMode::Poll,
             (None, None) => WatchMode::ReconcileOnly,
         },

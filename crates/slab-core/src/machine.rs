@@ -2,7 +2,6 @@
 //! when the allocator is built. slab-core never reads sysfs: everything comes through
 //! the trait.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use topology::{CpuId, NodeId, NodeSet, Topology};
@@ -87,7 +86,7 @@ impl Machine {
             })
             .collect();
         let total_kb: u64 = memory_nodes.iter().filter_map(|&n| topology.node_mem_total_kb(n)).sum();
-        let live = topology.sysfs_root() == Some(Path::new("/"));
+        let live = topology.is_live();
         let cpu_source = CpuSource::for_topology(&*topology);
         Self {
             cpu_source,

@@ -33,26 +33,28 @@ pub(crate) enum DrainMode {
     Detach,
 }
 
-/// How much of an array `drain_array_locked` frees.
+/// How much of an array `drain_array_locked` frees (the kernel's `force` argument, 0 or
+/// 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Force {
-    /// The reaper's pass: spare a touched array once, else free about a fifth.
-    No,
-    /// Everything.
-    Yes,
+pub(crate) enum Drain {
+    /// The reaper's share: spare a touched array once, else free about a fifth; skip an
+    /// alien cache another thread holds.
+    ReaperShare,
+    /// Everything, waiting for the lock.
+    Everything,
 }
 
 /// `drain_array_locked`'s choice: how many of the oldest objects to free, clearing
 /// `touched` when a touched array is spared.
-fn objects_to_drain(ac: &mut ArrayCache, force: Force) -> u32 {
+fn objects_to_drain(ac: &mut ArrayCache, drain: Drain) -> u32 {
     if ac.avail() == 0 {
         return 0;
     }
-    if force == Force::No && ac.touched() {
+    if drain == Drain::ReaperShare && ac.touched() {
         ac.set_touched(false);
         return 0;
     }
-    if force == Force::Yes {
+    if drain == Drain::Everything {
         return ac.avail();
     }
     let tofree = ac.limit().div_ceil(5);
@@ -71,8 +73,8 @@ impl KmemCache {
 
     /// Returns the oldest objects of an array to `node`'s slabs (`drain_array_locked`),
     /// taking the node's lock inside the array's.
-    fn drain_array(&self, ac: &mut ArrayCache, node: NodeId, force: Force, chain: &mut SlabChain) {
-        let tofree = objects_to_drain(ac, force);
+    fn drain_array(&self, ac: &mut ArrayCache, node: NodeId, drain: Drain, chain: &mut SlabChain) {
+        let tofree = objects_to_drain(ac, drain);
         if tofree == 0 {
             return;
         }
@@ -85,14 +87,14 @@ impl KmemCache {
 
     /// Drains a node's alien caches to their owners (`drain_alien_cache`). The reaper
     /// skips an alien cache another thread holds.
-    fn drain_alien_cache(&self, node: NodeId, force: Force, chain: &mut SlabChain) {
+    fn drain_alien_cache(&self, node: NodeId, drain: Drain, chain: &mut SlabChain) {
         for slot in self.l3(node).alien.iter() {
-            let guard = if force == Force::Yes { Some(slot.lock()) } else { slot.try_lock() };
+            let guard = if drain == Drain::Everything { Some(slot.lock()) } else { slot.try_lock() };
             let Some(mut guard) = guard else { continue };
             let owner = guard.node();
             guard.with(|data| {
                 if let Some(ac) = data.array_mut() {
-                    self.drain_array(ac, owner, Force::Yes, chain);
+                    self.drain_array(ac, owner, Drain::Everything, chain);
                 }
             });
         }
@@ -103,12 +105,12 @@ impl KmemCache {
     pub(crate) fn reap_cpu(&self, cpu: CpuId) {
         let Some(slot) = self.array.get(cpu as usize) else { return };
         let mut chain = SlabChain::default();
-        self.drain_alien_cache(slot.node, Force::No, &mut chain);
+        self.drain_alien_cache(slot.node, Drain::ReaperShare, &mut chain);
         if let Some(mut guard) = slot.try_lock() {
             let node = guard.node();
             guard.with(|data| {
                 if let Some(ac) = data.array_mut() {
-                    self.drain_array(ac, node, Force::No, &mut chain);
+                    self.drain_array(ac, node, Drain::ReaperShare, &mut chain);
                 }
             });
         }
@@ -208,7 +210,7 @@ impl KmemCache {
             match mode {
                 DrainMode::Empty => guard.with(|data| {
                     if let Some(ac) = data.array_mut() {
-                        self.drain_array(ac, node, Force::Yes, &mut chain);
+                        self.drain_array(ac, node, Drain::Everything, &mut chain);
                     }
                 }),
                 DrainMode::Detach => {
@@ -222,7 +224,7 @@ impl KmemCache {
         }
         for node in 0..self.nodelists.len() as NodeId {
             match mode {
-                DrainMode::Empty => self.drain_alien_cache(node, Force::Yes, &mut chain),
+                DrainMode::Empty => self.drain_alien_cache(node, Drain::Everything, &mut chain),
                 DrainMode::Detach => {
                     for slot in self.l3(node).alien.iter() {
                         let detached = slot.lock().with(|data| data.take());

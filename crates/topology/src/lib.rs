@@ -26,7 +26,7 @@ mod sysfs;
 mod virtual_cpu;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use crate::diagnostic::{Diagnostic, Quirk, Reading};
 pub use crate::error::{Error, ParseError, Result};
@@ -177,6 +177,27 @@ pub trait Topology: Send + Sync + fmt::Debug {
     /// built in code have no files to be odd).
     fn diagnostics(&self) -> Vec<Diagnostic> {
         Vec::new()
+    }
+
+    /// Whether this is the running machine itself, read from `/`: only then does
+    /// [`Topology::current_cpu`] come from the kernel, a CPU switch is real hotplug, and
+    /// the kernel's uevents tell of the changes.
+    fn is_live(&self) -> bool {
+        self.sysfs_root() == Some(Path::new("/"))
+    }
+
+    /// The file that switches `cpu`, `sys/devices/system/cpu/cpuN/online` under the
+    /// [`Topology::sysfs_root`]; `None` for backends without a sysfs tree (the fake). The
+    /// file need not exist: the kernel writes none for a CPU it cannot unplug (often
+    /// cpu0).
+    fn cpu_online_file(&self, cpu: CpuId) -> Option<PathBuf> {
+        self.sysfs_root().map(|root| root.join(format!("sys/devices/system/cpu/cpu{cpu}/online")))
+    }
+
+    /// Whether `cpu` can be taken offline and brought online: a present CPU of a backend
+    /// without a sysfs tree (the fake), else a present CPU that has its `online` file.
+    fn can_switch_cpu(&self, cpu: CpuId) -> bool {
+        self.present_cpus().contains(cpu) && self.cpu_online_file(cpu).is_none_or(|file| file.is_file())
     }
 
     /// Whether a CPU is online now.

@@ -219,7 +219,7 @@ fn announce_follow(topology: &dyn topology::Topology, progress: &Progress, done:
     }
     let name = topology.name();
     match topology.sysfs_root() {
-        Some(root) if root == std::path::Path::new("/") => {
+        Some(_) if topology.is_live() => {
             eprintln!("numaslab torture: following {name} through kernel uevents; switch CPUs with another program")
         }
         Some(root) => eprintln!(

@@ -405,14 +405,7 @@ fn hotplug_candidates(topology: &dyn Topology, config: &TortureConfig) -> CpuSet
 /// CPU of a backend without a sysfs tree (the fake), else the present CPUs that have a
 /// `cpuN/online` file (the kernel gives none to a CPU it cannot unplug, often cpu0).
 pub fn switchable_cpus(topology: &dyn Topology) -> CpuSet {
-    let present = topology.present_cpus();
-    match topology.sysfs_root() {
-        None => present,
-        Some(root) => {
-            let cpu_dir = root.join("sys/devices/system/cpu");
-            present.iter().filter(|cpu| cpu_dir.join(format!("cpu{cpu}/online")).is_file()).collect()
-        }
-    }
+    topology.present_cpus().iter().filter(|&cpu| topology.can_switch_cpu(cpu)).collect()
 }
 
 /// Refuses a set of CPUs to switch of which some do not exist or cannot be switched,

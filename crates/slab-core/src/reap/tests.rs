@@ -12,25 +12,25 @@ fn array_with(limit: u32, avail: u32, touched: bool) -> ArrayCache {
 #[test]
 fn a_touched_array_is_spared_once() {
     let mut ac = array_with(120, 50, true);
-    assert_eq!(objects_to_drain(&mut ac, Force::No), 0);
+    assert_eq!(objects_to_drain(&mut ac, Drain::ReaperShare), 0);
     assert!(!ac.touched(), "sparing clears touched");
-    assert_eq!(objects_to_drain(&mut ac, Force::No), 24, "(limit + 4) / 5");
+    assert_eq!(objects_to_drain(&mut ac, Drain::ReaperShare), 24, "(limit + 4) / 5");
 }
 
 #[test]
 fn a_nearly_empty_array_gives_half() {
     let mut ac = array_with(120, 5, false);
     assert_eq!(
-        objects_to_drain(&mut ac, Force::No),
+        objects_to_drain(&mut ac, Drain::ReaperShare),
         3,
         "(avail + 1) / 2 when a fifth of limit exceeds avail"
     );
 }
 
 #[test]
-fn force_takes_everything_even_when_touched() {
+fn draining_everything_takes_everything_even_when_touched() {
     let mut ac = array_with(10, 7, true);
-    assert_eq!(objects_to_drain(&mut ac, Force::Yes), 7);
+    assert_eq!(objects_to_drain(&mut ac, Drain::Everything), 7);
     let mut empty = array_with(10, 0, false);
-    assert_eq!(objects_to_drain(&mut empty, Force::Yes), 0);
+    assert_eq!(objects_to_drain(&mut empty, Drain::Everything), 0);
 }
