@@ -40,13 +40,17 @@ mod poll;
 mod state;
 mod state_machine;
 mod sync;
+#[cfg(feature = "testing")]
+mod testing;
 mod uevent;
 mod watcher;
 
 pub use crate::error::{CallbackError, Error, Result, UeventError};
 pub use crate::events::{Event, EventFn, EventKind, Outcome, Source};
 pub use crate::state::{Callbacks, Rank, Section, Slot, StartupFn, State, StateId, TeardownFn};
-pub use crate::state_machine::{wait_for_event, Hotplug, Reconciled, StateInfo};
+pub use crate::state_machine::{Hotplug, Reconciled, StateInfo};
+#[cfg(feature = "testing")]
+pub use crate::testing::wait_for_event;
 pub use crate::uevent::{classify, Uevent, Verdict, KERNEL_GROUP};
 pub use crate::watcher::{
     WatchMode, WatchStats, Watcher, WatcherBuilder, DEFAULT_POLL_INTERVAL, DEFAULT_RECONCILE_INTERVAL,

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::thread::{self, ThreadId};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use topology::{CpuId, CpuSet, CpuState, Topology};
@@ -671,24 +671,6 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|text| text.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-text panic payload".to_string())
-}
-
-/// Waits on `events` until one matches `want` or `timeout` passes; for tests and tools
-/// that follow a transition from outside.
-pub fn wait_for_event(
-    events: &Receiver<Event>,
-    timeout: Duration,
-    mut want: impl FnMut(&Event) -> bool,
-) -> Option<Event> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match events.recv_timeout(left) {
-            Ok(event) if want(&event) => return Some(event),
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
 }
 
 #[cfg(test)]
