@@ -92,34 +92,8 @@ impl FakeBuilder {
 
     /// Checks the description and builds the machine, with every CPU online.
     pub fn build(self) -> Result<FakeTopology> {
-        let node_count = self.nodes + self.cpuless_nodes;
-        let cpu_count = self.nodes * self.cpus_per_node;
-        if self.nodes == 0 || self.cpus_per_node == 0 {
-            return Err(Error::InvalidFake("a machine needs at least one node with one cpu".into()));
-        }
-        if cpu_count > MAX_FAKE_CPUS || node_count > MAX_FAKE_CPUS {
-            return Err(Error::InvalidFake(format!(
-                "{cpu_count} cpus on {node_count} nodes is beyond the limit of {MAX_FAKE_CPUS}"
-            )));
-        }
-        if let Some(&node) = self.memoryless.iter().find(|&&n| n as usize >= node_count) {
-            return Err(Error::InvalidFake(format!("memory-less node {node} does not exist")));
-        }
-        if (0..node_count as u32).all(|n| self.memoryless.contains(&n)) {
-            return Err(Error::InvalidFake("at least one node must have memory".into()));
-        }
-        let mut distance = vec![vec![REMOTE_DISTANCE; node_count]; node_count];
-        (0..node_count).for_each(|n| distance[n][n] = LOCAL_DISTANCE);
-        for &(a, b, d) in &self.distances {
-            let (a, b) = (a as usize, b as usize);
-            if a >= node_count || b >= node_count || a == b || d <= LOCAL_DISTANCE {
-                return Err(Error::InvalidFake(format!(
-                    "distance {d} between nodes {a} and {b}: both must exist, differ, and be farther than {LOCAL_DISTANCE}"
-                )));
-            }
-            distance[a][b] = d;
-            distance[b][a] = d;
-        }
+        let (cpu_count, node_count) = self.counts()?;
+        let distance = self.distance_matrix(node_count)?;
         let possible = CpuSet::first_n(cpu_count as u32);
         let cpu_node: Vec<Option<NodeId>> =
             (0..cpu_count).map(|cpu| Some((cpu / self.cpus_per_node) as NodeId)).collect();
@@ -138,19 +112,7 @@ impl FakeBuilder {
         let node_mem_kb = (0..node_count as u32)
             .map(|n| if self.memoryless.contains(&n) { 0 } else { self.node_mem_kb })
             .collect();
-        let memory: NodeSet = nodes.iter().filter(|&n| !self.memoryless.contains(&n)).collect();
-        let allowed_mems = match &self.allowed_mems {
-            None => memory,
-            Some(allowed) if !allowed.is_subset(&nodes) => {
-                return Err(Error::InvalidFake(format!(
-                    "allowed memory nodes {allowed}: not all exist ({nodes})"
-                )))
-            }
-            Some(allowed) if allowed.intersection(&memory).is_empty() => {
-                return Err(Error::InvalidFake(format!("allowed memory nodes {allowed}: none has memory")))
-            }
-            Some(allowed) => allowed.intersection(&memory),
-        };
+        let allowed_mems = self.checked_allowed_mems(&nodes)?;
         let cpus = VirtualCpus::new(possible.clone(), &possible, cpu_node.clone(), node_cpus.clone(), order);
         Ok(FakeTopology {
             name: format!("fake:{cpu_count}x{}", self.nodes),
@@ -164,6 +126,60 @@ impl FakeBuilder {
             cpus,
             change: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The CPU and node counts, once they make a machine with memory somewhere.
+    fn counts(&self) -> Result<(usize, usize)> {
+        let node_count = self.nodes + self.cpuless_nodes;
+        let cpu_count = self.nodes * self.cpus_per_node;
+        if self.nodes == 0 || self.cpus_per_node == 0 {
+            return Err(Error::InvalidFake("a machine needs at least one node with one cpu".into()));
+        }
+        if cpu_count > MAX_FAKE_CPUS || node_count > MAX_FAKE_CPUS {
+            return Err(Error::InvalidFake(format!(
+                "{cpu_count} cpus on {node_count} nodes is beyond the limit of {MAX_FAKE_CPUS}"
+            )));
+        }
+        if let Some(&node) = self.memoryless.iter().find(|&&n| n as usize >= node_count) {
+            return Err(Error::InvalidFake(format!("memory-less node {node} does not exist")));
+        }
+        if (0..node_count as u32).all(|n| self.memoryless.contains(&n)) {
+            return Err(Error::InvalidFake("at least one node must have memory".into()));
+        }
+        Ok((cpu_count, node_count))
+    }
+
+    /// The distance matrix: 10 to itself, 20 to others, unless stated.
+    fn distance_matrix(&self, node_count: usize) -> Result<Vec<Vec<u32>>> {
+        let mut distance = vec![vec![REMOTE_DISTANCE; node_count]; node_count];
+        (0..node_count).for_each(|n| distance[n][n] = LOCAL_DISTANCE);
+        for &(a, b, d) in &self.distances {
+            let (a, b) = (a as usize, b as usize);
+            if a >= node_count || b >= node_count || a == b || d <= LOCAL_DISTANCE {
+                return Err(Error::InvalidFake(format!(
+                    "distance {d} between nodes {a} and {b}: both must exist, differ, and be farther than {LOCAL_DISTANCE}"
+                )));
+            }
+            distance[a][b] = d;
+            distance[b][a] = d;
+        }
+        Ok(distance)
+    }
+
+    /// The allowed memory nodes: every node with memory unless restricted, and then only
+    /// a restriction to existing nodes, one of them with memory.
+    fn checked_allowed_mems(&self, nodes: &NodeSet) -> Result<NodeSet> {
+        let memory: NodeSet = nodes.iter().filter(|&n| !self.memoryless.contains(&n)).collect();
+        match &self.allowed_mems {
+            None => Ok(memory),
+            Some(allowed) if !allowed.is_subset(nodes) => {
+                Err(Error::InvalidFake(format!("allowed memory nodes {allowed}: not all exist ({nodes})")))
+            }
+            Some(allowed) if allowed.intersection(&memory).is_empty() => {
+                Err(Error::InvalidFake(format!("allowed memory nodes {allowed}: none has memory")))
+            }
+            Some(allowed) => Ok(allowed.intersection(&memory)),
+        }
     }
 }
 

@@ -165,15 +165,26 @@ impl MachineDescription {
     /// Writes the machine's tree under `root` (which must exist and should be empty).
     pub fn write_tree(&self, root: &Path) -> Result<()> {
         let online = self.online();
-        let node_ids: NodeSet = self.nodes.keys().copied().collect();
         let mut files: Vec<(String, String)> = Vec::new();
+        self.cpu_files(&online, &mut files);
+        self.node_files(&online, &mut files);
+        self.proc_and_cgroup_files(&online, &mut files);
+        for (relative, text) in files {
+            write_file(&root.join(relative), &text)?;
+        }
+        self.apply_edits(root)
+    }
+
+    /// `sys/devices/system/cpu`: the summary lists, each present CPU's `online` file and,
+    /// for online CPUs, where it sits.
+    fn cpu_files(&self, online: &CpuSet, files: &mut Vec<(String, String)>) {
         let mut file = |path: String, text: String| files.push((path, text));
         let cpu = "sys/devices/system/cpu";
         file(format!("{cpu}/kernel_max"), format!("{}\n", self.kernel_max));
         file(format!("{cpu}/possible"), format!("{}\n", self.possible));
         file(format!("{cpu}/present"), format!("{}\n", self.present));
         file(format!("{cpu}/online"), format!("{online}\n"));
-        file(format!("{cpu}/offline"), format!("{}\n", self.possible.difference(&online)));
+        file(format!("{cpu}/offline"), format!("{}\n", self.possible.difference(online)));
         for id in &self.present {
             if !self.no_online_file.contains(id) {
                 file(format!("{cpu}/cpu{id}/online"), format!("{}\n", u8::from(online.contains(id))));
@@ -183,7 +194,7 @@ impl MachineDescription {
             }
             let node = self.cpu_node(id);
             let siblings =
-                node.map_or_else(|| CpuSet::from_iter([id]), |n| self.nodes[&n].cpus.intersection(&online));
+                node.map_or_else(|| CpuSet::from_iter([id]), |n| self.nodes[&n].cpus.intersection(online));
             // Only the two files that say where the CPU sits; nothing reads more, and large
             // machines stay a few hundred files.
             let core = siblings.iter().position(|c| c == id).unwrap_or(0);
@@ -191,11 +202,17 @@ impl MachineDescription {
             file(format!("{topology}/physical_package_id"), format!("{}\n", node.unwrap_or(0)));
             file(format!("{topology}/core_id"), format!("{core}\n"));
         }
+    }
+
+    /// `sys/devices/system/node`: the summary masks and each node's folder.
+    fn node_files(&self, online: &CpuSet, files: &mut Vec<(String, String)>) {
+        let mut file = |path: String, text: String| files.push((path, text));
         let node = "sys/devices/system/node";
+        let node_ids: NodeSet = self.nodes.keys().copied().collect();
         let with_cpus: NodeSet = self
             .nodes
             .iter()
-            .filter(|(_, n)| !n.cpus.intersection(&online).is_empty())
+            .filter(|(_, n)| !n.cpus.intersection(online).is_empty())
             .map(|(&id, _)| id)
             .collect();
         let with_memory: NodeSet =
@@ -214,27 +231,33 @@ impl MachineDescription {
             let row: Vec<String> = node_ids.iter().map(|to| self.distance(id, to).to_string()).collect();
             file(format!("{folder}/distance"), format!("{}\n", row.join(" ")));
         }
+    }
+
+    /// `proc`'s files, and the cgroup restrictions if any.
+    fn proc_and_cgroup_files(&self, online: &CpuSet, files: &mut Vec<(String, String)>) {
+        let mut file = |path: &str, text: String| files.push((path.to_owned(), text));
         let total_kb: u64 = self.nodes.values().map(|n| n.mem_kb).sum();
-        file("proc/meminfo".into(), proc_meminfo(total_kb));
-        file("proc/cpuinfo".into(), online.iter().map(|id| format!("processor\t: {id}\n\n")).collect());
-        file("proc/self/cpuset".into(), "/\n".into());
-        file("proc/self/cgroup".into(), "0::/\n".into());
+        file("proc/meminfo", proc_meminfo(total_kb));
+        file("proc/cpuinfo", online.iter().map(|id| format!("processor\t: {id}\n\n")).collect());
+        file("proc/self/cpuset", "/\n".into());
+        file("proc/self/cgroup", "0::/\n".into());
         file(
-            "proc/mounts".into(),
+            "proc/mounts",
             "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n\
              proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n\
              cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n"
                 .into(),
         );
         if let Some(cpus) = &self.cgroup_cpus {
-            file("sys/fs/cgroup/cpuset.cpus.effective".into(), format!("{cpus}\n"));
+            file("sys/fs/cgroup/cpuset.cpus.effective", format!("{cpus}\n"));
         }
         if let Some(mems) = &self.cgroup_mems {
-            file("sys/fs/cgroup/cpuset.mems.effective".into(), format!("{mems}\n"));
+            file("sys/fs/cgroup/cpuset.mems.effective", format!("{mems}\n"));
         }
-        for (relative, text) in files {
-            write_file(&root.join(relative), &text)?;
-        }
+    }
+
+    /// The `file` and `remove` statements, in order, on the written tree.
+    fn apply_edits(&self, root: &Path) -> Result<()> {
         for (relative, edit) in &self.edits {
             let path = root.join(relative);
             let io = |source| Error::Io { path: path.clone(), source };

@@ -199,33 +199,11 @@ impl SysfsTopology {
 
     fn with_kind(root: PathBuf, kind: RootKind, reading: Reading) -> Result<Self> {
         let mut notes = Notes::new(reading);
-        let cpu_dir = root.join("sys/devices/system/cpu");
         let not_sysfs = |reason: String| Error::NotSysfs { root: root.clone(), reason };
-        match fs::metadata(&root) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(not_sysfs("it is not a folder".into())),
-            Err(error) => return Err(not_sysfs(format!("it cannot be opened: {error}"))),
-        }
-        if !cpu_dir.is_dir() {
-            return Err(not_sysfs("it has no sys/devices/system/cpu folder".into()));
-        }
-
+        let cpu_dir = cpu_dir_of(&root)?;
         let cpu_limit = read_cpu_limit(&cpu_dir)?;
-        let cpu_folders = read::numbered_entries(&cpu_dir, "cpu", cpu_limit, "cpu folder name")?;
-        let possible_path = cpu_dir.join("possible");
-        let possible_file = read::list(&possible_path, "cpu list", cpu_limit)?;
+        let CpuLists { cpu_folders, possible_file, present } = CpuLists::read(&cpu_dir, cpu_limit)?;
         let present_path = cpu_dir.join("present");
-        let present =
-            read::list(&present_path, "cpu list", cpu_limit)?.unwrap_or_else(|| cpu_folders.clone());
-        if let Some(possible) = &possible_file {
-            read::refuse_outside(
-                &possible_path,
-                "cpu list",
-                possible,
-                cpu_folders.difference(possible),
-                |cpu| format!("cpu{cpu} has a folder but is not possible"),
-            )?;
-        }
 
         let nodes =
             NodeFacts::read(&root, &cpu_dir, &cpu_folders, cpu_limit, possible_file.as_ref(), &mut notes)?;
@@ -933,6 +911,53 @@ struct NodeList {
     /// The `cpulist` or `cpumap` file.
     path: PathBuf,
     cpus: CpuSet,
+}
+
+/// The root's `sys/devices/system/cpu`, once the root is a folder that has one.
+fn cpu_dir_of(root: &Path) -> Result<PathBuf> {
+    let not_sysfs = |reason: String| Error::NotSysfs { root: root.to_owned(), reason };
+    match fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(not_sysfs("it is not a folder".into())),
+        Err(error) => return Err(not_sysfs(format!("it cannot be opened: {error}"))),
+    }
+    let cpu_dir = root.join("sys/devices/system/cpu");
+    if !cpu_dir.is_dir() {
+        return Err(not_sysfs("it has no sys/devices/system/cpu folder".into()));
+    }
+    Ok(cpu_dir)
+}
+
+/// What `sys/devices/system/cpu` lists before the nodes are read.
+struct CpuLists {
+    /// The `cpuN` folders.
+    cpu_folders: CpuSet,
+    /// `possible`, if the file exists.
+    possible_file: Option<CpuSet>,
+    /// `present`, or the folders where the file is missing.
+    present: CpuSet,
+}
+
+impl CpuLists {
+    /// Reads the folders and the two lists, refusing a folder of a CPU that `possible`
+    /// leaves out.
+    fn read(cpu_dir: &Path, cpu_limit: u32) -> Result<Self> {
+        let cpu_folders = read::numbered_entries(cpu_dir, "cpu", cpu_limit, "cpu folder name")?;
+        let possible_path = cpu_dir.join("possible");
+        let possible_file = read::list(&possible_path, "cpu list", cpu_limit)?;
+        let present = read::list(&cpu_dir.join("present"), "cpu list", cpu_limit)?
+            .unwrap_or_else(|| cpu_folders.clone());
+        if let Some(possible) = &possible_file {
+            read::refuse_outside(
+                &possible_path,
+                "cpu list",
+                possible,
+                cpu_folders.difference(possible),
+                |cpu| format!("cpu{cpu} has a folder but is not possible"),
+            )?;
+        }
+        Ok(Self { cpu_folders, possible_file, present })
+    }
 }
 
 #[cfg(test)]

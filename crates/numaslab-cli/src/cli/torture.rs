@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use numaslab::torture::{self, Fault, HotplugDriver, Progress, TortureConfig};
 use numaslab::NumaSlab;
-use topology::CpuSet;
+use topology::{CpuSet, Topology};
 
 use super::backend::{DefaultMachine, MachineArgs};
 use super::parse;
@@ -125,46 +125,9 @@ fn parse_fault(text: &str) -> Result<Fault, String> {
 
 /// Runs the torture; returns whether every check passed.
 pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
-    let topology = if args.real {
-        // A follower only reads: it needs no root.
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if !args.follow && unsafe { libc::geteuid() } != 0 {
-            bail!("--real switches this machine's CPUs and needs root; run it as root, or drop --real to use the embedded seed box");
-        }
-        super::backend::live()?
-    } else {
-        args.machine.open(DefaultMachine::SeedBox)?
-    };
-    if let Some(cpus) = &args.cpus {
-        if args.real && cpus.contains(0) {
-            bail!("--cpus {cpus}: --real never switches cpu0; remove it from the list");
-        }
-        torture::check_hotplug_cpus(&*topology, cpus).with_context(|| format!("--cpus {cpus}"))?;
-    }
-    let largest = args.sizes.iter().copied().max().unwrap_or(0);
-    let held = args.workers as u128 * args.max_live as u128 * largest as u128;
-    if held > MAX_HELD_BYTES {
-        bail!(
-            "--workers {} --max-live {} with --sizes up to {largest}: the workers could hold {} MiB at once, more than the {} MiB allowed",
-            args.workers,
-            args.max_live,
-            held >> 20,
-            MAX_HELD_BYTES >> 20
-        );
-    }
-    let config = TortureConfig {
-        duration: args.duration,
-        workers: args.workers,
-        interval: args.interval_ms,
-        sizes: args.sizes.clone(),
-        debug: args.debug,
-        seed: args.seed,
-        max_live: args.max_live,
-        remote_percent: args.remote_percent,
-        hotplug_cpus: args.cpus.clone(),
-        fault: args.inject_fault,
-        hotplug: if args.follow { HotplugDriver::Follow } else { HotplugDriver::Switch },
-    };
+    let topology = open_machine(args)?;
+    check_held_bytes(args)?;
+    let config = args.config();
     // Held until the run has restored every CPU and reported. A follower switches
     // nothing, so it neither needs the lock nor keeps others from switching: their
     // transitions are what it follows.
@@ -173,14 +136,7 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
         .then(|| RealLock::acquire(&real_lock::path(args.lock_file.as_ref())))
         .transpose()?;
     let slab = NumaSlab::new(topology).context("setting up the allocator")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // A second Ctrl-C while the first is being handled still only asks to stop: the
-        // CPUs must come back online before the process ends.
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let stop = stop_on_ctrl_c()?;
     let progress = Progress::default();
     let done = AtomicBool::new(false);
     let report = std::thread::scope(|scope| {
@@ -204,6 +160,73 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
     }
     std::io::stdout().flush()?;
     Ok(report.checks_passed)
+}
+
+/// The machine to run on (`--real` or the machine options), with `--cpus` checked
+/// against it.
+fn open_machine(args: &TortureArgs) -> Result<Arc<dyn Topology>> {
+    let topology = if args.real {
+        // A follower only reads: it needs no root.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if !args.follow && unsafe { libc::geteuid() } != 0 {
+            bail!("--real switches this machine's CPUs and needs root; run it as root, or drop --real to use the embedded seed box");
+        }
+        super::backend::live()?
+    } else {
+        args.machine.open(DefaultMachine::SeedBox)?
+    };
+    if let Some(cpus) = &args.cpus {
+        if args.real && cpus.contains(0) {
+            bail!("--cpus {cpus}: --real never switches cpu0; remove it from the list");
+        }
+        torture::check_hotplug_cpus(&*topology, cpus).with_context(|| format!("--cpus {cpus}"))?;
+    }
+    Ok(topology)
+}
+
+/// Refuses a configuration whose workers could hold more than `MAX_HELD_BYTES` at once.
+fn check_held_bytes(args: &TortureArgs) -> Result<()> {
+    let largest = args.sizes.iter().copied().max().unwrap_or(0);
+    let held = args.workers as u128 * args.max_live as u128 * largest as u128;
+    if held > MAX_HELD_BYTES {
+        bail!(
+            "--workers {} --max-live {} with --sizes up to {largest}: the workers could hold {} MiB at once, more than the {} MiB allowed",
+            args.workers,
+            args.max_live,
+            held >> 20,
+            MAX_HELD_BYTES >> 20
+        );
+    }
+    Ok(())
+}
+
+impl TortureArgs {
+    /// The run's configuration.
+    fn config(&self) -> TortureConfig {
+        TortureConfig {
+            duration: self.duration,
+            workers: self.workers,
+            interval: self.interval_ms,
+            sizes: self.sizes.clone(),
+            debug: self.debug,
+            seed: self.seed,
+            max_live: self.max_live,
+            remote_percent: self.remote_percent,
+            hotplug_cpus: self.cpus.clone(),
+            fault: self.inject_fault,
+            hotplug: if self.follow { HotplugDriver::Follow } else { HotplugDriver::Switch },
+        }
+    }
+}
+
+/// A flag that Ctrl-C sets. A second Ctrl-C while the first is being handled still only
+/// asks to stop: the CPUs must come back online before the process ends.
+fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    Ok(stop)
 }
 
 /// Says on stderr (stdout may be JSON), once the watcher runs, what a follower follows
