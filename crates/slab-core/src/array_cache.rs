@@ -4,21 +4,23 @@
 //!
 //! # The array
 //!
-//! An [`ArrayCache`] is one block: a 64-byte header and then the entries, a ring of
-//! `capacity = limit.next_power_of_two()` pointers. The header's first word holds every
+//! An [`ArrayCache`] is one block: a 64-byte header and then `limit` entries, a stack of
+//! object pointers as the kernel's `ac->entry[]`. The header's first word holds every
 //! field a pop or a push changes, so that either commits with one store of that word
 //! (which is what a restartable sequence needs, `rseq.rs`):
 //!
 //! | bits  | field     | meaning                                                      |
 //! |-------|-----------|--------------------------------------------------------------|
 //! | 0-15  | `avail`   | objects in the array                                         |
-//! | 16-30 | `head`    | ring index of the oldest object                              |
+//! | 16-30 |           | zero                                                         |
 //! | 31    | `touched` | used since the last reap (the reaper then spares it once)    |
 //! | 32-63 | `net`     | objects popped minus pushed, wrapping (for `validate`)       |
 //!
-//! Pops and pushes work at the newest end (`head + avail - 1`), as the kernel's
-//! `ac->entry[--ac->avail]`; flushes and reaps take the oldest objects from `head`
-//! (`cache_flusharray`, `drain_array`), which a ring does without the kernel's `memmove`.
+//! Pops and pushes work at the top, `ac->entry[--ac->avail]` and `ac->entry[ac->avail++]`:
+//! the entry's address is the block plus `avail` words, so a sequence's loads form a
+//! chain of two (the header word, then the entry). Flushes and reaps free the oldest
+//! objects from the bottom and move the rest down, the kernel's `memmove`
+//! (`cache_flusharray`, `drain_array`), under the slot lock, once per batch.
 //! `avail` has 16 bits: every array holds at most [`MAX_ENTRIES`] objects (`MAX_LIMIT`).
 //! A whole array also serves as a sheaf of its node's barn (`barn.rs`): a CPU's array is
 //! exchanged for another one there, block for block.
@@ -60,42 +62,35 @@ use crate::barn::Sheaf;
 use crate::rseq::{membarrier_stop_cpu, RseqArea};
 use crate::sync::{HeaderWord, Ordering, PublishedPtr, TryLock, UnsafeCell};
 
-/// The most objects an array holds: `avail` has 16 bits and `head` 15.
+/// The most objects an array holds (`avail` has 16 bits; the tunables' `MAX_LIMIT`).
 pub(crate) const MAX_ENTRIES: u32 = 1 << 15;
 
 /// `avail`, bits 0-15 of the header word.
 pub(crate) const AVAIL_MASK: u64 = 0xffff;
-/// Where `head` starts in the header word; 15 bits.
-pub(crate) const HEAD_SHIFT: u32 = 16;
-/// `head`'s mask, once shifted down.
-pub(crate) const HEAD_MASK: u64 = 0x7fff;
 /// The `touched` bit of the header word.
 pub(crate) const TOUCHED: u64 = 1 << 31;
 /// One unit of `net`, bits 32-63 of the header word.
 pub(crate) const NET_ONE: u64 = 1 << 32;
 
-/// Byte offsets in [`Block`] that the rseq sequences use (`rseq.rs`).
-pub(crate) const OFFSET_MASK: usize = 8;
-/// See [`OFFSET_MASK`].
+/// Byte offsets in [`Block`] that the rseq sequences use (`rseq.rs`): `limit`.
 pub(crate) const OFFSET_LIMIT: usize = 12;
-/// See [`OFFSET_MASK`]: the entries start after the 64-byte header.
+/// See [`OFFSET_LIMIT`]: the entries start after the 64-byte header.
 pub(crate) const OFFSET_ENTRIES: usize = 64;
 
 /// The header of an array's block; `capacity` entries follow it.
 #[repr(C, align(64))]
 pub(crate) struct Block {
-    /// `avail | head << 16 | touched << 31 | net << 32`, see the module docs. Written by
-    /// the rseq sequences with plain stores, hence a std atomic also under loom.
+    /// `avail | touched << 31 | net << 32`, see the module docs. Written by the rseq
+    /// sequences with plain stores, hence a std atomic also under loom.
     hdr: HeaderWord,
-    /// `capacity - 1`.
-    mask: u32,
+    /// Entries the block has room for (`limit`, or 1 for a limit of 0).
+    capacity: u32,
     /// Capacity in use (`ac->limit`), at most `capacity`.
     limit: u32,
     /// Objects moved per refill or flush (`ac->batchcount`).
     batchcount: u32,
 }
 
-const _: () = assert!(std::mem::offset_of!(Block, mask) == OFFSET_MASK);
 const _: () = assert!(std::mem::offset_of!(Block, limit) == OFFSET_LIMIT);
 const _: () = assert!(std::mem::size_of::<Block>() == OFFSET_ENTRIES);
 
@@ -132,12 +127,12 @@ impl ArrayCache {
         if limit > MAX_ENTRIES {
             return Err(ArrayAllocFailed);
         }
-        let capacity = limit.max(1).next_power_of_two();
+        let capacity = limit.max(1);
         let layout = Self::layout(capacity).ok_or(ArrayAllocFailed)?;
         // SAFETY: the layout has a non-zero size (the header alone is 64 bytes).
         let raw = unsafe { std::alloc::alloc(layout) }.cast::<Block>();
         let block = NonNull::new(raw).ok_or(ArrayAllocFailed)?;
-        let header = Block { hdr: HeaderWord::new(0), mask: capacity - 1, limit, batchcount };
+        let header = Block { hdr: HeaderWord::new(0), capacity, limit, batchcount };
         // SAFETY: the block is fresh, aligned to 64 and large enough for the header; the
         // entries are written before they are read (a slot is read only below `avail`).
         unsafe { block.as_ptr().write(header) };
@@ -168,12 +163,13 @@ impl ArrayCache {
         self.header().hdr.store(hdr, Ordering::Relaxed);
     }
 
-    /// The entry at ring index `index & mask`.
+    /// The entry at `index`, which must be below the capacity.
     #[inline(always)]
     fn entry(&self, index: u64) -> *mut *mut u8 {
-        let index = (index & u64::from(self.header().mask)) as usize;
-        // SAFETY: index <= mask < capacity, so the slot lies inside the block.
-        unsafe { self.block.as_ptr().cast::<u8>().add(OFFSET_ENTRIES).cast::<*mut u8>().add(index) }
+        debug_assert!(index < u64::from(self.header().capacity), "entry {index} of an array");
+        // SAFETY: the callers' indexes are below avail or limit, both at most the
+        // capacity, so the entry lies inside the block.
+        unsafe { self.block.as_ptr().cast::<u8>().add(OFFSET_ENTRIES).cast::<*mut u8>().add(index as usize) }
     }
 
     /// Objects in the array (`ac->avail`).
@@ -222,11 +218,6 @@ impl ArrayCache {
         unsafe { (*self.block.as_ptr()).batchcount = batchcount };
     }
 
-    /// Ring index of the oldest object.
-    fn head(&self) -> u64 {
-        (self.hdr() >> HEAD_SHIFT) & HEAD_MASK
-    }
-
     /// The block, for publishing to the rseq sequences of its CPU.
     pub(crate) fn block(&self) -> *mut Block {
         self.block.as_ptr()
@@ -240,9 +231,8 @@ impl ArrayCache {
         if avail == 0 {
             return None;
         }
-        let head = (hdr >> HEAD_SHIFT) & HEAD_MASK;
-        // SAFETY: the slot is below head + avail, so it holds an object.
-        let obj = unsafe { *self.entry(head + avail - 1) };
+        // SAFETY: the entry is below avail, so it holds an object.
+        let obj = unsafe { *self.entry(avail - 1) };
         self.set_hdr(hdr.wrapping_add(NET_ONE).wrapping_sub(1) | TOUCHED);
         Some(obj)
     }
@@ -255,9 +245,8 @@ impl ArrayCache {
         if avail >= u64::from(self.limit()) {
             return false;
         }
-        let head = (hdr >> HEAD_SHIFT) & HEAD_MASK;
-        // SAFETY: avail < limit <= capacity, so the slot is free and inside the block.
-        unsafe { *self.entry(head + avail) = obj };
+        // SAFETY: avail < limit <= capacity, so the entry is free and inside the block.
+        unsafe { *self.entry(avail) = obj };
         self.set_hdr(hdr.wrapping_sub(NET_ONE).wrapping_add(1));
         true
     }
@@ -266,14 +255,13 @@ impl ArrayCache {
     /// (`net` unchanged); returns how many fit.
     fn append(&mut self, objects: impl Iterator<Item = *mut u8>) -> u32 {
         let hdr = self.hdr();
-        let head = (hdr >> HEAD_SHIFT) & HEAD_MASK;
         let mut avail = hdr & AVAIL_MASK;
         for obj in objects {
             if avail >= u64::from(self.limit()) {
                 break;
             }
-            // SAFETY: avail < limit <= capacity: a free slot inside the block.
-            unsafe { *self.entry(head + avail) = obj };
+            // SAFETY: avail < limit <= capacity: a free entry inside the block.
+            unsafe { *self.entry(avail) = obj };
             avail += 1;
         }
         let added = (avail - (hdr & AVAIL_MASK)) as u32;
@@ -286,59 +274,37 @@ impl ArrayCache {
         self.limit() - self.avail()
     }
 
-    /// The objects held, oldest first. Rotates the ring so that they lie in one run.
-    pub(crate) fn objects(&mut self) -> &[*mut u8] {
-        let head = self.head();
-        let avail = u64::from(self.avail());
-        if head + avail > u64::from(self.header().mask) + 1 {
-            let capacity = self.header().mask as usize + 1;
-            // SAFETY: the whole ring lies inside the block and the array is ours.
-            let ring = unsafe { std::slice::from_raw_parts_mut(self.entry(0), capacity) };
-            ring.rotate_left(head as usize);
-            let hdr = self.hdr() & !(HEAD_MASK << HEAD_SHIFT);
-            self.set_hdr(hdr);
-        }
-        // SAFETY: the run head..head + avail lies inside the ring, written by pushes.
-        unsafe { std::slice::from_raw_parts(self.entry(self.head()), avail as usize) }
+    /// The objects held, oldest first.
+    pub(crate) fn objects(&self) -> &[*mut u8] {
+        // SAFETY: entries 0..avail lie inside the block and were written by pushes.
+        unsafe { std::slice::from_raw_parts(self.entry_base(), self.avail() as usize) }
     }
 
-    /// Rotates the ring so that the objects start at its first entry (a sheaf's shape).
-    pub(crate) fn make_contiguous_from_start(&mut self) {
-        let head = self.head();
-        if head != 0 {
-            let capacity = self.header().mask as usize + 1;
-            // SAFETY: the whole ring lies inside the block and the array is ours.
-            let ring = unsafe { std::slice::from_raw_parts_mut(self.entry(0), capacity) };
-            ring.rotate_left(head as usize);
-            let hdr = self.hdr() & !(HEAD_MASK << HEAD_SHIFT);
-            self.set_hdr(hdr);
-        }
-    }
-
-    /// The objects, oldest first, of an array whose objects start at its first entry
-    /// ([`ArrayCache::make_contiguous_from_start`]; pushes and pops keep them there).
-    pub(crate) fn objects_from_start(&self) -> &[*mut u8] {
-        debug_assert_eq!(self.head(), 0, "a sheaf's objects start at its first entry");
-        let avail = if self.head() == 0 { self.avail() as usize } else { 0 };
-        // SAFETY: entries 0..avail were written by pushes (head is 0).
-        unsafe { std::slice::from_raw_parts(self.entry(0), avail) }
+    /// The first entry, the bottom of the stack.
+    fn entry_base(&self) -> *mut *mut u8 {
+        // SAFETY: the entries start right after the header, inside the block.
+        unsafe { self.block.as_ptr().cast::<u8>().add(OFFSET_ENTRIES).cast::<*mut u8>() }
     }
 
     /// Forgets every object after the caller has handed them elsewhere (`net` and
     /// `touched` unchanged).
     pub(crate) fn forget_objects(&mut self) {
         let hdr = self.hdr();
-        self.set_hdr(hdr & !(AVAIL_MASK | HEAD_MASK << HEAD_SHIFT));
+        self.set_hdr(hdr & !AVAIL_MASK);
     }
 
     /// Drops the `count` oldest objects from the array after the caller has handed them
-    /// elsewhere (the kernel's `memmove` after `free_block`, here an advance of `head`).
+    /// elsewhere, moving the rest down (the kernel's `memmove` after `free_block`).
     pub(crate) fn remove_oldest(&mut self, count: u32) {
         let hdr = self.hdr();
-        let count = u64::from(count.min(self.avail()));
-        let head = (((hdr >> HEAD_SHIFT) + count) & u64::from(self.header().mask)) << HEAD_SHIFT;
-        let kept = (hdr & !(AVAIL_MASK | HEAD_MASK << HEAD_SHIFT)) | head | ((hdr & AVAIL_MASK) - count);
-        self.set_hdr(kept);
+        let avail = hdr & AVAIL_MASK;
+        let count = u64::from(count).min(avail);
+        let kept = (avail - count) as usize;
+        let base = self.entry_base();
+        // SAFETY: both runs lie inside entries 0..avail of the block, which is ours
+        // (`&mut self`); `copy` allows them to overlap.
+        unsafe { std::ptr::copy(base.add(count as usize), base, kept) };
+        self.set_hdr((hdr & !AVAIL_MASK) | kept as u64);
     }
 
     /// Adds an object that comes from the slabs or another array, not from a caller
@@ -357,7 +323,7 @@ impl ArrayCache {
 impl Drop for ArrayCache {
     fn drop(&mut self) {
         // The layout was valid when the block was allocated in `new`.
-        let Some(layout) = Self::layout(self.header().mask + 1) else { return };
+        let Some(layout) = Self::layout(self.header().capacity) else { return };
         #[cfg(test)]
         if quarantine::keep(self.block.cast(), layout.size()) {
             return;

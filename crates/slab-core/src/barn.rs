@@ -35,7 +35,7 @@ use crate::array_cache::{ArrayAllocFailed, ArrayCache};
 use crate::sync::Lock;
 
 /// An owned array of object pointers (`struct slab_sheaf`): an [`ArrayCache`] in no slot,
-/// `len` objects at the start of its ring, LIFO, at most its capacity. Exchanging a CPU's
+/// `len` objects in its first entries, LIFO, at most its capacity. Exchanging a CPU's
 /// array for a sheaf swaps the two blocks.
 pub(crate) struct Sheaf(ArrayCache);
 
@@ -53,8 +53,7 @@ impl Sheaf {
     }
 
     /// A CPU's array, taken out of its slot, as a sheaf.
-    pub(crate) fn from_array(mut array: ArrayCache) -> Self {
-        array.make_contiguous_from_start();
+    pub(crate) fn from_array(array: ArrayCache) -> Self {
         Self(array)
     }
 
@@ -80,7 +79,7 @@ impl Sheaf {
 
     /// The objects, oldest first.
     pub(crate) fn objects(&self) -> &[*mut u8] {
-        self.0.objects_from_start()
+        self.0.objects()
     }
 
     /// Forgets the objects after the caller has handed them elsewhere.

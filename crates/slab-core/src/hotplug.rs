@@ -145,7 +145,7 @@ impl KmemCache {
     }
 
     /// Returns a detached array's objects to their node's slabs and frees the array.
-    pub(crate) fn drain_detached(&self, node: NodeId, mut ac: ArrayCache, chain: &mut SlabChain) {
+    pub(crate) fn drain_detached(&self, node: NodeId, ac: ArrayCache, chain: &mut SlabChain) {
         if ac.avail() > 0 {
             let mut state = self.l3(node).list_lock.lock();
             // SAFETY: the array held handed-out objects of `node`.

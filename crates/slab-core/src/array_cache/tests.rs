@@ -27,9 +27,9 @@ fn remove_oldest_keeps_the_newest_in_order() {
 }
 
 #[test]
-fn the_ring_wraps_and_objects_come_out_oldest_first() {
-    // Capacity 4 (limit 3 rounded up): after two flushes of the oldest the newest
-    // entries wrap around the end of the ring.
+fn flushes_move_the_newest_down_and_objects_come_out_oldest_first() {
+    // Two flushes of the oldest objects, with pushes between them: what is kept moves to
+    // the bottom of the array each time (the kernel's memmove).
     let mut ac = ArrayCache::new(3, 2).unwrap();
     (1..=3).for_each(|n| assert!(ac.push(fake(n))));
     ac.remove_oldest(2);
@@ -38,7 +38,7 @@ fn the_ring_wraps_and_objects_come_out_oldest_first() {
     assert!(ac.push(fake(6)));
     assert_eq!(ac.avail(), 3);
     assert_eq!(ac.objects(), &[fake(4), fake(5), fake(6)]);
-    assert_eq!(ac.pop(), Some(fake(6)), "still LIFO after the rotation");
+    assert_eq!(ac.pop(), Some(fake(6)), "still LIFO after the moves");
 }
 
 #[test]

@@ -72,7 +72,7 @@ fn a_detached_cell_and_another_cpu_are_refused_before_any_store() {
     let Some(area) = area_or_skip("a_detached_cell_and_another_cpu_are_refused_before_any_store") else {
         return;
     };
-    let mut ac = ArrayCache::new(4, 2).unwrap();
+    let ac = ArrayCache::new(4, 2).unwrap();
     let detached = AtomicPtr::new(std::ptr::null_mut());
     assert_eq!(pop(area, &detached), Pop::Miss(Miss::Detached));
     assert_eq!(push(area, &detached, fake(1)), Push::Miss(Miss::Detached));

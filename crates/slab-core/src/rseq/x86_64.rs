@@ -124,8 +124,8 @@ pub(super) fn read_cpu_id(area: isize) -> i32 {
 pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) -> usize {
     let result: usize;
     // SAFETY: the caller's guarantees; the sequence follows R1 (see the module docs), its
-    // loads stay inside the block (index masked by `mask`, below capacity) and its one
-    // store is the commit of the header word.
+    // loads stay inside the block (the entry below `avail`, at most the capacity) and its
+    // one store is the commit of the header word.
     unsafe {
         asm!(
             sequence_start!(),
@@ -133,13 +133,8 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
             "movzx {r:e}, {h:x}",
             "test {r:e}, {r:e}",
             "jz 9f",
-            // index = (head + avail - 1) & mask; the newest object.
-            "mov {t}, {h}",
-            "shr {t}, 16",
-            "and {t:e}, 0x7fff",
-            "lea {t}, [{t} + {r} - 1]",
-            "and {t:e}, dword ptr [{b} + 8]",
-            "mov {r}, qword ptr [{b} + {t} * 8 + 64]",
+            // The newest object: entry avail - 1, at block + 64 + (avail - 1) * 8.
+            "mov {r}, qword ptr [{b} + {r} * 8 + 56]",
             // header' = header - 1 (avail) + 2^32 (net) | touched.
             "mov {t:e}, 0xffffffff",
             "add {h}, {t}",
@@ -210,13 +205,8 @@ pub(super) unsafe fn push(area: isize, cpu: u32, published: *const *mut Block, o
             "movzx {r:e}, {h:x}",
             "cmp {r:e}, dword ptr [{b} + 12]",
             "jae 9f",
-            // index = (head + avail) & mask; the first free slot.
-            "mov {t}, {h}",
-            "shr {t}, 16",
-            "and {t:e}, 0x7fff",
-            "add {t}, {r}",
-            "and {t:e}, dword ptr [{b} + 8]",
-            "mov qword ptr [{b} + {t} * 8 + 64], {obj}",
+            // The first free entry: entry avail, at block + 64 + avail * 8.
+            "mov qword ptr [{b} + {r} * 8 + 64], {obj}",
             // header' = header + 1 (avail) - 2^32 (net).
             "mov {t:e}, 0xffffffff",
             "sub {h}, {t}",
