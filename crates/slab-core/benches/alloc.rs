@@ -6,8 +6,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{criterion_main, BatchSize, Criterion};
-use slab_core::{Allocator, CacheFlags};
+use criterion::measurement::WallTime;
+use criterion::{criterion_main, BatchSize, BenchmarkGroup, Criterion};
+use slab_core::{Allocator, CacheFlags, TypedCache};
 use topology::{FakeTopology, SysfsTopology, Topology};
 
 #[global_allocator]
@@ -53,39 +54,33 @@ fn pair(c: &mut Criterion) {
     group.finish();
 }
 
-fn batch(c: &mut Criterion) {
-    let allocator = Allocator::new(machine());
-    let typed = allocator.create_typed::<Object>("bench-batch", CacheFlags::NONE).expect("cache");
-    let mut group = c.benchmark_group("batch_1000_alloc_then_free_64B");
-    group.bench_function("slab_typed", |b| {
+/// A batch of typed allocations, then their drops.
+fn typed_batch(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, cache: &TypedCache<Object>) {
+    group.bench_function(name, |b| {
         b.iter_batched_ref(
             || Vec::with_capacity(BATCH),
             |held| {
                 for i in 0..BATCH {
-                    held.push(typed.alloc([i as u64; 8]).expect("alloc"));
+                    held.push(cache.alloc([i as u64; 8]).expect("alloc"));
                 }
                 held.clear();
             },
             BatchSize::SmallInput,
         )
     });
+}
+
+fn batch(c: &mut Criterion) {
+    let allocator = Allocator::new(machine());
+    let typed = allocator.create_typed::<Object>("bench-batch", CacheFlags::NONE).expect("cache");
+    let mut group = c.benchmark_group("batch_1000_alloc_then_free_64B");
+    typed_batch(&mut group, "slab_typed", &typed);
     // With the default tunables (limit 120) a batch of 1000 goes through the shared array
     // and the slabs, and empty slabs beyond free_limit go back to the OS as in the kernel;
     // with a limit above the batch, every object stays in the CPU's array.
     let roomy = allocator.create_typed::<Object>("bench-batch-limit-1024", CacheFlags::NONE).expect("cache");
     roomy.cache().tune(1024, 512, 8).expect("tunables");
-    group.bench_function("slab_typed_limit_1024", |b| {
-        b.iter_batched_ref(
-            || Vec::with_capacity(BATCH),
-            |held| {
-                for i in 0..BATCH {
-                    held.push(roomy.alloc([i as u64; 8]).expect("alloc"));
-                }
-                held.clear();
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    typed_batch(&mut group, "slab_typed_limit_1024", &roomy);
     let raw = Arc::clone(typed.cache());
     group.bench_function("slab_raw", |b| {
         b.iter_batched_ref(

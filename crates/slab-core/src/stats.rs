@@ -4,6 +4,7 @@ use topology::{CpuId, NodeId};
 
 use crate::cache::KmemCache;
 use crate::cpu::FastPathMode;
+use crate::node::KmemList3;
 use crate::sync::Ordering;
 
 /// The slabinfo 2.1 header, two lines, as the kernel prints it.
@@ -134,35 +135,7 @@ impl KmemCache {
         // cache's allocation could need it).
         let mut nodes = Vec::with_capacity(self.nodelists.len());
         for (node, l3) in self.nodelists.iter().enumerate() {
-            let alien_avail = l3
-                .alien
-                .iter()
-                .map(|slot| slot.lock().with(|data| data.array().map_or(0, |ac| ac.avail() as usize)))
-                .sum();
-            let state = l3.list_lock.lock();
-            let barn = l3.barn.counts();
-            let mut remote_avail = 0;
-            l3.walk_remote(&state, &self.geometry, |_| {
-                remote_avail += 1;
-                true
-            });
-            let num_slabs = state.slabs_full.len() + state.slabs_partial.len() + state.slabs_free.len();
-            nodes.push(NodeStats {
-                node: node as NodeId,
-                active_objs: num_slabs * num - state.free_objects,
-                num_objs: num_slabs * num,
-                active_slabs: state.slabs_full.len() + state.slabs_partial.len(),
-                num_slabs,
-                free_objects: state.free_objects,
-                free_limit: state.free_limit,
-                shared_avail: barn.attached.then_some(barn.objects),
-                barn_full_sheaves: barn.full_sheaves,
-                barn_empty_sheaves: barn.empty_sheaves,
-                remote_avail,
-                alien_avail,
-                grown: state.grown,
-                released: state.released,
-            });
+            nodes.push(self.node_stats(node as NodeId, l3));
         }
         let cpu_cached: Vec<(CpuId, usize)> = self
             .array
@@ -200,6 +173,40 @@ impl KmemCache {
             fast_path: self.fast_path.mode(),
             fast_path_aborts: self.rseq_aborts.load(Ordering::Relaxed),
             fast_path_mismatches: self.rseq_mismatches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One node's figures, under its locks in turn (alien slots, then `list_lock`).
+    fn node_stats(&self, node: NodeId, l3: &KmemList3) -> NodeStats {
+        let num = self.geometry.num as usize;
+        let alien_avail = l3
+            .alien
+            .iter()
+            .map(|slot| slot.lock().with(|data| data.array().map_or(0, |ac| ac.avail() as usize)))
+            .sum();
+        let state = l3.list_lock.lock();
+        let barn = l3.barn.counts();
+        let mut remote_avail = 0;
+        l3.walk_remote(&state, &self.geometry, |_| {
+            remote_avail += 1;
+            true
+        });
+        let num_slabs = state.slabs_full.len() + state.slabs_partial.len() + state.slabs_free.len();
+        NodeStats {
+            node,
+            active_objs: num_slabs * num - state.free_objects,
+            num_objs: num_slabs * num,
+            active_slabs: state.slabs_full.len() + state.slabs_partial.len(),
+            num_slabs,
+            free_objects: state.free_objects,
+            free_limit: state.free_limit,
+            shared_avail: barn.attached.then_some(barn.objects),
+            barn_full_sheaves: barn.full_sheaves,
+            barn_empty_sheaves: barn.empty_sheaves,
+            remote_avail,
+            alien_avail,
+            grown: state.grown,
+            released: state.released,
         }
     }
 }

@@ -125,6 +125,13 @@ impl Report {
                 }
             }
         }
+        self.write_distances(&mut out);
+        self.write_sets(&mut out);
+        out
+    }
+
+    /// numactl's distance table.
+    fn write_distances(&self, out: &mut String) {
         let _ = writeln!(out, "node distances:");
         let ids: Vec<NodeId> = self.possible_nodes.iter().collect();
         let width = ids.iter().map(|id| id.to_string().len()).max().unwrap_or(1).max(3);
@@ -142,6 +149,10 @@ impl Report {
             }
             let _ = writeln!(out, "{}", row.trim_end());
         }
+    }
+
+    /// The CPU and node sets numactl does not print, and the diagnostics.
+    fn write_sets(&self, out: &mut String) {
         let list =
             |set: &topology::CpuSet| if set.is_empty() { "(none)".to_owned() } else { set.to_string() };
         let ids_text = |ids: &[NodeId]| {
@@ -169,7 +180,6 @@ impl Report {
                 let _ = writeln!(out, "  {diagnostic}");
             }
         }
-        out
     }
 
     /// The JSON form. `nodes` is keyed by node id (every possible node); each node's
