@@ -32,8 +32,16 @@ pub(crate) fn map_aligned(bytes: usize) -> io::Result<NonNull<u8>> {
     let page = page_size();
     debug_assert!(bytes.is_power_of_two() && bytes >= page);
     let span = if bytes == page { bytes } else { 2 * bytes - page };
-    // SAFETY: an anonymous private mapping at an address of the kernel's choice; no
-    // existing memory is touched.
+    let start = map_anonymous(span)?;
+    let aligned = (start + bytes - 1) & !(bytes - 1);
+    // SAFETY: the span was just mapped, and nothing in it is used yet.
+    unsafe { keep_only(start, span, aligned, bytes) };
+    NonNull::new(aligned as *mut u8).ok_or_else(|| io::Error::other("mmap returned address 0"))
+}
+
+/// Maps `span` bytes of anonymous private memory at an address of the kernel's choice.
+pub(crate) fn map_anonymous(span: usize) -> io::Result<usize> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choice.
     let raw = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -47,19 +55,26 @@ pub(crate) fn map_aligned(bytes: usize) -> io::Result<NonNull<u8>> {
     if raw == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let start = raw as usize;
-    let aligned = (start + bytes - 1) & !(bytes - 1);
-    let head = aligned - start;
-    let tail = span - head - bytes;
+    Ok(raw as usize)
+}
+
+/// Unmaps the parts of the mapping `[start, start + span)` before `map_base` and past
+/// `map_base + map_bytes`.
+///
+/// # Safety
+/// `[start, start + span)` is a mapping of ours that holds
+/// `[map_base, map_base + map_bytes)`, and nothing outside that range is in use.
+pub(crate) unsafe fn keep_only(start: usize, span: usize, map_base: usize, map_bytes: usize) {
+    let head = map_base - start;
+    let tail = start + span - (map_base + map_bytes);
     if head > 0 {
-        // SAFETY: [start, aligned) is part of the mapping just made and nobody uses it.
+        // SAFETY: [start, map_base) is part of the mapping, unused (the caller's promise).
         unsafe { unmap(start as *mut u8, head) };
     }
     if tail > 0 {
-        // SAFETY: [aligned + bytes, start + span) is part of the mapping just made.
-        unsafe { unmap((aligned + bytes) as *mut u8, tail) };
+        // SAFETY: the tail past map_base + map_bytes is part of the mapping, unused.
+        unsafe { unmap((map_base + map_bytes) as *mut u8, tail) };
     }
-    NonNull::new(aligned as *mut u8).ok_or_else(|| io::Error::other("mmap returned address 0"))
 }
 
 /// Returns a block to the OS.

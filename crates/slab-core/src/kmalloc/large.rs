@@ -9,7 +9,6 @@
 //! pointers.
 
 use std::alloc::Layout;
-use std::io;
 use std::ptr::NonNull;
 
 use topology::NodeId;
@@ -87,13 +86,13 @@ pub(crate) fn map(layout: Layout, node: Option<NodeId>) -> Result<NonNull<u8>> {
         .checked_add(page)
         .and_then(|bytes| bytes.checked_add(boundary))
         .ok_or_else(|| fail("size overflow".to_owned()))?;
-    let start = map_anonymous(span).map_err(|error| fail(error.to_string()))?;
+    let start = memory::map_anonymous(span).map_err(|error| fail(error.to_string()))?;
     // The first boundary with a page free before the memory.
     let memory = (start + page - offset).next_multiple_of(boundary) + offset;
     let map_base = memory - page;
     let map_bytes = page + size;
     // SAFETY: the span was just mapped, and nothing in it is used yet.
-    unsafe { keep_only(start, span, map_base, map_bytes) };
+    unsafe { memory::keep_only(start, span, map_base, map_bytes) };
     if let Some(node) = node {
         // SAFETY: map_base is the start of our fresh mapping.
         let base = unsafe { NonNull::new_unchecked(map_base as *mut u8) };
@@ -111,44 +110,6 @@ pub(crate) fn map(layout: Layout, node: Option<NodeId>) -> Result<NonNull<u8>> {
     unsafe { ((memory - page) as *mut LargeHeader).write(header) };
     // SAFETY: memory lies in the mapping, above address 0.
     Ok(unsafe { NonNull::new_unchecked(memory as *mut u8) })
-}
-
-/// Maps `span` bytes of anonymous private memory at an address of the kernel's choice.
-fn map_anonymous(span: usize) -> io::Result<usize> {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choice.
-    let raw = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            span,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if raw == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(raw as usize)
-}
-
-/// Unmaps the parts of the mapping `[start, start + span)` before `map_base` and past
-/// `map_base + map_bytes`.
-///
-/// # Safety
-/// `[start, start + span)` is a mapping of ours that holds
-/// `[map_base, map_base + map_bytes)`, and nothing outside that range is in use.
-unsafe fn keep_only(start: usize, span: usize, map_base: usize, map_bytes: usize) {
-    let head = map_base - start;
-    let tail = start + span - (map_base + map_bytes);
-    if head > 0 {
-        // SAFETY: [start, map_base) is part of the mapping, unused (the caller's promise).
-        unsafe { memory::unmap(start as *mut u8, head) };
-    }
-    if tail > 0 {
-        // SAFETY: the tail past map_base + map_bytes is part of the mapping, unused.
-        unsafe { memory::unmap((map_base + map_bytes) as *mut u8, tail) };
-    }
 }
 
 /// Unmaps a direct mapping.
