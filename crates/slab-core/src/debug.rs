@@ -492,43 +492,40 @@ impl KmemCache {
     /// Checks one slab on `node`'s `kind` list; returns (objects handed out, free).
     fn check_slab(&self, slab: SlabPtr, node: NodeId, kind: ListKind) -> Result<(usize, usize)> {
         let base = slab.base();
-        // SAFETY: the slab is on a list of this cache whose lock the caller holds.
-        unsafe {
-            if slab.magic() != SLAB_MAGIC || slab.cache_id() != self.id {
-                return Err(self.corrupted(format!("slab {base:p} on node {node} has a foreign descriptor")));
-            }
-            if slab.nodeid() != node {
-                return Err(self.corrupted(format!(
-                    "slab {base:p} of node {} sits on node {node}'s lists",
-                    slab.nodeid()
-                )));
-            }
-            if slab.list() != kind {
-                return Err(
-                    self.corrupted(format!("slab {base:p} on the {kind:?} list says {:?}", slab.list()))
-                );
-            }
-            let free = slab
-                .free_indices(&self.geometry)
-                .map_err(|reason| self.corrupted(format!("slab {base:p}: {reason}")))?;
-            let used = slab.inuse() as usize;
-            let expected = match kind {
-                ListKind::Full => used == self.geometry.num as usize,
-                ListKind::Partial => used > 0 && used < self.geometry.num as usize,
-                ListKind::Free => used == 0,
-                ListKind::Detached => false,
-            };
-            if !expected {
-                return Err(self.corrupted(format!(
-                    "slab {base:p} with {used} objects in use sits on the {kind:?} list"
-                )));
-            }
-            if self.debug {
-                for index in &free {
-                    self.check_free_slot(slab.index_to_obj(&self.geometry, *index))?;
-                }
-            }
-            Ok((used, free.len()))
+        // SAFETY: the slab is on a list of this cache whose lock the caller holds, so its
+        // descriptor is mapped and nobody changes it (the reads below rely on the same).
+        if unsafe { slab.magic() != SLAB_MAGIC || slab.cache_id() != self.id } {
+            return Err(self.corrupted(format!("slab {base:p} on node {node} has a foreign descriptor")));
         }
+        // SAFETY: as above; the descriptor is this cache's.
+        let (nodeid, list, used) = unsafe { (slab.nodeid(), slab.list(), slab.inuse() as usize) };
+        if nodeid != node {
+            return Err(self.corrupted(format!("slab {base:p} of node {nodeid} sits on node {node}'s lists")));
+        }
+        if list != kind {
+            return Err(self.corrupted(format!("slab {base:p} on the {kind:?} list says {list:?}")));
+        }
+        // SAFETY: as above.
+        let free = unsafe { slab.free_indices(&self.geometry) }
+            .map_err(|reason| self.corrupted(format!("slab {base:p}: {reason}")))?;
+        let expected = match kind {
+            ListKind::Full => used == self.geometry.num as usize,
+            ListKind::Partial => used > 0 && used < self.geometry.num as usize,
+            ListKind::Free => used == 0,
+            ListKind::Detached => false,
+        };
+        if !expected {
+            return Err(
+                self.corrupted(format!("slab {base:p} with {used} objects in use sits on the {kind:?} list"))
+            );
+        }
+        if self.debug {
+            for &index in &free {
+                // SAFETY: `index` is a free slot of this slab, which the caller's lock
+                // keeps free while it checks.
+                unsafe { self.check_free_slot(slab.index_to_obj(&self.geometry, index)) }?;
+            }
+        }
+        Ok((used, free.len()))
     }
 }

@@ -271,43 +271,61 @@ impl NodeState {
         let mut refused = Refused::default();
         for &obj in objects {
             let Some(slab) = SlabPtr::of(obj, geometry.slab_bytes) else { continue };
-            // SAFETY: the caller vouches for obj; we hold the node lock.
-            unsafe {
-                if slab.nodeid() != node {
-                    refused.wrong_node += 1;
-                    continue;
-                }
-                // The object goes back first: that changes the slab's free list and
-                // count, never its list links, so a refused object leaves the slab
-                // exactly where it was.
-                if !slab.put_obj(geometry, obj) {
-                    refused.already_free += 1;
-                    continue;
-                }
-                self.free_objects += 1;
-                if slab.inuse() == 0 {
-                    self.unlink(slab);
-                    if self.free_objects > self.free_limit {
-                        self.free_objects -= geometry.num as usize;
-                        // Counted here, slab by slab: the caller's chain may already
-                        // hold other nodes' slabs (one chain serves a whole teardown).
-                        self.released += 1;
-                        self.records.leave(slab);
-                        chain.push(slab);
-                    } else {
-                        self.slabs_free.push_front(slab);
-                    }
-                } else if slab.list() != ListKind::Partial || self.slabs_partial.last() != Some(slab) {
-                    // "Unconditionally move a slab to the end of the partial list on
-                    // free - maximum time for the other objects to be freed, too." A slab
-                    // already there (the previous object was of the same slab, the
-                    // common case of a batch) stays.
+            // SAFETY: the caller vouches for obj, so its slab is live; we hold the node lock.
+            if unsafe { slab.nodeid() } != node {
+                refused.wrong_node += 1;
+                continue;
+            }
+            // The object goes back first: that changes the slab's free list and count,
+            // never its list links, so a refused object leaves the slab exactly where it
+            // was.
+            // SAFETY: obj is a slot start of this slab (the caller's promise); lock held.
+            if !unsafe { slab.put_obj(geometry, obj) } {
+                refused.already_free += 1;
+                continue;
+            }
+            self.free_objects += 1;
+            // SAFETY: the slab is live and on one of this node's lists; lock held.
+            let (inuse, list) = unsafe { (slab.inuse(), slab.list()) };
+            if inuse == 0 {
+                // SAFETY: as above, and every object of the slab is now free.
+                unsafe { self.slab_emptied(geometry, slab, chain) };
+            } else if list != ListKind::Partial || self.slabs_partial.last() != Some(slab) {
+                // "Unconditionally move a slab to the end of the partial list on free -
+                // maximum time for the other objects to be freed, too." A slab already
+                // there (the previous object was of the same slab, the common case of a
+                // batch) stays.
+                // SAFETY: the slab is on one of this node's lists, then detached; lock held.
+                unsafe {
                     self.unlink(slab);
                     self.slabs_partial.push_back(slab);
                 }
             }
         }
         refused
+    }
+
+    /// `free_block`'s end for a slab whose last object came back: beyond `free_limit` it
+    /// leaves the node for `chain`, else it goes to the front of the free list.
+    ///
+    /// # Safety
+    /// `slab` is on one of this node's lists with every object free; the lock is held.
+    #[inline]
+    unsafe fn slab_emptied(&mut self, geometry: &Geometry, slab: SlabPtr, chain: &mut SlabChain) {
+        // SAFETY: the slab is on one of this node's lists (the caller's promise).
+        unsafe { self.unlink(slab) };
+        if self.free_objects > self.free_limit {
+            self.free_objects -= geometry.num as usize;
+            // Counted here, slab by slab: the caller's chain may already hold other
+            // nodes' slabs (one chain serves a whole teardown).
+            self.released += 1;
+            self.records.leave(slab);
+            // SAFETY: the slab is off every list and out of the registry.
+            unsafe { chain.push(slab) };
+        } else {
+            // SAFETY: the slab was just detached; lock held.
+            unsafe { self.slabs_free.push_front(slab) };
+        }
     }
 
     /// The slab the next object comes from: the first partial slab, else the first free

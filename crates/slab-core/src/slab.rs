@@ -518,14 +518,16 @@ impl SlabPtr {
     /// this slab (the paths that take pointers from callers check that first).
     pub(crate) unsafe fn put_obj(self, geometry: &Geometry, obj: *const u8) -> bool {
         let slab = self.0.as_ptr();
-        // SAFETY: the caller holds the lock and vouches for obj being a slot of ours.
+        // SAFETY: the caller holds the lock, so the descriptor is live.
+        let offset = (obj as usize).wrapping_sub(unsafe { self.s_mem() } as usize);
+        let index = reciprocal_divide(offset, geometry.reciprocal_buffer_size);
+        if index >= geometry.num as usize {
+            return false;
+        }
+        let index = index as u32;
+        // SAFETY: the caller holds the lock; `index < num`, so its bufctl entry is in the
+        // array.
         unsafe {
-            let offset = (obj as usize).wrapping_sub(self.s_mem() as usize);
-            let index = reciprocal_divide(offset, geometry.reciprocal_buffer_size);
-            if index >= geometry.num as usize {
-                return false;
-            }
-            let index = index as u32;
             let bufctl = Self::bufctl_base(slab).add(index as usize);
             if bufctl.read() != BUFCTL_FREE {
                 return false;
@@ -533,8 +535,8 @@ impl SlabPtr {
             bufctl.write((*slab).free);
             (*slab).free = index;
             (*slab).inuse -= 1;
-            true
         }
+        true
     }
 
     /// Whether the slot at `index` is handed out (its bufctl is `BUFCTL_FREE`).
@@ -636,10 +638,12 @@ impl SlabList {
             debug_assert_eq!((*s).list, ListKind::Detached);
             (*s).prev = std::ptr::null_mut();
             (*s).next = self.head;
-            if let Some(head) = self.head.as_mut() {
-                head.prev = s;
-            } else {
+            // Raw field writes: no `&mut Slab` to a neighbour, which the unlocked fast
+            // free may be reading.
+            if self.head.is_null() {
                 self.tail = s;
+            } else {
+                (*self.head).prev = s;
             }
             self.head = s;
             (*s).list = self.kind;
@@ -658,10 +662,10 @@ impl SlabList {
             debug_assert_eq!((*s).list, ListKind::Detached);
             (*s).next = std::ptr::null_mut();
             (*s).prev = self.tail;
-            if let Some(tail) = self.tail.as_mut() {
-                tail.next = s;
-            } else {
+            if self.tail.is_null() {
                 self.head = s;
+            } else {
+                (*self.tail).next = s;
             }
             self.tail = s;
             (*s).list = self.kind;
@@ -678,13 +682,16 @@ impl SlabList {
         // SAFETY: lock held; s is on this list so its neighbours are live descriptors.
         unsafe {
             debug_assert_eq!((*s).list, self.kind);
-            match (*s).prev.as_mut() {
-                Some(prev) => prev.next = (*s).next,
-                None => self.head = (*s).next,
+            let (prev, next) = ((*s).prev, (*s).next);
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
             }
-            match (*s).next.as_mut() {
-                Some(next) => next.prev = (*s).prev,
-                None => self.tail = (*s).prev,
+            if next.is_null() {
+                self.tail = prev;
+            } else {
+                (*next).prev = prev;
             }
             (*s).prev = std::ptr::null_mut();
             (*s).next = std::ptr::null_mut();
