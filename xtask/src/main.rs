@@ -122,14 +122,14 @@ fn fallbacks() -> Result<()> {
 }
 
 /// The loom models of slab-core (`crates/slab-core/tests/loom.rs`): in release, with a
-/// small preemption bound, and in their own target folder because `--cfg loom` rebuilds
+/// small preemption bound, and in their own target folder because `--cfg slab_core_loom` rebuilds
 /// every crate.
 fn loom() -> Result<()> {
     let target = target_dir("loom")?;
     run(
         "cargo",
         &["test", "-p", "slab-core", "--release", "--test", "loom", "--target-dir", &target],
-        &[("RUSTFLAGS", "--cfg loom"), ("LOOM_MAX_PREEMPTIONS", "2")],
+        &[("RUSTFLAGS", "--cfg slab_core_loom"), ("LOOM_MAX_PREEMPTIONS", "2")],
     )
 }
 

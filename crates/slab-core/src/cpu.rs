@@ -33,7 +33,7 @@ impl CpuSource {
     /// `/`, whose `current_cpu` is by contract the kernel's answer) where the topology
     /// crate itself reads rseq; the topology otherwise.
     pub(crate) fn for_topology(topology: &dyn Topology) -> CpuSource {
-        if cfg!(loom) || topology.sysfs_root() != Some(Path::new("/")) {
+        if cfg!(slab_core_loom) || topology.sysfs_root() != Some(Path::new("/")) {
             return CpuSource::Topology;
         }
         // The topology crate finds glibc's rseq area (and honours

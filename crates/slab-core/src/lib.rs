@@ -21,7 +21,7 @@
 //! `sync.rs` (every atomic and lock, loom-switchable).
 
 mod allocator;
-#[cfg(not(loom))]
+#[cfg(not(slab_core_loom))]
 mod api2;
 mod array_cache;
 mod barn;
@@ -33,7 +33,7 @@ mod failslab;
 mod fallback;
 mod hotplug;
 // kmalloc keeps statics (the bootstrap arena), which cannot hold loom's types.
-#[cfg(not(loom))]
+#[cfg(not(slab_core_loom))]
 pub mod kmalloc;
 mod machine;
 mod memory;
@@ -54,7 +54,7 @@ pub use crate::cache::Cache;
 pub use crate::cpu::FastPathMode;
 pub use crate::error::{Error, RedZoneSide, Result};
 pub use crate::failslab::FailPoint;
-#[cfg(not(loom))]
+#[cfg(not(slab_core_loom))]
 pub use crate::kmalloc::{Checking, Kmalloc};
 pub use crate::stats::{CacheStats, NodeStats, SLABINFO_HEADER};
 pub use crate::tune::{Tunables, MAX_LIMIT, MAX_SHARED_ENTRIES};

@@ -153,7 +153,7 @@ impl RseqArea {
     /// offers `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ` and accepts our registration for it
     /// (registered again in every child after `fork`). `None` means the CAS fallback.
     pub(crate) fn detect() -> Option<RseqArea> {
-        if cfg!(any(loom, numaslab_force_cas)) || !cfg!(target_arch = "x86_64") {
+        if cfg!(any(slab_core_loom, numaslab_force_cas)) || !cfg!(target_arch = "x86_64") {
             return None;
         }
         let offset = topology::rseq_cpu_id_offset()? - 4;

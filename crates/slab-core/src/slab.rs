@@ -91,7 +91,7 @@ pub(crate) enum SlabOrder {
     /// `calculate_slab_order` with the machine's `slab_break_gfp_order`: object caches.
     Calculated,
     /// This order for every object size: the kmalloc caches (`kmalloc.rs`).
-    #[cfg_attr(loom, allow(dead_code))]
+    #[cfg_attr(slab_core_loom, allow(dead_code))]
     Fixed(u32),
 }
 
@@ -233,7 +233,7 @@ impl Geometry {
     /// As [`Geometry::new`], with every slab of order `gfporder` whatever the object size:
     /// the kmalloc caches share one slab size, so that a pointer of unknown size finds its
     /// slab by one mask (`kmalloc.rs`).
-    #[cfg_attr(loom, allow(dead_code))]
+    #[cfg_attr(slab_core_loom, allow(dead_code))]
     pub(crate) fn with_order(
         layout: Layout,
         object_align: ObjectAlign,

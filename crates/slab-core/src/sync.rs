@@ -1,22 +1,24 @@
 //! The crate's only door to atomics, locks and `UnsafeCell`.
 //!
-//! Normal builds use std's types; `RUSTFLAGS="--cfg loom"` switches every one of them to
-//! loom's, so that the loom models in `tests/loom.rs` explore the interleavings of the
-//! real code. Two things stay std's under loom on purpose, and are said so where they are:
+//! Normal builds use std's types; `RUSTFLAGS="--cfg slab_core_loom"` switches every one of
+//! them to loom's, so that the loom models in `tests/loom.rs` explore the interleavings of
+//! the real code. The switch is scoped to this crate, as crossbeam scopes its own
+//! (`crossbeam_loom`): a dependency that switches on a plain `cfg(loom)` keeps its std
+//! types, and nothing but slab-core's own code runs under the model. Two things stay std's under loom on purpose, and are said so where they are:
 //! the cache id counter (not part of any protocol) and the red-zone word compare-and-swap
 //! on slab memory (loom cannot place its atomics in mmap'd memory; the hand-over of an
 //! object between threads is ordered by the locks, which loom does model).
 
 use std::fmt;
 
-#[cfg(loom)]
+#[cfg(slab_core_loom)]
 pub(crate) use loom::cell::UnsafeCell;
-#[cfg(loom)]
+#[cfg(slab_core_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-#[cfg(loom)]
+#[cfg(slab_core_loom)]
 use loom::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-#[cfg(not(loom))]
+#[cfg(not(slab_core_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// The header word of an array cache and the per-CPU published-array pointers: std's
@@ -24,14 +26,14 @@ pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, 
 /// from assembly, which needs their plain memory layout. Under loom (always CAS mode)
 /// they are only reached under a slot or node lock, which loom does model.
 pub(crate) use std::sync::atomic::{AtomicPtr as PublishedPtr, AtomicU64 as HeaderWord};
-#[cfg(not(loom))]
+#[cfg(not(slab_core_loom))]
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// `UnsafeCell` with loom's closure API, so that the same code builds with both.
-#[cfg(not(loom))]
+#[cfg(not(slab_core_loom))]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(slab_core_loom))]
 impl<T> UnsafeCell<T> {
     /// A cell holding `value`.
     pub(crate) const fn new(value: T) -> Self {
@@ -66,13 +68,13 @@ impl<T> Lock<T> {
 
     /// Takes the lock if it is free (the kernel's `mutex_trylock`).
     pub(crate) fn try_lock(&self) -> Option<LockGuard<'_, T>> {
-        #[cfg(not(loom))]
+        #[cfg(not(slab_core_loom))]
         match self.0.try_lock() {
             Ok(guard) => Some(guard),
             Err(std::sync::TryLockError::Poisoned(poison)) => Some(poison.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
-        #[cfg(loom)]
+        #[cfg(slab_core_loom)]
         self.0.try_lock().ok()
     }
 }
@@ -157,12 +159,12 @@ impl fmt::Debug for TryLock {
 /// What a waiting slow path does between two looks at a lock: a few spins, then yields.
 /// Under loom every wait yields, as loom requires of spin loops.
 fn relax(spins: u32) {
-    #[cfg(loom)]
+    #[cfg(slab_core_loom)]
     {
         let _ = spins;
         loom::thread::yield_now();
     }
-    #[cfg(not(loom))]
+    #[cfg(not(slab_core_loom))]
     if spins < 64 {
         std::hint::spin_loop();
     } else {

@@ -1,8 +1,8 @@
 //! loom models of the hotplug protocol racing the fast path. Run with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p slab-core --release --test loom --target-dir target/loom`;
+//! `RUSTFLAGS="--cfg slab_core_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p slab-core --release --test loom --target-dir target/loom`;
 //! a normal build compiles this file to nothing.
 
-#![cfg(loom)]
+#![cfg(slab_core_loom)]
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
