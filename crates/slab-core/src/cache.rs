@@ -178,34 +178,11 @@ impl KmemCache {
     ) -> Result<Self> {
         let SharedParts { allocator, machine, registry, pages } = shared;
         let debug = flags.contains(CacheFlags::DEBUG);
-        let red_zoning = if debug { RedZoning::On } else { RedZoning::Off };
-        let object_align =
-            if flags.contains(CacheFlags::HWCACHE_ALIGN) { ObjectAlign::HwCache } else { ObjectAlign::Word };
-        let geometry = match slab_order {
-            SlabOrder::Calculated => {
-                Geometry::new(layout, object_align, red_zoning, machine.slab_break_gfp_order)
-            }
-            SlabOrder::Fixed(gfporder) => Geometry::with_order(layout, object_align, red_zoning, gfporder),
-        }
-        .map_err(|reason| Error::InvalidLayout {
-            cache: name.to_owned(),
-            size: layout.size(),
-            align: layout.align(),
-            reason,
-        })?;
+        let geometry = Self::geometry_for(name, layout, flags, &machine, slab_order)?;
         let tunables = Tunables::defaults(geometry.buffer_size, machine.smp, debug);
         let fast_path = if debug { FastPath::Cas } else { machine.fast_path };
-        let array = (0..machine.cpu_bound)
-            .map(|cpu| {
-                let home = machine.cpu_home[cpu].unwrap_or(machine.memory_nodes[0]);
-                let fence = match fast_path {
-                    FastPath::Rseq(area) => SlotFence::Rseq { cpu: cpu as CpuId, area },
-                    FastPath::Cas => SlotFence::Lock,
-                };
-                CachePadded::new(ArraySlot::new(home, fence))
-            })
-            .collect();
         let id = next_cache_id();
+        let array = Self::cpu_slots(&machine, fast_path);
         let nodelists = (0..machine.node_bound)
             .map(|node| {
                 let cpus = prepared_per_node.get(node).copied().unwrap_or(0);
@@ -238,6 +215,47 @@ impl KmemCache {
             rseq_mismatches: AtomicU64::new(0),
             failslab: FailSlab::new(),
         })
+    }
+
+    /// The slab geometry for `layout` (`calculate_slab_order`, or the order the caller
+    /// fixed), red-zoned in a debug cache; a layout no slab can hold is refused by name.
+    fn geometry_for(
+        name: &str,
+        layout: Layout,
+        flags: CacheFlags,
+        machine: &Machine,
+        slab_order: SlabOrder,
+    ) -> Result<Geometry> {
+        let red_zoning = if flags.contains(CacheFlags::DEBUG) { RedZoning::On } else { RedZoning::Off };
+        let object_align =
+            if flags.contains(CacheFlags::HWCACHE_ALIGN) { ObjectAlign::HwCache } else { ObjectAlign::Word };
+        match slab_order {
+            SlabOrder::Calculated => {
+                Geometry::new(layout, object_align, red_zoning, machine.slab_break_gfp_order)
+            }
+            SlabOrder::Fixed(gfporder) => Geometry::with_order(layout, object_align, red_zoning, gfporder),
+        }
+        .map_err(|reason| Error::InvalidLayout {
+            cache: name.to_owned(),
+            size: layout.size(),
+            align: layout.align(),
+            reason,
+        })
+    }
+
+    /// One detached slot per possible CPU (`cachep->array[cpu]`), homed on the CPU's node
+    /// with memory and fenced as the cache's fast path requires.
+    fn cpu_slots(machine: &Machine, fast_path: FastPath) -> Box<[CachePadded<ArraySlot>]> {
+        (0..machine.cpu_bound)
+            .map(|cpu| {
+                let home = machine.cpu_home[cpu].unwrap_or(machine.memory_nodes[0]);
+                let fence = match fast_path {
+                    FastPath::Rseq(area) => SlotFence::Rseq { cpu: cpu as CpuId, area },
+                    FastPath::Cas => SlotFence::Lock,
+                };
+                CachePadded::new(ArraySlot::new(home, fence))
+            })
+            .collect()
     }
 
     /// The calling thread's CPU (possibly stale: every path is correct whatever it
@@ -389,7 +407,9 @@ impl KmemCache {
     }
 
     /// Debug caches and CPU ids without a slot: the same pop under the slot lock, then the
-    /// debug checks, the refill, or the node lists.
+    /// debug checks, the refill, or the node lists. Rare: debug mode is a diagnostic mode
+    /// that pays for its checks anyway, and only a topology's odd answer gives a CPU id
+    /// beyond the possible CPUs.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, cpu: CpuId) -> Result<NonNull<u8>> {
@@ -408,7 +428,8 @@ impl KmemCache {
     }
 
     /// A CPU whose slot is taken by another thread, or an unknown CPU id: allocate from
-    /// the node lists directly.
+    /// the node lists directly. Rare: a slot is contended only when two threads hold the
+    /// same CPU id at once (a stale id after a migration, a fake machine's shared id).
     #[cold]
     #[inline(never)]
     fn alloc_contended(&self, cpu: CpuId) -> Result<NonNull<u8>> {
@@ -420,7 +441,7 @@ impl KmemCache {
     /// `list_lock` and no copy; when remote frees wait for the node, or the barn has no
     /// full sheaf, the node's lock is taken and the array refilled from the remote frees,
     /// else the barn, else the slabs, else the node grows. Then pop. A detached slot is
-    /// served from the node lists.
+    /// served from the node lists. Rare: once per `batchcount` allocations at most.
     #[cold]
     #[inline(never)]
     fn cache_alloc_refill(&self, mut guard: SlotGuard<'_>) -> Result<NonNull<u8>> {
@@ -505,8 +526,9 @@ impl KmemCache {
     }
 
     /// `__cache_alloc_node`: one object straight from a node's slabs, growing the node
-    /// when it has none free, another node's when it cannot grow (`fallback.rs`).
-    #[cold]
+    /// when it has none free, another node's when it cannot grow (`fallback.rs`). Not
+    /// `#[cold]`: every allocation for another node than the CPU's comes here. Out of line,
+    /// so that the fast paths that fall back to it stay small.
     #[inline(never)]
     pub(crate) fn alloc_direct(&self, node: NodeId) -> Result<NonNull<u8>> {
         self.cache_alloc_node(node, NodeScope::AnyNode)
@@ -525,7 +547,8 @@ impl KmemCache {
 
     /// `cache_grow`: take a block for `node` from the page cache, else map one (and bind
     /// it to the node), initialise it as a slab, and add it to the node's free list. The
-    /// block is found and initialised with no lock held.
+    /// block is found and initialised with no lock held. Rare: once per slab's worth of
+    /// objects, and only when no slab of the node has a free one.
     #[cold]
     #[inline(never)]
     pub(crate) fn cache_grow(&self, node: NodeId) -> Result<()> {
@@ -575,7 +598,9 @@ impl KmemCache {
     }
 
     /// A new block from the OS for a slab of `node`, bound to the node where that means
-    /// something (`kmem_getpages` when the page allocator's free lists are empty).
+    /// something (`kmem_getpages` when the page allocator's free lists are empty). Rare:
+    /// the per-node page cache serves a slab that comes and goes; this maps when it is
+    /// empty, a system call whose cost dwarfs the call's.
     #[cold]
     #[inline(never)]
     fn map_block(&self, node: NodeId) -> Result<NonNull<u8>> {
@@ -659,7 +684,9 @@ impl KmemCache {
     /// What [`KmemCache::free_fast`] left to [`KmemCache::free_or_report`], in one call
     /// out of line: a contended slot's free straight to the slabs, or the slow path,
     /// whose error (only a debug cache finds one in a handle's drop, a red zone
-    /// overwritten through unsafe code) is printed like the kernel's printk.
+    /// overwritten through unsafe code) is printed like the kernel's printk. Rare in the
+    /// sense that matters here: it is everything but the local free to the CPU's array,
+    /// and it keeps the handle's drop to that one inlined path.
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
@@ -751,11 +778,12 @@ impl KmemCache {
     }
 
     /// Every free [`KmemCache::free_fast`] did not do: debug mode, errors, remote objects,
-    /// unknown or contended CPUs.
+    /// unknown or contended CPUs. Not `#[cold]`: on a NUMA machine every free of another
+    /// node's object comes here (the alien cache). Out of line, so that the fast free
+    /// stays small.
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
-    #[cold]
     #[inline(never)]
     unsafe fn free_slow(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
         if self.debug {
@@ -881,8 +909,9 @@ impl KmemCache {
         self.free_direct(owner, obj);
     }
 
-    /// One object straight back to its node's slabs.
-    #[cold]
+    /// One object straight back to its node's slabs. Not `#[cold]`: every free that finds
+    /// its CPU's slot contended, detached or stopped, and every alien cache that cannot
+    /// take the object, comes here. Out of line, so that those paths stay small.
     #[inline(never)]
     pub(crate) fn free_direct(&self, node: NodeId, obj: *mut u8) {
         let mut chain = SlabChain::default();
@@ -904,21 +933,22 @@ impl KmemCache {
         }
     }
 
-    /// The error for a pointer that lies in no slab.
+    /// The error for a pointer that lies in no slab. Rare: a caller's bug.
     #[cold]
     #[inline(never)]
     pub(crate) fn foreign_pointer_error(&self, ptr: usize) -> Error {
         Error::ForeignPointer { cache: self.name.clone(), ptr }
     }
 
-    /// The error for a free of another cache's object.
+    /// The error for a free of another cache's object. Rare: a caller's bug.
     #[cold]
     #[inline(never)]
     pub(crate) fn wrong_cache_error(&self, ptr: usize, owner_id: u64) -> Error {
         Error::WrongCache { cache: self.name.clone(), owner: self.registry.cache_name(owner_id), ptr }
     }
 
-    /// The error for any operation on a destroyed cache.
+    /// The error for any operation on a destroyed cache. Rare: a caller's bug, or a race
+    /// with its own `destroy_cache`.
     #[cold]
     pub(crate) fn destroyed_error(&self) -> Error {
         Error::CacheDestroyed { cache: self.name.clone() }
