@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod code_map;
 mod fixture;
 mod readme;
 
@@ -20,6 +21,7 @@ fn main() -> Result<()> {
     match command.as_str() {
         "ci" => ci(rest),
         "bench" => bench::bench(rest),
+        "code-map" => code_map::check(&root()),
         "fixture" => fixture::fixture(&root(), rest),
         "capture-fixture" => fixture::capture_fixture(&root(), rest),
         "help" | "--help" | "-h" => {
@@ -40,6 +42,7 @@ fn print_usage() {
          ci               formatting, clippy, the test suite and the loom models, as CI runs them\n  \
          bench [--quick]  builds bench/ in release, runs every workload for every allocator;\n                   \
          writes target/bench/results.json and report.md\n  \
+         code-map         checks that docs/ARCHITECTURE.md's code map names every Rust file\n  \
          fixture NAME     writes fixtures/NAME/ from fixtures/NAME.machine (--all: every one)\n  \
          capture-fixture NAME [--from ROOT]\n                   \
          copies the live machine's topology files into fixtures/NAME/\n"
@@ -68,6 +71,7 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
 
 fn ci(_args: &[String]) -> Result<()> {
     let readme = readme::read(&root())?;
+    code_map::check(&root())?;
     run("cargo", &["fmt", "--all", "--check"], &[])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     // The README's two commands as a newcomer types them: the main job (shortened, so
