@@ -63,10 +63,12 @@ pub(crate) fn wait_finished(
     source: Source,
     timeout: Duration,
 ) -> Option<Event> {
-    wait_for_event(events, timeout, |event| {
-        event.source == source
-            && matches!(event.kind, EventKind::TransitionFinished { cpu: c, reached: r, .. } if c == cpu && r == reached)
-    })
+    wait_from(
+        events,
+        source,
+        timeout,
+        |kind| matches!(*kind, EventKind::TransitionFinished { cpu: c, reached: r, .. } if c == cpu && r == reached),
+    )
 }
 
 /// Waits for a wake-up by `source` reporting that `cpu` went to `state`.
@@ -77,8 +79,20 @@ pub(crate) fn wait_wakeup(
     source: Source,
     timeout: Duration,
 ) -> Option<Event> {
-    wait_for_event(events, timeout, |event| {
-        event.source == source
-            && matches!(event.kind, EventKind::Wakeup { reported: Some(change) } if change.cpu == cpu && change.state == state)
-    })
+    wait_from(
+        events,
+        source,
+        timeout,
+        |kind| matches!(*kind, EventKind::Wakeup { reported: Some(change) } if change.cpu == cpu && change.state == state),
+    )
+}
+
+/// Waits for an event caused by `source` whose kind `want` accepts.
+fn wait_from(
+    events: &Receiver<Event>,
+    source: Source,
+    timeout: Duration,
+    want: impl Fn(&EventKind) -> bool,
+) -> Option<Event> {
+    wait_for_event(events, timeout, |event| event.source == source && want(&event.kind))
 }

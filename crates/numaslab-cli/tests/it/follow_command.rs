@@ -109,12 +109,7 @@ fn a_followed_transition_whose_callback_fails_fails_a_check() {
     let (report, status) = follower.finish();
     assert_eq!(status, Some(3), "{report:#}");
     assert_eq!(report["transitions"]["failed"], 1, "{report:#}");
-    let check = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|check| check["name"] == "every hotplug transition completed")
-        .expect("the check is reported");
+    let check = crate::support::check(&report, "every hotplug transition completed");
     assert_eq!(check["passed"], false, "{check}");
     assert!(check["detail"].as_str().unwrap().contains("made by another program"), "{check}");
 }

@@ -84,3 +84,9 @@ impl Drop for RealCpu1 {
 pub(crate) fn cpu1_online() -> bool {
     std::fs::read_to_string(CPU1_ONLINE).map_or(true, |text| text.trim() == "1")
 }
+
+/// The check named `name` of a torture report in JSON.
+pub(crate) fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    let checks = report["checks"].as_array().expect("the report lists its checks");
+    checks.iter().find(|check| check["name"] == name).expect("the check is reported")
+}

@@ -107,12 +107,7 @@ fn a_leaked_object_fails_the_checks_and_the_exit_status() {
 fn a_panicking_worker_ends_the_run_with_a_failed_check_instead_of_a_hang() {
     let (report, status) = report(&["--inject-fault", "panic-one"]);
     assert_eq!(status.code(), Some(3), "{report:#}");
-    let thread_check = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|check| check["name"] == "every thread finished")
-        .expect("the check is reported");
+    let thread_check = crate::support::check(&report, "every thread finished");
     assert_eq!(thread_check["passed"], false);
     assert!(thread_check["detail"].as_str().unwrap().contains("worker 0"), "{thread_check}");
 }
@@ -283,12 +278,7 @@ fn real_torture_switches_cpu1_and_restores_it() {
 fn a_transition_that_fails_during_the_run_fails_a_check() {
     let (report, status) = report(&["--inject-fault", "fail-one-transition"]);
     assert_eq!(status.code(), Some(3), "{report:#}");
-    let check = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|check| check["name"] == "every hotplug transition completed")
-        .expect("the check is reported");
+    let check = crate::support::check(&report, "every hotplug transition completed");
     assert_eq!(check["passed"], false, "{check}");
     assert!(check["detail"].as_str().unwrap().contains("injected fault"), "{check}");
     assert_eq!(report["transitions"]["failed"], 1, "{report:#}");
