@@ -25,7 +25,7 @@ use topology::{CpuId, NodeId};
 
 use crate::allocator::Allocator;
 use crate::array_cache::{ArraySlot, SlotFence, SlotGuard};
-use crate::cpu::{read_rseq_cpu, CpuSource, FastPath};
+use crate::cpu::{CpuSource, FastPath};
 use crate::error::{Error, Result};
 use crate::failslab::{FailPoint, FailSlab};
 use crate::fallback::NodeScope;
@@ -60,13 +60,13 @@ enum FastAlloc<'a> {
     Slow,
 }
 
-/// Whether a refill already tried the barn before taking the node's lock.
+/// What a refill learnt of the barn's full sheaves before it took the node's lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BarnTried {
-    /// It did, and the barn had no full sheaf.
-    Yes,
-    /// It did not (remote frees were waiting, or the array was not empty).
-    No,
+enum FullSheaves {
+    /// It asked, and the barn had none: do not ask again under the lock.
+    NoneInBarn,
+    /// It did not ask (remote frees were waiting, or the array was not empty).
+    NotAsked,
 }
 
 /// Pops an object from the held slot's array, counting it as handed out.
@@ -265,7 +265,7 @@ impl KmemCache {
     pub(crate) fn current_cpu(&self) -> CpuId {
         match self.cpu_source {
             CpuSource::Rseq(offset) => {
-                let cpu = read_rseq_cpu(offset);
+                let cpu = offset.read();
                 if cpu >= 0 {
                     cpu as CpuId
                 } else {
@@ -398,8 +398,7 @@ impl KmemCache {
         }
         let Some(slot) = self.array.get(cpu as usize) else { return FastAlloc::Slow };
         let Some(mut guard) = slot.try_lock() else { return FastAlloc::Busy };
-        let obj = guard.with(|data| data.array_mut()?.pop());
-        match obj {
+        match pop_counted(&mut guard) {
             // SAFETY: array entries are object addresses, never null.
             Some(obj) => FastAlloc::Hit(unsafe { NonNull::new_unchecked(obj) }),
             None => FastAlloc::Empty(guard),
@@ -415,8 +414,7 @@ impl KmemCache {
     fn alloc_slow(&self, cpu: CpuId) -> Result<NonNull<u8>> {
         if let Some(slot) = self.array.get(cpu as usize) {
             if let Some(mut guard) = slot.try_lock() {
-                let obj = guard.with(|data| data.array_mut()?.pop());
-                return match obj {
+                return match pop_counted(&mut guard) {
                     // SAFETY: array entries are object addresses, never null.
                     Some(obj) if !self.debug => Ok(unsafe { NonNull::new_unchecked(obj) }),
                     Some(obj) => self.debug_alloc_from_slot(guard, obj),
@@ -450,10 +448,10 @@ impl KmemCache {
         loop {
             let barn = guard.with(|data| {
                 if data.array()?.avail() > 0 || !l3.remote.is_empty() {
-                    return Some(BarnTried::No);
+                    return Some(FullSheaves::NotAsked);
                 }
                 data.exchange(|empty| l3.barn.exchange_empty_for_full(empty));
-                Some(BarnTried::Yes)
+                Some(FullSheaves::NoneInBarn)
             });
             let Some(barn) = barn else {
                 drop(guard);
@@ -480,7 +478,7 @@ impl KmemCache {
     /// frees queued for the node go into the array (what does not fit goes back to the
     /// slabs); an array still empty is exchanged with the barn (unless that was just
     /// tried), else refilled from the slabs.
-    fn refill_from_node(&self, guard: &mut SlotGuard<'_>, barn: BarnTried) -> Result<()> {
+    fn refill_from_node(&self, guard: &mut SlotGuard<'_>, barn: FullSheaves) -> Result<()> {
         let node = guard.node();
         let l3 = self.l3(node);
         let mut chain = SlabChain::default();
@@ -497,7 +495,7 @@ impl KmemCache {
                     ac.extend_from_slice(objects) as usize
                 });
                 if ac.avail() == 0
-                    && !(barn == BarnTried::No
+                    && !(barn == FullSheaves::NotAsked
                         && data.exchange(|empty| l3.barn.exchange_empty_for_full(empty)))
                 {
                     let Some(ac) = data.array_mut() else { return refused };
@@ -654,6 +652,20 @@ impl KmemCache {
         // SAFETY: forwarded to the caller.
         match unsafe { self.free_fast(cpu, ptr) } {
             FastFree::Done => Ok(()),
+            // SAFETY: forwarded to the caller.
+            outcome => unsafe { self.free_after_fast(outcome, cpu, ptr) },
+        }
+    }
+
+    /// What [`KmemCache::free_fast`] left: a contended slot's object straight to its
+    /// node's slabs, anything else to the slow path.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(always)]
+    unsafe fn free_after_fast(&self, outcome: FastFree, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
+        match outcome {
+            FastFree::Done => Ok(()),
             FastFree::Busy(node) => {
                 self.free_direct(node, ptr.as_ptr());
                 Ok(())
@@ -672,18 +684,17 @@ impl KmemCache {
     /// # Safety
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
-    pub(crate) unsafe fn free_or_report(&self, cpu: CpuId, ptr: NonNull<u8>) {
+    pub(crate) unsafe fn free_on_reporting(&self, cpu: CpuId, ptr: NonNull<u8>) {
         // SAFETY: forwarded to the caller.
         match unsafe { self.free_fast(cpu, ptr) } {
             FastFree::Done => {}
             // SAFETY: forwarded to the caller.
-            outcome => unsafe { self.free_rest_or_report(outcome, cpu, ptr) },
+            outcome => unsafe { self.free_after_fast_reporting(outcome, cpu, ptr) },
         }
     }
 
-    /// What [`KmemCache::free_fast`] left to [`KmemCache::free_or_report`], in one call
-    /// out of line: a contended slot's free straight to the slabs, or the slow path,
-    /// whose error (only a debug cache finds one in a handle's drop, a red zone
+    /// What [`KmemCache::free_fast`] left to [`KmemCache::free_on_reporting`], in one call
+    /// out of line: [`KmemCache::free_after_fast`], whose error (only a debug cache finds one in a handle's drop, a red zone
     /// overwritten through unsafe code) is printed like the kernel's printk. Rare in the
     /// sense that matters here: it is everything but the local free to the CPU's array,
     /// and it keeps the handle's drop to that one inlined path.
@@ -692,17 +703,9 @@ impl KmemCache {
     /// As for [`KmemCache::free_on`].
     #[cold]
     #[inline(never)]
-    unsafe fn free_rest_or_report(&self, outcome: FastFree, cpu: CpuId, ptr: NonNull<u8>) {
-        let result = match outcome {
-            FastFree::Done => Ok(()),
-            FastFree::Busy(node) => {
-                self.free_direct(node, ptr.as_ptr());
-                Ok(())
-            }
-            // SAFETY: forwarded to the caller.
-            FastFree::Slow => unsafe { self.free_slow(cpu, ptr) },
-        };
-        if let Err(error) = result {
+    unsafe fn free_after_fast_reporting(&self, outcome: FastFree, cpu: CpuId, ptr: NonNull<u8>) {
+        // SAFETY: forwarded to the caller.
+        if let Err(error) = unsafe { self.free_after_fast(outcome, cpu, ptr) } {
             eprintln!("slab-core: {error}");
         }
     }
@@ -841,7 +844,6 @@ impl KmemCache {
             return;
         }
         let mut chain = SlabChain::default();
-        let mut refused = Refused::default();
         {
             let mut l3 = self.l3(node).list_lock.lock();
             let l3 = &mut *l3;
@@ -850,8 +852,7 @@ impl KmemCache {
                 if ac.room() == 0 {
                     let batch = ac.batchcount().min(ac.avail()).max(1) as usize;
                     // SAFETY: array entries are objects of this node handed out of its slabs.
-                    refused =
-                        unsafe { l3.free_block(&self.geometry, &ac.objects()[..batch], node, &mut chain) };
+                    unsafe { self.return_to_slabs(l3, &ac.objects()[..batch], node, &mut chain) };
                     ac.remove_oldest(batch as u32);
                 }
                 let pushed = ac.push(obj);
@@ -860,12 +861,11 @@ impl KmemCache {
             });
             if !attached {
                 // SAFETY: obj is an object of this node (checked by the caller).
-                refused = unsafe { l3.free_block(&self.geometry, &[obj], node, &mut chain) };
+                unsafe { self.return_to_slabs(l3, &[obj], node, &mut chain) };
                 l3.direct_frees = l3.direct_frees.wrapping_add(1);
             }
         }
         drop(guard);
-        self.note_refused(refused);
         self.slabs_destroy(chain);
     }
 
@@ -879,7 +879,6 @@ impl KmemCache {
     fn cache_free_alien(&self, home: NodeId, owner: NodeId, obj: *mut u8) {
         if let Some(mut guard) = self.l3(home).alien[owner as usize].try_lock() {
             let mut chain = SlabChain::default();
-            let mut refused = Refused::default();
             let done = guard.with(|data| {
                 let Some(ac) = data.array_mut() else { return false };
                 if ac.avail() == ac.limit() {
@@ -889,7 +888,7 @@ impl KmemCache {
                         // written into them, so they go to the slabs under the lock.
                         let mut l3 = owner_l3.list_lock.lock();
                         // SAFETY: alien entries are handed-out objects of `owner`.
-                        refused = unsafe { l3.free_block(&self.geometry, ac.objects(), owner, &mut chain) };
+                        unsafe { self.return_to_slabs(&mut l3, ac.objects(), owner, &mut chain) };
                     } else {
                         // SAFETY: alien entries are handed-out objects of `owner`, freed
                         // by their callers, each once, word-sized and word-aligned at least.
@@ -900,7 +899,6 @@ impl KmemCache {
                 ac.push(obj)
             });
             drop(guard);
-            self.note_refused(refused);
             self.slabs_destroy(chain);
             if done {
                 return;
@@ -915,13 +913,12 @@ impl KmemCache {
     #[inline(never)]
     pub(crate) fn free_direct(&self, node: NodeId, obj: *mut u8) {
         let mut chain = SlabChain::default();
-        let refused = {
+        {
             let mut l3 = self.l3(node).list_lock.lock();
             l3.direct_frees = l3.direct_frees.wrapping_add(1);
             // SAFETY: obj is a handed-out object of `node`, checked by the caller.
-            unsafe { l3.free_block(&self.geometry, &[obj], node, &mut chain) }
-        };
-        self.note_refused(refused);
+            unsafe { self.return_to_slabs(&mut l3, &[obj], node, &mut chain) };
+        }
         self.slabs_destroy(chain);
     }
 

@@ -67,7 +67,10 @@ const MEMBARRIER_CMD_FLAG_CPU: libc::c_uint = 1;
 /// pointer. Only [`RseqArea::detect`] makes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RseqArea {
+    /// `__rseq_offset`: where the sequences address `struct rseq`.
     offset: isize,
+    /// Its `cpu_id` field, as the topology crate reads it.
+    cpu_id: topology::RseqCpuIdOffset,
 }
 
 /// What a pop sequence did.
@@ -156,11 +159,11 @@ impl RseqArea {
         if cfg!(any(slab_core_loom, numaslab_force_cas)) || !cfg!(target_arch = "x86_64") {
             return None;
         }
-        let offset = topology::rseq_cpu_id_offset()? - 4;
+        let cpu_id = topology::rseq_cpu_id_offset()?;
         if topology::rseq_area_size()? < 20 {
             return None;
         }
-        let area = RseqArea { offset };
+        let area = RseqArea { offset: cpu_id.offset() - 4, cpu_id };
         if area.cpu_id() < 0 || !membarrier_rseq_registered() {
             return None;
         }
@@ -170,7 +173,7 @@ impl RseqArea {
     /// The calling thread's `rseq->cpu_id`: its CPU, or negative while unregistered.
     #[inline(always)]
     pub(crate) fn cpu_id(self) -> i32 {
-        arch::read_cpu_id(self.offset)
+        self.cpu_id.read()
     }
 
     /// Pops the newest object of `cpu`'s published array, as one sequence.
@@ -288,9 +291,6 @@ mod arch;
 mod arch {
     use super::Block;
 
-    pub(super) fn read_cpu_id(_offset: isize) -> i32 {
-        -1
-    }
     pub(super) unsafe fn pop(_: isize, _: u32, _: *const *mut Block) -> usize {
         super::code::MISMATCH
     }

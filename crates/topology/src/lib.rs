@@ -36,7 +36,7 @@ pub use crate::fixture::{FixtureTopology, FIXTURES_DIR_ENV};
 pub use crate::idset::{CpuSet, IdSet, Iter, NodeSet, ID_LIMIT};
 pub use crate::os::{
     current_cpu_with_source, rseq_area_size, rseq_cpu_id_offset, rseq_current_cpu, sched_getcpu,
-    CurrentCpuSource,
+    CurrentCpuSource, RseqCpuIdOffset,
 };
 pub use crate::sysfs::SysfsTopology;
 

@@ -26,29 +26,78 @@ pub enum CurrentCpuSource {
 /// architecture), where registration failed, or when built with
 /// `--cfg numaslab_force_getcpu`. May be stale the moment it returns.
 pub fn rseq_current_cpu() -> Option<CpuId> {
-    let offset = rseq_cpu_id_offset()?;
-    let cpu_id = thread_pointer()?.wrapping_add_signed(offset) as *const i32;
-    // SAFETY: glibc documents that `__rseq_offset` added to the thread pointer gives the
-    // thread's `struct rseq`, which lives in the thread control block for the thread's
-    // whole life, is 32-byte aligned and at least `__rseq_size` (checked >= 8) bytes
-    // long; `cpu_id` is an aligned i32 inside it. The kernel writes it asynchronously,
-    // hence a volatile read.
-    let cpu = unsafe { std::ptr::read_volatile(cpu_id) };
     // RSEQ_CPU_ID_UNINITIALIZED (-1) and RSEQ_CPU_ID_REGISTRATION_FAILED (-2) are negative.
-    u32::try_from(cpu).ok()
+    u32::try_from(rseq_cpu_id_offset()?.read()).ok()
 }
 
 /// Where the calling thread's rseq `cpu_id` lies, in bytes from the thread pointer
-/// (`__rseq_offset + 4`), for callers that read it inline on a fast path; `None` where
-/// [`rseq_current_cpu`] would answer `None` for want of an area (no symbols, no
-/// registration, an unsupported architecture, `--cfg numaslab_force_getcpu`). The field
-/// is negative in a thread whose registration failed: such a reader must fall back.
-pub fn rseq_cpu_id_offset() -> Option<isize> {
+/// (`__rseq_offset + 4`), for callers that read it inline on a fast path: only
+/// [`rseq_cpu_id_offset`] makes one, so [`RseqCpuIdOffset::read`] always reads glibc's
+/// area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RseqCpuIdOffset(isize);
+
+impl RseqCpuIdOffset {
+    /// The offset in bytes from the thread pointer: for a caller's own restartable
+    /// sequences, which address `struct rseq` at `offset() - 4`.
+    pub fn offset(self) -> isize {
+        self.0
+    }
+
+    /// The calling thread's `cpu_id`: its CPU, or negative while its area is not
+    /// registered (`RSEQ_CPU_ID_UNINITIALIZED`, `RSEQ_CPU_ID_REGISTRATION_FAILED`). One
+    /// load; may be stale the moment it returns.
+    #[inline(always)]
+    pub fn read(self) -> i32 {
+        arch_read_cpu_id(self.0)
+    }
+}
+
+/// Where the calling thread's rseq `cpu_id` lies; `None` where [`rseq_current_cpu`] would
+/// answer `None` for want of an area (no symbols, no registration, an unsupported
+/// architecture, `--cfg numaslab_force_getcpu`). The field is negative in a thread whose
+/// registration failed: such a reader must fall back.
+pub fn rseq_cpu_id_offset() -> Option<RseqCpuIdOffset> {
     if cfg!(numaslab_force_getcpu) || thread_pointer().is_none() {
         return None;
     }
     // `struct rseq` (include/uapi/linux/rseq.h): u32 cpu_id_start at 0, s32 cpu_id at 4.
-    rseq_offset().map(|offset| offset + 4)
+    rseq_offset().map(|offset| RseqCpuIdOffset(offset + 4))
+}
+
+/// The `cpu_id` at `offset` from the thread pointer; `offset` comes from a
+/// [`RseqCpuIdOffset`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn arch_read_cpu_id(offset: isize) -> i32 {
+    let cpu: i32;
+    // SAFETY: on x86-64 Linux the `fs` segment base is the thread pointer, and glibc
+    // documents that `__rseq_offset` from it is the thread's `struct rseq`, which lives
+    // in the thread control block for the thread's whole life and is 32-byte aligned:
+    // `cpu_id` at `offset` (a `RseqCpuIdOffset`, so `__rseq_offset + 4`) is an aligned,
+    // readable i32. The kernel writes it on return to user space; the asm is not `pure`,
+    // so every call reads it anew. Nothing is written.
+    unsafe {
+        std::arch::asm!(
+            "mov {cpu:e}, dword ptr fs:[{offset}]",
+            offset = in(reg) offset,
+            cpu = lateout(reg) cpu,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    cpu
+}
+
+/// As the x86-64 version, from the thread pointer register.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn arch_read_cpu_id(offset: isize) -> i32 {
+    let Some(pointer) = thread_pointer() else { return -1 };
+    // SAFETY: as for x86-64: glibc's rseq area at `__rseq_offset` from the thread pointer
+    // lives as long as the thread; `cpu_id` is an aligned i32 the kernel writes, hence a
+    // volatile read. (Only reached with an offset, which only architectures with a
+    // thread pointer give.)
+    unsafe { std::ptr::read_volatile(pointer.wrapping_add_signed(offset) as *const i32) }
 }
 
 /// glibc's `__rseq_size`: how many bytes of `struct rseq` the registration covers (20 or
@@ -118,6 +167,7 @@ fn thread_pointer() -> Option<usize> {
 
 /// The thread pointer that glibc's `__rseq_offset` is relative to.
 #[cfg(target_arch = "aarch64")]
+#[inline(always)]
 fn thread_pointer() -> Option<usize> {
     let pointer: usize;
     // SAFETY: reading `tpidr_el0`, the thread pointer register, has no side effect.

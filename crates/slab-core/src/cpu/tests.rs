@@ -34,9 +34,9 @@ fn the_live_machine_reads_rseq_inline_where_glibc_registered_it() {
     let CpuSource::Rseq(offset) = source else { panic!("rseq is registered but not used: {source:?}") };
     // The thread may migrate between two reads: retry until both agree.
     let agreed = (0..1000).any(|_| {
-        let inline = read_rseq_cpu(offset);
+        let inline = offset.read();
         inline >= 0 && Some(inline as u32) == topology::rseq_current_cpu()
     });
     assert!(agreed, "the inline read never matched the topology crate's rseq read");
-    assert!((read_rseq_cpu(offset) as u32) < live.cpu_id_bound() as u32);
+    assert!((offset.read() as u32) < live.cpu_id_bound() as u32);
 }

@@ -95,23 +95,25 @@ macro_rules! inject {
     };
 }
 
-/// `cpu_id` of the calling thread's area at `area` from the thread pointer.
-#[inline(always)]
-pub(super) fn read_cpu_id(area: isize) -> i32 {
-    let cpu: i32;
-    // SAFETY: on x86-64 Linux the `fs` base is the thread pointer and glibc's
-    // `__rseq_offset` from it is the thread's `struct rseq` (32-byte aligned, alive as
-    // long as the thread): `cpu_id` at +4 is a readable i32 the kernel writes on return
-    // to user space. Not `pure`: every call reads it anew. Nothing is written.
-    unsafe {
+/// One sequence as an `asm!` block: [`sequence_start!`], then `$body` (which commits,
+/// defines `5:` and its own exits, and ends at `22:`), with the operands every sequence
+/// has (`area`, `cpu`, `published`, the outcome in `r`, scratch `b` and `t`) and then
+/// `$operand`, the sequence's own.
+macro_rules! sequence {
+    ($area:expr, $cpu:expr, $published:expr, $result:ident, [$($body:tt)*], [$($operand:tt)*]) => {
         asm!(
-            "mov {cpu:e}, dword ptr fs:[{area} + 4]",
-            area = in(reg) area,
-            cpu = lateout(reg) cpu,
-            options(nostack, readonly, preserves_flags),
-        );
-    }
-    cpu
+            sequence_start!(),
+            $($body)*
+            area = in(reg) $area,
+            cpu = in(reg) $cpu,
+            published = in(reg) $published,
+            r = out(reg) $result,
+            b = out(reg) _,
+            t = out(reg) _,
+            $($operand)*
+            options(nostack),
+        )
+    };
 }
 
 /// Pop: returns the object, or an outcome code (`DONE`: the array is empty).
@@ -127,33 +129,31 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
     // loads stay inside the block (the entry below `avail`, at most the capacity) and its
     // one store is the commit of the header word.
     unsafe {
-        asm!(
-            sequence_start!(),
-            "mov {h}, qword ptr [{b}]",
-            "movzx {r:e}, {h:x}",
-            "test {r:e}, {r:e}",
-            "jz 9f",
-            // The newest object: entry avail - 1, at block + 64 + (avail - 1) * 8.
-            "mov {r}, qword ptr [{b} + {r} * 8 + 56]",
-            // header' = header - 1 (avail) + 2^32 (net) | touched.
-            "mov {t:e}, 0xffffffff",
-            "add {h}, {t}",
-            "bts {h}, 31",
-            inject!("{t:e}"),
-            "mov qword ptr [{b}], {h}",
-            "5:",
-            sequence_end!("{r:e}"),
-            "9:",
-            "xor {r:e}, {r:e}",
-            "22:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            published = in(reg) published,
-            r = out(reg) result,
-            h = out(reg) _,
-            b = out(reg) _,
-            t = out(reg) _,
-            options(nostack),
+        sequence!(
+            area,
+            cpu,
+            published,
+            result,
+            [
+                "mov {h}, qword ptr [{b}]",
+                "movzx {r:e}, {h:x}",
+                "test {r:e}, {r:e}",
+                "jz 9f",
+                // The newest object: entry avail - 1, at block + 64 + (avail - 1) * 8.
+                "mov {r}, qword ptr [{b} + {r} * 8 + 56]",
+                // header' = header - 1 (avail) + 2^32 (net) | touched.
+                "mov {t:e}, 0xffffffff",
+                "add {h}, {t}",
+                "bts {h}, 31",
+                inject!("{t:e}"),
+                "mov qword ptr [{b}], {h}",
+                "5:",
+                sequence_end!("{r:e}"),
+                "9:",
+                "xor {r:e}, {r:e}",
+                "22:",
+            ],
+            [h = out(reg) _,]
         );
     }
     result
@@ -170,20 +170,13 @@ pub(super) unsafe fn unpublish(area: isize, cpu: u32, published: *mut *mut Block
     // SAFETY: as for `pop`; the one store is the commit, into the cell the caller owns
     // under the slot lock.
     unsafe {
-        asm!(
-            sequence_start!(),
-            "mov qword ptr [{published}], 0",
-            "5:",
-            "xor {r:e}, {r:e}",
-            sequence_end!("{r:e}"),
-            "22:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            published = in(reg) published,
-            r = out(reg) result,
-            b = out(reg) _,
-            t = out(reg) _,
-            options(nostack),
+        sequence!(
+            area,
+            cpu,
+            published,
+            result,
+            ["mov qword ptr [{published}], 0", "5:", "xor {r:e}, {r:e}", sequence_end!("{r:e}"), "22:",],
+            []
         );
     }
     result
@@ -199,34 +192,31 @@ pub(super) unsafe fn push(area: isize, cpu: u32, published: *const *mut Block, o
     // SAFETY: as for `pop`; the entry store lies above `avail` (speculative: nothing
     // reads it unless the commit that follows it lands) and inside the block.
     unsafe {
-        asm!(
-            sequence_start!(),
-            "mov {h}, qword ptr [{b}]",
-            "movzx {r:e}, {h:x}",
-            "cmp {r:e}, dword ptr [{b} + 12]",
-            "jae 9f",
-            // The first free entry: entry avail, at block + 64 + avail * 8.
-            "mov qword ptr [{b} + {r} * 8 + 64], {obj}",
-            // header' = header + 1 (avail) - 2^32 (net).
-            "mov {t:e}, 0xffffffff",
-            "sub {h}, {t}",
-            inject!("{t:e}"),
-            "mov qword ptr [{b}], {h}",
-            "5:",
-            "xor {r:e}, {r:e}",
-            sequence_end!("{r:e}"),
-            "9:",
-            "mov {r:e}, 4",
-            "22:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            published = in(reg) published,
-            obj = in(reg) obj,
-            r = out(reg) result,
-            h = out(reg) _,
-            b = out(reg) _,
-            t = out(reg) _,
-            options(nostack),
+        sequence!(
+            area,
+            cpu,
+            published,
+            result,
+            [
+                "mov {h}, qword ptr [{b}]",
+                "movzx {r:e}, {h:x}",
+                "cmp {r:e}, dword ptr [{b} + 12]",
+                "jae 9f",
+                // The first free entry: entry avail, at block + 64 + avail * 8.
+                "mov qword ptr [{b} + {r} * 8 + 64], {obj}",
+                // header' = header + 1 (avail) - 2^32 (net).
+                "mov {t:e}, 0xffffffff",
+                "sub {h}, {t}",
+                inject!("{t:e}"),
+                "mov qword ptr [{b}], {h}",
+                "5:",
+                "xor {r:e}, {r:e}",
+                sequence_end!("{r:e}"),
+                "9:",
+                "mov {r:e}, 4",
+                "22:",
+            ],
+            [obj = in(reg) obj, h = out(reg) _,]
         );
     }
     result
