@@ -9,8 +9,26 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use loom::thread;
-use slab_core::{Allocator, Cache, CacheFlags};
+use slab_core::{Allocator, Cache, CacheFlags, CacheStats};
 use topology::FakeTopology;
+
+/// How every teardown model ends: CPU 1 dies (`cpu_dead`) while `threads` run; then the
+/// cache accounts for every object (`validate`) and has none out (`what` says which).
+fn cpu1_dies_while(
+    allocator: &Allocator,
+    cache: &Cache,
+    threads: Vec<thread::JoinHandle<()>>,
+    what: &str,
+) -> CacheStats {
+    allocator.cpu_dead(1);
+    for model_thread in threads {
+        model_thread.join().expect("a model thread");
+    }
+    allocator.validate().expect("validate");
+    let stats = cache.stats();
+    assert_eq!(stats.in_use, 0, "{what}");
+    stats
+}
 
 fn setup(spec: &str) -> (Arc<Allocator>, Arc<Cache>) {
     let allocator = Allocator::new(Arc::new(FakeTopology::from_spec(spec).expect("fake machine")));
@@ -35,12 +53,8 @@ fn fast_path_races_teardown_of_the_same_cpu() {
             })
         };
         allocator.cpu_down_prepare(1).expect("down_prepare");
-        allocator.cpu_dead(1);
-        worker.join().expect("worker");
+        let stats = cpu1_dies_while(&allocator, &cache, vec![worker], "the object came back exactly once");
         assert_eq!(cache.cpu_cache_len(1), 0, "a dead CPU keeps no array");
-        allocator.validate().expect("validate");
-        let stats = cache.stats();
-        assert_eq!(stats.in_use, 0, "the object came back exactly once");
         assert_eq!(stats.active_objs, stats.in_all_cpu_caches() + stats.shared_avail + stats.alien_avail);
     });
 }
@@ -67,10 +81,7 @@ fn remote_free_races_the_owner_node_losing_its_last_cpu() {
                 }
             })
         };
-        allocator.cpu_dead(1);
-        worker.join().expect("worker");
-        allocator.validate().expect("validate");
-        assert_eq!(cache.stats().in_use, 0, "both objects back exactly once");
+        cpu1_dies_while(&allocator, &cache, vec![worker], "both objects back exactly once");
         assert_eq!(cache.stats().nodes[1].alien_avail, 0, "node 1's alien caches are gone");
         cache.shrink();
         assert_eq!(cache.stats().active_objs, 0);
@@ -148,12 +159,8 @@ fn barn_exchange_races_the_last_cpus_teardown_and_a_drain() {
                 cache.shrink();
             })
         };
-        allocator.cpu_dead(1);
-        worker.join().expect("worker");
-        drainer.join().expect("drainer");
-        allocator.validate().expect("validate");
-        let stats = cache.stats();
-        assert_eq!(stats.in_use, 0, "every object came back exactly once");
+        let stats =
+            cpu1_dies_while(&allocator, &cache, vec![worker, drainer], "every object came back exactly once");
         assert_eq!(stats.nodes[1].shared_avail, None, "node 1's last CPU took the barn's sheaves");
         assert_eq!(stats.in_cpu_caches(1), 0, "a dead CPU keeps no array");
         cache.shrink();
@@ -208,12 +215,12 @@ fn remote_hand_off_races_the_owner_losing_its_last_cpu_and_a_drain() {
                 allocator.reap();
             })
         };
-        allocator.cpu_dead(1);
-        pusher.join().expect("pusher");
-        pusher_and_reaper.join().expect("pusher and reaper");
-        allocator.validate().expect("validate");
-        let stats = cache.stats();
-        assert_eq!(stats.in_use, 0, "all four objects are accounted for, none twice");
+        let stats = cpu1_dies_while(
+            &allocator,
+            &cache,
+            vec![pusher, pusher_and_reaper],
+            "all four objects are accounted for, none twice",
+        );
         // Each second free waits in its node's alien cache unless the reaper's pass drained
         // it; each first is queued unless a drain took it home.
         assert!(stats.alien_avail <= 2 && stats.nodes[1].remote_avail <= 2);

@@ -100,7 +100,7 @@ macro_rules! inject {
 /// has (`area`, `cpu`, `published`, the outcome in `r`, scratch `b` and `t`) and then
 /// `$operand`, the sequence's own.
 macro_rules! sequence {
-    ($area:expr, $cpu:expr, $published:expr, $result:ident, [$($body:tt)*], [$($operand:tt)*]) => {
+    (($area:expr, $cpu:expr, $published:expr, $result:ident), [$($body:tt)*], [$($operand:tt)*]) => {
         asm!(
             sequence_start!(),
             $($body)*
@@ -130,10 +130,7 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
     // one store is the commit of the header word.
     unsafe {
         sequence!(
-            area,
-            cpu,
-            published,
-            result,
+            (area, cpu, published, result),
             [
                 "mov {h}, qword ptr [{b}]",
                 "movzx {r:e}, {h:x}",
@@ -171,10 +168,7 @@ pub(super) unsafe fn unpublish(area: isize, cpu: u32, published: *mut *mut Block
     // under the slot lock.
     unsafe {
         sequence!(
-            area,
-            cpu,
-            published,
-            result,
+            (area, cpu, published, result),
             ["mov qword ptr [{published}], 0", "5:", "xor {r:e}, {r:e}", sequence_end!("{r:e}"), "22:",],
             []
         );
@@ -193,10 +187,7 @@ pub(super) unsafe fn push(area: isize, cpu: u32, published: *const *mut Block, o
     // reads it unless the commit that follows it lands) and inside the block.
     unsafe {
         sequence!(
-            area,
-            cpu,
-            published,
-            result,
+            (area, cpu, published, result),
             [
                 "mov {h}, qword ptr [{b}]",
                 "movzx {r:e}, {h:x}",
