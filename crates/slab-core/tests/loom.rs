@@ -30,6 +30,18 @@ fn cpu1_dies_while(
     stats
 }
 
+/// Two objects from CPU 1, distinct, then both freed there: what a model's worker does.
+fn two_allocs_then_frees_on_cpu1(cache: &Cache) {
+    let first = cache.alloc_on(1).expect("alloc");
+    let second = cache.alloc_on(1).expect("alloc");
+    assert_ne!(first, second);
+    // SAFETY: ours, freed once each.
+    unsafe {
+        cache.free_on(1, first).expect("free");
+        cache.free_on(1, second).expect("free");
+    }
+}
+
 fn setup(spec: &str) -> (Arc<Allocator>, Arc<Cache>) {
     let allocator = Allocator::new(Arc::new(FakeTopology::from_spec(spec).expect("fake machine")));
     let cache = allocator.create_cache("loom", Layout::new::<u64>(), CacheFlags::NONE).expect("cache");
@@ -97,14 +109,7 @@ fn prepare_races_an_allocation_on_the_new_cpu() {
         let worker = {
             let cache = Arc::clone(&cache);
             thread::spawn(move || {
-                let first = cache.alloc_on(1).expect("alloc");
-                let second = cache.alloc_on(1).expect("alloc");
-                assert_ne!(first, second);
-                // SAFETY: ours, freed once each.
-                unsafe {
-                    cache.free_on(1, first).expect("free");
-                    cache.free_on(1, second).expect("free");
-                }
+                two_allocs_then_frees_on_cpu1(&cache);
             })
         };
         allocator.cpu_up_prepare(1).expect("prepare");
@@ -123,11 +128,9 @@ fn prepare_races_an_allocation_on_the_new_cpu() {
 #[test]
 fn barn_exchange_races_the_last_cpus_teardown_and_a_drain() {
     loom::model(|| {
-        // Two nodes of one CPU each: CPU 1 is node 1's last CPU.
-        let allocator = Allocator::new(Arc::new(FakeTopology::from_spec("2x2").expect("fake machine")));
-        let cache = allocator.create_cache("loom", Layout::new::<u64>(), CacheFlags::NONE).expect("cache");
-        // Arrays of 2 and a barn of one sheaf of 2 (shared * batchcount = 1, rounded up).
-        cache.tune(2, 1, 1).expect("tunables");
+        // Two nodes of one CPU each: CPU 1 is node 1's last CPU. Arrays of 2 and a barn of
+        // one sheaf of 2 (shared * batchcount = 1, rounded up).
+        let (allocator, cache) = setup("2x2");
         let objects: Vec<usize> =
             (0..3).map(|_| cache.alloc_on(1).expect("alloc").as_ptr() as usize).collect();
         // SAFETY: ours, freed once each: CPU 1's array is full.
@@ -143,14 +146,7 @@ fn barn_exchange_races_the_last_cpus_teardown_and_a_drain() {
                 // pushed) the empty array for the barn's full sheaf.
                 // SAFETY: ours, freed once.
                 unsafe { cache.free_on(1, NonNull::new(last as *mut u8).unwrap()).expect("free") };
-                let first = cache.alloc_on(1).expect("alloc");
-                let second = cache.alloc_on(1).expect("alloc");
-                assert_ne!(first, second);
-                // SAFETY: ours, freed once each.
-                unsafe {
-                    cache.free_on(1, first).expect("free");
-                    cache.free_on(1, second).expect("free");
-                }
+                two_allocs_then_frees_on_cpu1(&cache);
             })
         };
         let drainer = {
@@ -180,8 +176,7 @@ fn barn_exchange_races_the_last_cpus_teardown_and_a_drain() {
 fn remote_hand_off_races_the_owner_losing_its_last_cpu_and_a_drain() {
     loom::model(|| {
         // Three nodes of one CPU each: CPU 1 is node 1's last CPU.
-        let allocator = Allocator::new(Arc::new(FakeTopology::from_spec("3x3").expect("fake machine")));
-        let cache = allocator.create_cache("loom", Layout::new::<u64>(), CacheFlags::NONE).expect("cache");
+        let (allocator, cache) = setup("3x3");
         // limit 1 makes the alien caches hold one object (alloc_alien_cache's "limit > 1");
         // tuning leaves alien caches as they are, so nodes 0's and 2's are made again by a
         // down and up of their CPUs.

@@ -53,6 +53,13 @@ macro_rules! sequence_start {
     };
 }
 
+/// The header word into `{h}` and its `avail` into `{r}`: how pop and push begin.
+macro_rules! load_header {
+    () => {
+        "mov {h}, qword ptr [{b}]\nmovzx {r:e}, {h:x}\n"
+    };
+}
+
 /// After the commit: the signature, the abort address and the shared early exits, each
 /// setting the outcome register `$code` (a 32-bit register name).
 macro_rules! sequence_end {
@@ -95,25 +102,27 @@ macro_rules! inject {
     };
 }
 
-/// One sequence as an `asm!` block: [`sequence_start!`], then `$body` (which commits,
-/// defines `5:` and its own exits, and ends at `22:`), with the operands every sequence
-/// has (`area`, `cpu`, `published`, the outcome in `r`, scratch `b` and `t`) and then
-/// `$operand`, the sequence's own.
+/// One sequence as an `asm!` block, evaluating to its outcome register: [`sequence_start!`],
+/// then `$body` (which commits, defines `5:` and its own exits, and ends at `22:`), with the
+/// operands every sequence has (`area`, `cpu`, `published`, the outcome in `r`, scratch `b`
+/// and `t`) and then `$operand`, the sequence's own.
 macro_rules! sequence {
-    (($area:expr, $cpu:expr, $published:expr, $result:ident), [$($body:tt)*], [$($operand:tt)*]) => {
+    (($area:expr, $cpu:expr, $published:expr), [$($body:tt)*], [$($operand:tt)*]) => {{
+        let result: usize;
         asm!(
             sequence_start!(),
             $($body)*
             area = in(reg) $area,
             cpu = in(reg) $cpu,
             published = in(reg) $published,
-            r = out(reg) $result,
+            r = out(reg) result,
             b = out(reg) _,
             t = out(reg) _,
             $($operand)*
             options(nostack),
-        )
-    };
+        );
+        result
+    }};
 }
 
 /// Pop: returns the object, or an outcome code (`DONE`: the array is empty).
@@ -124,16 +133,14 @@ macro_rules! sequence {
 /// until the sequence ends).
 #[inline(always)]
 pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) -> usize {
-    let result: usize;
     // SAFETY: the caller's guarantees; the sequence follows R1 (see the module docs), its
     // loads stay inside the block (the entry below `avail`, at most the capacity) and its
     // one store is the commit of the header word.
     unsafe {
         sequence!(
-            (area, cpu, published, result),
+            (area, cpu, published),
             [
-                "mov {h}, qword ptr [{b}]",
-                "movzx {r:e}, {h:x}",
+                load_header!(),
                 "test {r:e}, {r:e}",
                 "jz 9f",
                 // The newest object: entry avail - 1, at block + 64 + (avail - 1) * 8.
@@ -151,9 +158,8 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
                 "22:",
             ],
             [h = out(reg) _,]
-        );
+        )
     }
-    result
 }
 
 /// Unpublish: the CPU's own thread stores null into `published` as one sequence; returns
@@ -163,17 +169,15 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
 /// As for [`pop`]; the caller holds the slot's lock, so no other thread writes the cell.
 #[inline(never)]
 pub(super) unsafe fn unpublish(area: isize, cpu: u32, published: *mut *mut Block) -> usize {
-    let result: usize;
     // SAFETY: as for `pop`; the one store is the commit, into the cell the caller owns
     // under the slot lock.
     unsafe {
         sequence!(
-            (area, cpu, published, result),
+            (area, cpu, published),
             ["mov qword ptr [{published}], 0", "5:", "xor {r:e}, {r:e}", sequence_end!("{r:e}"), "22:",],
             []
-        );
+        )
     }
-    result
 }
 
 /// Push: returns the outcome code (`LIMIT` when full).
@@ -182,15 +186,13 @@ pub(super) unsafe fn unpublish(area: isize, cpu: u32, published: *mut *mut Block
 /// As for [`pop`].
 #[inline(always)]
 pub(super) unsafe fn push(area: isize, cpu: u32, published: *const *mut Block, obj: *mut u8) -> usize {
-    let result: usize;
     // SAFETY: as for `pop`; the entry store lies above `avail` (speculative: nothing
     // reads it unless the commit that follows it lands) and inside the block.
     unsafe {
         sequence!(
-            (area, cpu, published, result),
+            (area, cpu, published),
             [
-                "mov {h}, qword ptr [{b}]",
-                "movzx {r:e}, {h:x}",
+                load_header!(),
                 "cmp {r:e}, dword ptr [{b} + 12]",
                 "jae 9f",
                 // The first free entry: entry avail, at block + 64 + avail * 8.
@@ -208,7 +210,6 @@ pub(super) unsafe fn push(area: isize, cpu: u32, published: *const *mut Block, o
                 "22:",
             ],
             [obj = in(reg) obj, h = out(reg) _,]
-        );
+        )
     }
-    result
 }
