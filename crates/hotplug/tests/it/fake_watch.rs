@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use hotplug::{EventKind, Hotplug, Rank, Slot, Source, WatchMode, Watcher};
 use topology::{CpuState, FakeTopology};
 
-use crate::support::{wait_finished, Log};
+use crate::support::{finished, wait_from, woke, Log};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -27,10 +27,10 @@ fn a_fake_notice_runs_the_callbacks_in_order() {
     assert_eq!(watcher.mode(), WatchMode::Fake);
     let events = hotplug.events();
     fake.set_online(2, CpuState::Offline).unwrap();
-    assert!(wait_finished(&events, 2, Rank::OFFLINE, Source::Fake, WAIT).is_some());
+    assert!(wait_from(&events, Source::Fake, WAIT, finished(2, Rank::OFFLINE)).is_some());
     assert_eq!(log.take_for(2), [("down", "online"), ("down", "prepare")]);
     fake.set_online(2, CpuState::Online).unwrap();
-    assert!(wait_finished(&events, 2, Rank::ONLINE, Source::Fake, WAIT).is_some());
+    assert!(wait_from(&events, Source::Fake, WAIT, finished(2, Rank::ONLINE)).is_some());
     assert_eq!(log.take_for(2), [("up", "prepare"), ("up", "online")]);
     let stats = watcher.stop();
     assert!(stats.wakeups >= 2 && stats.reconciles >= 2, "{stats:?}");
@@ -43,7 +43,7 @@ fn a_driven_change_is_not_run_twice_when_its_notice_arrives() {
     let events = hotplug.events();
     hotplug.cpu_down(1).unwrap();
     // The notice of the driver's own change wakes the watcher, which finds nothing to do.
-    assert!(crate::support::wait_wakeup(&events, 1, CpuState::Offline, Source::Fake, WAIT).is_some());
+    assert!(wait_from(&events, Source::Fake, WAIT, woke(1, CpuState::Offline)).is_some());
     assert!(hotplug.reconcile(hotplug::Source::Manual).unwrap().is_quiet());
     assert_eq!(log.take_for(1), [("down", "online"), ("down", "prepare")]);
     drop(watcher);
@@ -109,7 +109,7 @@ fn a_periodic_reconcile_finds_what_no_notice_said() {
         .unwrap();
     let events = hotplug.events();
     fake.set_online(1, CpuState::Offline).unwrap();
-    assert!(wait_finished(&events, 1, Rank::OFFLINE, Source::Reconcile, WAIT).is_some());
+    assert!(wait_from(&events, Source::Reconcile, WAIT, finished(1, Rank::OFFLINE)).is_some());
     assert_eq!(log.take_for(1), [("down", "online"), ("down", "prepare")]);
     watcher.stop();
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hotplug::{Error, Hotplug, Rank, Slot, Source, WatchMode, Watcher};
 use topology::{CpuState, FixtureTopology, SysfsTopology, Topology};
 
-use crate::support::{wait_finished, wait_wakeup, Log};
+use crate::support::{finished, wait_from, woke, Log};
 
 const WAIT: Duration = Duration::from_secs(5);
 const CPU_DIR: &str = "sys/devices/system/cpu";
@@ -67,12 +67,12 @@ fn writing_cpu_online_in_a_small_tree_runs_the_callbacks() {
     let events = hotplug.events();
 
     write_online(dir.path(), 2, CpuState::Offline);
-    assert!(wait_wakeup(&events, 2, CpuState::Offline, Source::Poll, WAIT).is_some());
-    assert!(wait_finished(&events, 2, Rank::OFFLINE, Source::Poll, WAIT).is_some());
+    assert!(wait_from(&events, Source::Poll, WAIT, woke(2, CpuState::Offline)).is_some());
+    assert!(wait_from(&events, Source::Poll, WAIT, finished(2, Rank::OFFLINE)).is_some());
     assert_eq!(log.take_for(2), [("down", "online"), ("down", "prepare")]);
 
     write_online(dir.path(), 2, CpuState::Online);
-    assert!(wait_finished(&events, 2, Rank::ONLINE, Source::Poll, WAIT).is_some());
+    assert!(wait_from(&events, Source::Poll, WAIT, finished(2, Rank::ONLINE)).is_some());
     assert_eq!(log.take_for(2), [("up", "prepare"), ("up", "online")]);
     assert_eq!(hotplug.online_view().iter().collect::<Vec<_>>(), [0, 1, 2, 3]);
     watcher.stop();
@@ -111,10 +111,10 @@ fn writing_cpu_online_in_the_seed_box_fixture_runs_the_callbacks() {
     let (hotplug, log, watcher) = watched(fixture);
     let events = hotplug.events();
     write_online(&root, 3, CpuState::Offline);
-    assert!(wait_finished(&events, 3, Rank::OFFLINE, Source::Poll, WAIT).is_some());
+    assert!(wait_from(&events, Source::Poll, WAIT, finished(3, Rank::OFFLINE)).is_some());
     assert_eq!(log.take_for(3), [("down", "online"), ("down", "prepare")]);
     write_online(&root, 3, CpuState::Online);
-    assert!(wait_finished(&events, 3, Rank::ONLINE, Source::Poll, WAIT).is_some());
+    assert!(wait_from(&events, Source::Poll, WAIT, finished(3, Rank::ONLINE)).is_some());
     assert_eq!(log.take_for(3), [("up", "prepare"), ("up", "online")]);
     watcher.stop();
 }

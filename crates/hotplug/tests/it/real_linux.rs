@@ -10,7 +10,7 @@ use std::time::Duration;
 use hotplug::{Hotplug, Rank, Slot, Source, WatchMode, Watcher};
 use topology::{CpuState, SysfsTopology, Topology};
 
-use crate::support::{wait_finished, wait_wakeup, Log};
+use crate::support::{finished, wait_from, woke, Log};
 
 const CPU1_ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
 const WAIT: Duration = Duration::from_secs(10);
@@ -89,17 +89,23 @@ fn real_cpu1_down_and_up_through_the_crate_with_uevents() {
     hotplug.cpu_down(1).unwrap();
     assert_eq!(log.take_for(1), [("down", "online"), ("down", "prepare")]);
     assert!(!topology.online_cpus().unwrap().contains(1));
-    assert!(wait_wakeup(&events, 1, CpuState::Offline, Source::Uevent, WAIT).is_some(), "no offline uevent");
+    assert!(
+        wait_from(&events, Source::Uevent, WAIT, woke(1, CpuState::Offline)).is_some(),
+        "no offline uevent"
+    );
     hotplug.cpu_up(1).unwrap();
     assert_eq!(log.take_for(1), [("up", "prepare"), ("up", "online")]);
-    assert!(wait_wakeup(&events, 1, CpuState::Online, Source::Uevent, WAIT).is_some(), "no online uevent");
+    assert!(
+        wait_from(&events, Source::Uevent, WAIT, woke(1, CpuState::Online)).is_some(),
+        "no online uevent"
+    );
 
     // Written behind the crate's back: the uevent alone makes the watcher run them.
     fs::write(CPU1_ONLINE, "0").unwrap();
-    assert!(wait_finished(&events, 1, Rank::OFFLINE, Source::Uevent, WAIT).is_some());
+    assert!(wait_from(&events, Source::Uevent, WAIT, finished(1, Rank::OFFLINE)).is_some());
     assert_eq!(log.take_for(1), [("down", "online"), ("down", "prepare")]);
     fs::write(CPU1_ONLINE, "1").unwrap();
-    assert!(wait_finished(&events, 1, Rank::ONLINE, Source::Uevent, WAIT).is_some());
+    assert!(wait_from(&events, Source::Uevent, WAIT, finished(1, Rank::ONLINE)).is_some());
     assert_eq!(log.take_for(1), [("up", "prepare"), ("up", "online")]);
     let stats = watcher.stop();
     assert!(stats.wakeups >= 4, "{stats:?}");
@@ -116,10 +122,10 @@ fn real_cpu1_through_the_polling_fallback() {
     assert_eq!(watcher.mode(), WatchMode::Poll);
     let events = hotplug.events();
     fs::write(CPU1_ONLINE, "0").unwrap();
-    assert!(wait_finished(&events, 1, Rank::OFFLINE, Source::Poll, WAIT).is_some());
+    assert!(wait_from(&events, Source::Poll, WAIT, finished(1, Rank::OFFLINE)).is_some());
     assert_eq!(log.take_for(1), [("down", "online"), ("down", "prepare")]);
     fs::write(CPU1_ONLINE, "1").unwrap();
-    assert!(wait_finished(&events, 1, Rank::ONLINE, Source::Poll, WAIT).is_some());
+    assert!(wait_from(&events, Source::Poll, WAIT, finished(1, Rank::ONLINE)).is_some());
     assert_eq!(log.take_for(1), [("up", "prepare"), ("up", "online")]);
     watcher.stop();
 }

@@ -55,40 +55,18 @@ impl Log {
     }
 }
 
-/// Waits for the end of a transition of `cpu` to `reached`, caused by `source`.
-pub(crate) fn wait_finished(
-    events: &Receiver<Event>,
-    cpu: CpuId,
-    reached: Rank,
-    source: Source,
-    timeout: Duration,
-) -> Option<Event> {
-    wait_from(
-        events,
-        source,
-        timeout,
-        |kind| matches!(*kind, EventKind::TransitionFinished { cpu: c, reached: r, .. } if c == cpu && r == reached),
-    )
+/// The end of a transition of `cpu` to `reached`, for [`wait_from`].
+pub(crate) fn finished(cpu: CpuId, reached: Rank) -> impl Fn(&EventKind) -> bool {
+    move |kind| matches!(*kind, EventKind::TransitionFinished { cpu: c, reached: r, .. } if c == cpu && r == reached)
 }
 
-/// Waits for a wake-up by `source` reporting that `cpu` went to `state`.
-pub(crate) fn wait_wakeup(
-    events: &Receiver<Event>,
-    cpu: CpuId,
-    state: CpuState,
-    source: Source,
-    timeout: Duration,
-) -> Option<Event> {
-    wait_from(
-        events,
-        source,
-        timeout,
-        |kind| matches!(*kind, EventKind::Wakeup { reported: Some(change) } if change.cpu == cpu && change.state == state),
-    )
+/// A wake-up reporting that `cpu` went to `state`, for [`wait_from`].
+pub(crate) fn woke(cpu: CpuId, state: CpuState) -> impl Fn(&EventKind) -> bool {
+    move |kind| matches!(*kind, EventKind::Wakeup { reported: Some(change) } if change.cpu == cpu && change.state == state)
 }
 
 /// Waits for an event caused by `source` whose kind `want` accepts.
-fn wait_from(
+pub(crate) fn wait_from(
     events: &Receiver<Event>,
     source: Source,
     timeout: Duration,
