@@ -104,29 +104,22 @@ impl KmemCache {
     /// `obj` is a free slot of this cache owned by the caller (popped under a lock).
     unsafe fn check_free_slot(&self, obj: *mut u8) -> Result<()> {
         let user = self.body(obj) as usize;
-        // SAFETY: the slot is ours; reads stay inside it.
-        unsafe {
-            for (side, zone) in
-                [(RedZoneSide::Before, self.redzone1(obj)), (RedZoneSide::After, self.redzone2(obj))]
-            {
-                let found = zone.read();
-                if found != RED_INACTIVE {
-                    return Err(Error::RedZone { cache: self.name.clone(), ptr: user, side, found });
-                }
+        for (side, zone) in
+            [(RedZoneSide::Before, self.redzone1(obj)), (RedZoneSide::After, self.redzone2(obj))]
+        {
+            // SAFETY: the slot is ours and both red zones lie inside it.
+            let found = unsafe { zone.read() };
+            if found != RED_INACTIVE {
+                return Err(Error::RedZone { cache: self.name.clone(), ptr: user, side, found });
             }
-            let size = self.geometry.object_size;
-            let body = std::slice::from_raw_parts(self.body(obj), size);
-            for (offset, &found) in body.iter().enumerate() {
-                let expected = if offset == size - 1 { POISON_END } else { POISON_FREE };
-                if found != expected {
-                    return Err(Error::Poisoned {
-                        cache: self.name.clone(),
-                        ptr: user,
-                        offset,
-                        found,
-                        expected,
-                    });
-                }
+        }
+        let size = self.geometry.object_size;
+        // SAFETY: the slot is ours; its body is `object_size` bytes from `body(obj)`.
+        let body = unsafe { std::slice::from_raw_parts(self.body(obj), size) };
+        for (offset, &found) in body.iter().enumerate() {
+            let expected = if offset == size - 1 { POISON_END } else { POISON_FREE };
+            if found != expected {
+                return Err(Error::Poisoned { cache: self.name.clone(), ptr: user, offset, found, expected });
             }
         }
         Ok(())
@@ -225,21 +218,23 @@ impl KmemCache {
             return Err(Error::NotAnObject { cache: self.name.clone(), ptr: user, reason });
         }
         // SAFETY: as above; obj is a slot start, so both red zones are inside the slot.
-        let (nodeid, overflow) = unsafe {
-            match compare_exchange_word(self.redzone1(obj), RED_ACTIVE, RED_INACTIVE) {
-                Ok(_) => {}
-                Err(RED_INACTIVE) => return Err(Error::DoubleFree { cache: self.name.clone(), ptr: user }),
-                // Neither state: the word was overwritten. Whether the object is out or
-                // free cannot be told, so it is left alone (out) and reported.
-                Err(found) => {
-                    return Err(Error::RedZone {
-                        cache: self.name.clone(),
-                        ptr: user,
-                        side: RedZoneSide::Before,
-                        found,
-                    })
-                }
+        match unsafe { compare_exchange_word(self.redzone1(obj), RED_ACTIVE, RED_INACTIVE) } {
+            Ok(_) => {}
+            Err(RED_INACTIVE) => return Err(Error::DoubleFree { cache: self.name.clone(), ptr: user }),
+            // Neither state: the word was overwritten. Whether the object is out or free
+            // cannot be told, so it is left alone (out) and reported.
+            Err(found) => {
+                return Err(Error::RedZone {
+                    cache: self.name.clone(),
+                    ptr: user,
+                    side: RedZoneSide::Before,
+                    found,
+                })
             }
+        }
+        // SAFETY: as above: the trailing red zone and the body lie inside the slot, which
+        // the compare-and-swap just made ours; the descriptor is mapped under the lock.
+        let (nodeid, overflow) = unsafe {
             let found = self.redzone2(obj).read();
             self.paint_free_body(obj);
             (slab.nodeid(), (found != RED_ACTIVE).then_some(found))

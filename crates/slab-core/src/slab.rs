@@ -555,32 +555,31 @@ impl SlabPtr {
     /// The caller holds the list_lock of the slab's node.
     pub(crate) unsafe fn free_indices(self, geometry: &Geometry) -> Result<Vec<u32>, String> {
         let slab = self.0.as_ptr();
+        // SAFETY: lock held, so the bufctl array is stable; every index read is below
+        // `num` (checked before each read below), inside the array.
+        let entry = |index: u32| unsafe { Self::bufctl_base(slab).add(index as usize).read() };
+        // SAFETY: lock held; `slab` points to a descriptor (the caller's guarantee).
+        let (first, inuse) = unsafe { ((*slab).free, (*slab).inuse) };
         let mut seen = vec![false; geometry.num as usize];
         let mut indices = Vec::new();
-        // SAFETY: lock held; every index is bounds-checked before use.
-        unsafe {
-            let mut index = (*slab).free;
-            while index != BUFCTL_END {
-                if index >= geometry.num {
-                    return Err(format!("free list holds index {index} beyond {} objects", geometry.num));
-                }
-                if std::mem::replace(&mut seen[index as usize], true) {
-                    return Err(format!("free list loops at index {index}"));
-                }
-                indices.push(index);
-                index = Self::bufctl_base(slab).add(index as usize).read();
+        let mut index = first;
+        while index != BUFCTL_END {
+            if index >= geometry.num {
+                return Err(format!("free list holds index {index} beyond {} objects", geometry.num));
             }
-            let inuse = (*slab).inuse;
-            if inuse as usize + indices.len() != geometry.num as usize {
-                return Err(format!("inuse {inuse} + {} free != {} objects", indices.len(), geometry.num));
+            if std::mem::replace(&mut seen[index as usize], true) {
+                return Err(format!("free list loops at index {index}"));
             }
-            for index in 0..geometry.num {
-                let entry = Self::bufctl_base(slab).add(index as usize).read();
-                if !seen[index as usize] && entry != BUFCTL_FREE {
-                    return Err(format!(
-                        "object {index} is neither free nor marked handed out (bufctl {entry})"
-                    ));
-                }
+            indices.push(index);
+            index = entry(index);
+        }
+        if inuse as usize + indices.len() != geometry.num as usize {
+            return Err(format!("inuse {inuse} + {} free != {} objects", indices.len(), geometry.num));
+        }
+        for index in 0..geometry.num {
+            let entry = entry(index);
+            if !seen[index as usize] && entry != BUFCTL_FREE {
+                return Err(format!("object {index} is neither free nor marked handed out (bufctl {entry})"));
             }
         }
         Ok(indices)
