@@ -226,7 +226,7 @@ impl KmemCache {
         machine: &Machine,
         slab_order: SlabOrder,
     ) -> Result<Geometry> {
-        let red_zoning = if flags.contains(CacheFlags::DEBUG) { RedZoning::On } else { RedZoning::Off };
+        let red_zoning = if flags.contains(CacheFlags::DEBUG) { RedZoning::Zoned } else { RedZoning::Plain };
         let object_align =
             if flags.contains(CacheFlags::HWCACHE_ALIGN) { ObjectAlign::HwCache } else { ObjectAlign::Word };
         match slab_order {

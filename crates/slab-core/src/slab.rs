@@ -60,9 +60,9 @@ pub(crate) enum ListKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RedZoning {
     /// Plain objects.
-    Off,
+    Plain,
     /// A red-zone word before and after each object (`SLAB_RED_ZONE`).
-    On,
+    Zoned,
 }
 
 /// How a cache aligns its objects beyond what their layout asks for.
@@ -267,9 +267,9 @@ impl Geometry {
         };
         let align = layout.align().max(ralign);
         let (obj_offset, slot) = match red_zoning {
-            RedZoning::Off => (0, object_size),
+            RedZoning::Plain => (0, object_size),
             // A word before the object (ending at an aligned offset) and one after it.
-            RedZoning::On => {
+            RedZoning::Zoned => {
                 let offset = align_up(BYTES_PER_WORD, align);
                 (offset, offset + object_size + BYTES_PER_WORD)
             }

@@ -13,7 +13,7 @@ struct Fixture {
 impl Fixture {
     fn new(slabs: usize, free_limit: usize) -> Self {
         let geometry =
-            Geometry::new(Layout::from_size_align(256, 8).unwrap(), ObjectAlign::Word, RedZoning::Off, 1)
+            Geometry::new(Layout::from_size_align(256, 8).unwrap(), ObjectAlign::Word, RedZoning::Plain, 1)
                 .unwrap();
         let records = SlabRecords::new(Arc::new(SlabRegistry::new()), 1, 0, geometry.slab_bytes);
         let mut state = NodeState::new(free_limit, records);

@@ -31,12 +31,12 @@ fn cache_estimate_matches_the_kernel_loop() {
 #[test]
 fn slab_order_grows_until_fragmentation_is_acceptable() {
     // 64-byte objects fit a page with little waste: order 0.
-    let small = geometry(64, 8, RedZoning::Off);
+    let small = geometry(64, 8, RedZoning::Plain);
     assert_eq!(small.gfporder, 0);
     assert_eq!(small.num as usize, (page_size() - 64) / 68);
     // A page-sized object with the descriptor on the slab: one in two pages would waste
     // half, so the slab grows past the break order to 8 pages holding 7.
-    let page_object = geometry(page_size(), 8, RedZoning::Off);
+    let page_object = geometry(page_size(), 8, RedZoning::Plain);
     assert_eq!(page_object.gfporder, ONSLAB_BREAK_GFP_ORDER);
     assert_eq!(page_object.num, 7);
     let (_, left_over) = cache_estimate(page_object.gfporder, page_object.buffer_size, 8);
@@ -57,23 +57,23 @@ fn slab_order_grows_until_fragmentation_is_acceptable() {
 
 #[test]
 fn colours_come_from_the_left_over_space() {
-    let g = geometry(200, 8, RedZoning::Off);
+    let g = geometry(200, 8, RedZoning::Plain);
     let (_, left_over) = cache_estimate(g.gfporder, g.buffer_size, 8);
     assert_eq!(g.colour_off, CACHE_LINE);
     assert_eq!(g.colour as usize, left_over / CACHE_LINE);
-    let wide = geometry(256, 128, RedZoning::Off);
+    let wide = geometry(256, 128, RedZoning::Plain);
     assert_eq!(wide.colour_off, 128, "colour_off is at least the alignment");
 }
 
 #[test]
 fn red_zones_widen_the_slot_and_keep_alignment() {
-    let plain = geometry(24, 8, RedZoning::Off);
-    let zoned = geometry(24, 8, RedZoning::On);
+    let plain = geometry(24, 8, RedZoning::Plain);
+    let zoned = geometry(24, 8, RedZoning::Zoned);
     assert_eq!(plain.buffer_size, 24);
     assert_eq!(zoned.buffer_size, 40);
     assert_eq!(zoned.obj_offset, 8);
     assert_eq!(zoned.redzone2_offset(), 32);
-    let aligned = geometry(24, 64, RedZoning::On);
+    let aligned = geometry(24, 64, RedZoning::Zoned);
     assert_eq!(aligned.obj_offset, 64);
     assert_eq!(aligned.buffer_size % 64, 0);
 }
@@ -83,14 +83,14 @@ fn impossible_layouts_are_refused_with_a_reason() {
     let too_aligned = Geometry::new(
         Layout::from_size_align(8, page_size() * 2).unwrap(),
         ObjectAlign::Word,
-        RedZoning::Off,
+        RedZoning::Plain,
         1,
     );
     assert!(too_aligned.unwrap_err().contains("alignment"));
     let too_big = Geometry::new(
         Layout::from_size_align(page_size() << (MAX_GFP_ORDER + 1), 8).unwrap(),
         ObjectAlign::Word,
-        RedZoning::Off,
+        RedZoning::Plain,
         1,
     );
     assert!(too_big.unwrap_err().contains("does not fit"));
@@ -104,7 +104,7 @@ struct TestSlab {
 
 impl TestSlab {
     fn new(size: usize, colour: u32) -> Self {
-        let geometry = geometry(size, 8, RedZoning::Off);
+        let geometry = geometry(size, 8, RedZoning::Plain);
         let block = crate::memory::map_aligned(geometry.slab_bytes).unwrap();
         // SAFETY: a fresh block of the right size and alignment.
         let slab = unsafe { SlabPtr::init(block, &geometry, 7, 1, colour) };
@@ -157,7 +157,7 @@ fn every_object_can_be_taken_and_the_slab_is_full() {
 
 #[test]
 fn colour_shifts_the_first_object() {
-    let g = geometry(200, 8, RedZoning::Off);
+    let g = geometry(200, 8, RedZoning::Plain);
     assert!(g.colour >= 2, "200-byte objects leave room for colours");
     let plain = TestSlab::new(200, 0);
     let coloured = TestSlab::new(200, 1);
@@ -236,21 +236,25 @@ fn hwcache_align_halves_the_cache_line_while_the_object_fits_in_half() {
         Geometry::new(Layout::from_size_align(size, align).unwrap(), ObjectAlign::HwCache, red_zoning, 1)
             .unwrap()
     };
-    assert_eq!(hw(24, 8, RedZoning::Off).buffer_size, 32, "24 bytes are padded to their alignment");
-    assert_eq!(hw(8, 8, RedZoning::Off).buffer_size, 8, "word-sized objects are not padded");
-    assert_eq!(hw(40, 8, RedZoning::Off).buffer_size, 64);
-    assert_eq!(hw(64, 128, RedZoning::Off).buffer_size, 128, "a larger requested alignment wins");
-    assert_eq!(geometry(24, 8, RedZoning::Off).buffer_size, 24, "without the flag, word alignment");
-    let zoned = hw(64, 8, RedZoning::On);
+    assert_eq!(hw(24, 8, RedZoning::Plain).buffer_size, 32, "24 bytes are padded to their alignment");
+    assert_eq!(hw(8, 8, RedZoning::Plain).buffer_size, 8, "word-sized objects are not padded");
+    assert_eq!(hw(40, 8, RedZoning::Plain).buffer_size, 64);
+    assert_eq!(hw(64, 128, RedZoning::Plain).buffer_size, 128, "a larger requested alignment wins");
+    assert_eq!(geometry(24, 8, RedZoning::Plain).buffer_size, 24, "without the flag, word alignment");
+    let zoned = hw(64, 8, RedZoning::Zoned);
     assert_eq!((zoned.obj_offset, zoned.buffer_size), (64, 192), "red zones keep the object aligned");
 }
 
 #[test]
 fn hwcache_aligned_objects_are_aligned_in_every_colour() {
     for (size, align) in [(64usize, 64usize), (32, 32), (200, 64), (24, 32)] {
-        let geometry =
-            Geometry::new(Layout::from_size_align(size, 8).unwrap(), ObjectAlign::HwCache, RedZoning::Off, 1)
-                .unwrap();
+        let geometry = Geometry::new(
+            Layout::from_size_align(size, 8).unwrap(),
+            ObjectAlign::HwCache,
+            RedZoning::Plain,
+            1,
+        )
+        .unwrap();
         let (num, left_over) = cache_estimate(geometry.gfporder, geometry.buffer_size, align);
         assert_eq!((geometry.num, geometry.colour as usize), (num, left_over / geometry.colour_off));
         assert_eq!(geometry.slab_size % align, 0, "{size}: the objects start aligned after the descriptor");
