@@ -169,7 +169,7 @@ impl ArrayCache {
         debug_assert!(index < u64::from(self.header().capacity), "entry {index} of an array");
         // SAFETY: the callers' indexes are below avail or limit, both at most the
         // capacity, so the entry lies inside the block.
-        unsafe { self.block.as_ptr().cast::<u8>().add(OFFSET_ENTRIES).cast::<*mut u8>().add(index as usize) }
+        unsafe { self.entry_base().add(index as usize) }
     }
 
     /// Objects in the array (`ac->avail`).
@@ -281,6 +281,7 @@ impl ArrayCache {
     }
 
     /// The first entry, the bottom of the stack.
+    #[inline(always)]
     fn entry_base(&self) -> *mut *mut u8 {
         // SAFETY: the entries start right after the header, inside the block.
         unsafe { self.block.as_ptr().cast::<u8>().add(OFFSET_ENTRIES).cast::<*mut u8>() }

@@ -372,9 +372,10 @@ impl KmemCache {
         (cpu, outcome)
     }
 
-    /// Counts a missed sequence (every one, also the last) and gives the CPU to try next: the one the thread is on
-    /// now, if its array holds `node`'s objects; none after a detached array (a stopped
-    /// CPU stays stopped for longer than a retry takes).
+    /// Counts an aborted or mismatched sequence (every one, the last included) and gives
+    /// the CPU to try next: the one the thread is on now, if its array holds `node`'s
+    /// objects. None after a detached array, which is not counted (a stopped CPU stays
+    /// stopped for longer than a retry takes).
     fn rseq_retry_cpu(&self, area: RseqArea, miss: Miss, node: NodeId) -> Option<CpuId> {
         let counter = match miss {
             Miss::Detached => return None,
