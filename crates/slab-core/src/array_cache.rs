@@ -544,14 +544,22 @@ impl ArraySlot {
     #[inline(always)]
     fn stop(&self) {
         if let SlotFence::Rseq { cpu, area } = self.fence {
-            // The CPU's own thread (a refill, a flush) stops it with one sequence.
-            // SAFETY: the slot's own cell, and its lock is held.
-            if unsafe { area.unpublish_own(cpu, self.published.as_ptr()) } {
-                return;
-            }
-            self.published.swap(std::ptr::null_mut(), Ordering::SeqCst);
-            membarrier_stop_cpu(cpu);
+            self.stop_rseq(cpu, area);
         }
+    }
+
+    /// [`ArraySlot::stop`] in rseq mode. Out of line: only slow paths take an rseq-mode
+    /// slot (a refill, a flush, hotplug, tune, reap), and the CAS fast paths that take
+    /// slots inline [`ArraySlot::try_lock`].
+    #[inline(never)]
+    fn stop_rseq(&self, cpu: u32, area: RseqArea) {
+        // The CPU's own thread (a refill, a flush) stops it with one sequence.
+        // SAFETY: the slot's own cell, and its lock is held.
+        if unsafe { area.unpublish_own(cpu, self.published.as_ptr()) } {
+            return;
+        }
+        self.published.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        membarrier_stop_cpu(cpu);
     }
 
     /// Publishes the attached array again (release: the sequences see every write made

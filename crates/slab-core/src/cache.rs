@@ -302,6 +302,14 @@ impl KmemCache {
         if let FastPath::Rseq(area) = self.fast_path {
             return self.alloc_rseq(area, cpu);
         }
+        self.alloc_cas(cpu)
+    }
+
+    /// CAS mode's fast path ([`KmemCache::alloc_fast`]) and what it leaves. Out of line,
+    /// so that the rseq fast path, a check of the mode and one sequence, is small enough
+    /// to inline into its callers; CAS mode pays one call for it.
+    #[inline(never)]
+    fn alloc_cas(&self, cpu: CpuId) -> Result<NonNull<u8>> {
         match self.alloc_fast(cpu) {
             FastAlloc::Hit(obj) => Ok(obj),
             FastAlloc::Empty(guard) => self.cache_alloc_refill(guard),
@@ -650,22 +658,28 @@ impl KmemCache {
     /// freed since. In debug mode any pointer is checked first.
     #[inline(always)]
     pub(crate) unsafe fn free_on(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
-        // SAFETY: forwarded to the caller.
-        match unsafe { self.free_fast(cpu, ptr) } {
-            FastFree::Done => Ok(()),
+        if let FastPath::Rseq(area) = self.fast_path {
             // SAFETY: forwarded to the caller.
-            outcome => unsafe { self.free_after_fast(outcome, cpu, ptr) },
+            if unsafe { self.free_rseq(area, cpu, ptr) } {
+                return Ok(());
+            }
+            // SAFETY: forwarded to the caller.
+            return unsafe { self.free_slow(cpu, ptr) };
         }
+        // SAFETY: forwarded to the caller.
+        unsafe { self.free_cas(cpu, ptr) }
     }
 
-    /// What [`KmemCache::free_fast`] left: a contended slot's object straight to its
-    /// node's slabs, anything else to the slow path.
+    /// CAS mode's free: [`KmemCache::free_fast`], then a contended slot's object straight
+    /// to its node's slabs, anything else to the slow path. Out of line, as
+    /// [`KmemCache::alloc_cas`] is.
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
-    #[inline(always)]
-    unsafe fn free_after_fast(&self, outcome: FastFree, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
-        match outcome {
+    #[inline(never)]
+    unsafe fn free_cas(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        match unsafe { self.free_fast(cpu, ptr) } {
             FastFree::Done => Ok(()),
             FastFree::Busy(node) => {
                 self.free_direct(node, ptr.as_ptr());
@@ -677,46 +691,88 @@ impl KmemCache {
     }
 
     /// `kmem_cache_free` on `cpu` for a caller that cannot return an error (a typed
-    /// handle's drop): the same paths as [`KmemCache::free_on`], with the slow path and
-    /// its error report out of line, so that no `Result` (an [`Error`] is several words,
-    /// with a destructor) lives in the caller's frame and the free inlines into it as the
-    /// fast path's few instructions.
+    /// handle's drop): the same paths as [`KmemCache::free_on`], with everything but the
+    /// rseq fast path and its error report out of line, so that no `Result` (an [`Error`]
+    /// is several words, with a destructor) lives in the caller's frame and the free
+    /// inlines into it as the fast path's few instructions.
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
     pub(crate) unsafe fn free_on_reporting(&self, cpu: CpuId, ptr: NonNull<u8>) {
-        // SAFETY: forwarded to the caller.
-        match unsafe { self.free_fast(cpu, ptr) } {
-            FastFree::Done => {}
+        if let FastPath::Rseq(area) = self.fast_path {
             // SAFETY: forwarded to the caller.
-            outcome => unsafe { self.free_after_fast_reporting(outcome, cpu, ptr) },
+            if unsafe { self.free_rseq(area, cpu, ptr) } {
+                return;
+            }
         }
+        // SAFETY: forwarded to the caller.
+        unsafe { self.free_reporting(cpu, ptr) }
     }
 
-    /// What [`KmemCache::free_fast`] left to [`KmemCache::free_on_reporting`], in one call
-    /// out of line: [`KmemCache::free_after_fast`], whose error (only a debug cache finds one in a handle's drop, a red zone
-    /// overwritten through unsafe code) is printed like the kernel's printk. Rare in the
-    /// sense that matters here: it is everything but the local free to the CPU's array,
-    /// and it keeps the handle's drop to that one inlined path.
+    /// What [`KmemCache::free_on_reporting`] does not do inline: [`KmemCache::free_on`],
+    /// whose error (only a debug cache finds one in a handle's drop, a red zone
+    /// overwritten through unsafe code) is printed like the kernel's printk. Rare in
+    /// rseq mode, where it is everything but the local free to the CPU's array; in CAS
+    /// mode it is every free, one call as for [`KmemCache::free_cas`].
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
-    #[cold]
     #[inline(never)]
-    unsafe fn free_after_fast_reporting(&self, outcome: FastFree, cpu: CpuId, ptr: NonNull<u8>) {
+    unsafe fn free_reporting(&self, cpu: CpuId, ptr: NonNull<u8>) {
         // SAFETY: forwarded to the caller.
-        if let Err(error) = unsafe { self.free_after_fast(outcome, cpu, ptr) } {
+        if let Err(error) = unsafe { self.free_on(cpu, ptr) } {
             eprintln!("slab-core: {error}");
         }
     }
 
-    /// The fast path of a free: outside debug mode, an object of this cache whose node is
-    /// the CPU's goes onto the CPU's array under one compare-and-swap (a full array is
-    /// flushed first, out of line). A slot held by another thread sends the object
-    /// straight to its node's slabs ([`FastFree::Busy`], no second compare-and-swap);
-    /// anything else goes to [`KmemCache::free_slow`], which checks and reports
-    /// everything again.
+    /// The checks both fast frees make before they touch an array: an object of this
+    /// cache whose node is `cpu`'s. Gives the CPU's slot and the node; None sends the
+    /// free to [`KmemCache::free_slow`], which checks and reports everything again.
+    /// Never called for a debug cache (whose fast path is CAS mode's, which checks
+    /// `debug` first).
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(always)]
+    unsafe fn local_slot(&self, cpu: CpuId, obj: *mut u8) -> Option<(&ArraySlot, NodeId)> {
+        let slab = SlabPtr::of(obj, self.slab_bytes)?;
+        // SAFETY: the caller guarantees obj is one of our objects (or at least one of a
+        // cache of this allocator), so a descriptor is mapped at its slab base.
+        let (cache_id, nodeid) = unsafe { (slab.cache_id(), slab.nodeid()) };
+        if cache_id != self.id {
+            return None;
+        }
+        let slot = self.array.get(cpu as usize)?;
+        (slot.node == nodeid).then_some((slot, nodeid))
+    }
+
+    /// rseq mode's fast free: a local object is pushed onto the CPU's array in one
+    /// sequence; a full array, a migration or an abort go to
+    /// [`KmemCache::rseq_free_slow`], which finishes the free. False leaves it to
+    /// [`KmemCache::free_slow`] (a remote object, an unknown CPU id, a pointer to check).
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`]; the cache is in rseq mode (so not a debug cache).
+    #[inline(always)]
+    unsafe fn free_rseq(&self, area: RseqArea, cpu: CpuId, ptr: NonNull<u8>) -> bool {
+        let obj = ptr.as_ptr();
+        // SAFETY: forwarded to the caller.
+        let Some((slot, node)) = (unsafe { self.local_slot(cpu, obj) }) else { return false };
+        // SAFETY: the slot of `cpu` in an rseq-mode cache; obj is a handed-out object of
+        // its node (checked above).
+        match unsafe { area.push(cpu, slot.published.as_ptr(), obj) } {
+            Push::Done => {}
+            outcome => self.rseq_free_slow(area, cpu, node, obj, outcome),
+        }
+        true
+    }
+
+    /// CAS mode's fast free: outside debug mode, a local object goes onto the CPU's
+    /// array under one compare-and-swap (a full array is flushed first, out of line). A
+    /// slot held by another thread sends the object straight to its node's slabs
+    /// ([`FastFree::Busy`], no second compare-and-swap); anything else goes to
+    /// [`KmemCache::free_slow`].
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
@@ -726,27 +782,9 @@ impl KmemCache {
             return FastFree::Slow;
         }
         let obj = ptr.as_ptr();
-        let Some(slab) = SlabPtr::of(obj, self.slab_bytes) else { return FastFree::Slow };
-        // SAFETY: the caller guarantees obj is one of our objects (or at least one of a
-        // cache of this allocator), so a descriptor is mapped at its slab base.
-        let (cache_id, nodeid) = unsafe { (slab.cache_id(), slab.nodeid()) };
-        if cache_id != self.id {
-            return FastFree::Slow;
-        }
-        let Some(slot) = self.array.get(cpu as usize) else { return FastFree::Slow };
-        if slot.node != nodeid {
-            return FastFree::Slow;
-        }
-        if let FastPath::Rseq(area) = self.fast_path {
-            // SAFETY: the slot of `cpu` in an rseq-mode cache; obj is a handed-out
-            // object of its node (checked above).
-            match unsafe { area.push(cpu, slot.published.as_ptr(), obj) } {
-                Push::Done => {}
-                outcome => self.rseq_free_slow(area, cpu, nodeid, obj, outcome),
-            }
-            return FastFree::Done;
-        }
-        let Some(guard) = slot.try_lock() else { return FastFree::Busy(nodeid) };
+        // SAFETY: forwarded to the caller.
+        let Some((slot, node)) = (unsafe { self.local_slot(cpu, obj) }) else { return FastFree::Slow };
+        let Some(guard) = slot.try_lock() else { return FastFree::Busy(node) };
         self.push_or_flush(guard, obj);
         FastFree::Done
     }
@@ -1023,7 +1061,7 @@ impl Cache {
     }
 
     /// An object from the current CPU's node (`kmem_cache_alloc`).
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self) -> Result<NonNull<u8>> {
         let kmem = self.kmem();
         kmem.alloc_on(kmem.current_cpu())
@@ -1053,7 +1091,7 @@ impl Cache {
     /// ([`CacheFlags::DEBUG`]) every pointer is checked before use and misuse (double
     /// free, another cache's object, a foreign pointer, a pointer into an object) is
     /// reported as an error, leaving the cache working.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<()> {
         let kmem = self.kmem();
         // SAFETY: forwarded to the caller.

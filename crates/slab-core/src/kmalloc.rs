@@ -217,8 +217,10 @@ impl Kmalloc {
         self.checking
     }
 
-    /// `kmalloc`: memory for `layout` on the current CPU's node.
-    #[inline]
+    /// `kmalloc`: memory for `layout` on the current CPU's node. Inline, as the cache's
+    /// own fast path is: the class lookup (a table read, or nothing for a constant
+    /// layout) and that path; a direct mapping is out of line.
+    #[inline(always)]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         match class_of(layout) {
             Some(index) => self.caches[index].alloc(),
@@ -344,7 +346,7 @@ impl Kmalloc {
 /// # Safety
 /// As for [`Kmalloc::free_unsized`]; without caches, `ptr` must come from the bootstrap
 /// arena or a direct mapping.
-#[inline]
+#[inline(always)]
 pub unsafe fn free_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>, layout: Option<Layout>) -> Result<()> {
     if let (Some(kmalloc), Some(index)) = (kmalloc, layout.and_then(class_of)) {
         // SAFETY: the caller's pointer came from this module, so the block holding it
@@ -354,6 +356,17 @@ pub unsafe fn free_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>, layout: Optio
             return unsafe { kmalloc.caches[index].free(ptr) };
         }
     }
+    // SAFETY: forwarded to the caller.
+    unsafe { free_by_owner(kmalloc, ptr) }
+}
+
+/// What [`free_of`] does not do inline: a free without its layout, a checked free, a
+/// direct mapping or bootstrap memory, each found from the block's header.
+///
+/// # Safety
+/// As for [`free_of`].
+#[inline(never)]
+unsafe fn free_by_owner(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>) -> Result<()> {
     // SAFETY: forwarded to the caller.
     match unsafe { owner(kmalloc, ptr)? } {
         Owner::Slab(index) => match kmalloc {

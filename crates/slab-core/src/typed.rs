@@ -63,7 +63,7 @@ impl<T: Send> TypedCache<T> {
     }
 
     /// Moves `value` into an object from the current CPU's node.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, value: T) -> Result<Handle<T>> {
         let kmem = self.kmem();
         let object = kmem.alloc_on(kmem.current_cpu())?;

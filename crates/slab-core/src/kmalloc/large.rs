@@ -65,6 +65,8 @@ impl LargeHeader {
 }
 
 /// Maps memory for `layout`, bound to `node` when given.
+/// Out of line: the slab classes inline their fast path around this call.
+#[inline(never)]
 pub(crate) fn map(layout: Layout, node: Option<NodeId>) -> Result<NonNull<u8>> {
     let page = page_size();
     let superblock = superblock_bytes();
