@@ -90,6 +90,19 @@ pub enum EventKind {
     /// The uevent socket overflowed (`ENOBUFS`): uevents were lost, so a full reconcile
     /// follows.
     Overflow,
+    /// A descriptor of the watcher's was closed or replaced by the program (as
+    /// `close_range(3, ~0U, 0)` or `closefrom` do to descriptors they did not open): the
+    /// watcher let its number go, never to read, write or close it again, and opened a new
+    /// one or, for a uevent socket it could not reopen, fell back to polling. A reconcile
+    /// follows, for the changes it may have missed.
+    DescriptorLost {
+        /// What it was: `uevent socket`, `wake-up pipe (read end)` or `(write end)`.
+        descriptor: &'static str,
+        /// Its number, which is the program's now, or nobody's.
+        number: i32,
+        /// What the watcher did instead, in words.
+        outcome: String,
+    },
     /// A CPU starts moving from one rank to another.
     TransitionStarted {
         /// The CPU.
@@ -163,7 +176,10 @@ impl Event {
     pub fn cpu(&self) -> Option<CpuId> {
         match &self.kind {
             EventKind::Wakeup { reported } => reported.map(|change| change.cpu),
-            EventKind::Ignored { .. } | EventKind::Forged { .. } | EventKind::Overflow => None,
+            EventKind::Ignored { .. }
+            | EventKind::Forged { .. }
+            | EventKind::Overflow
+            | EventKind::DescriptorLost { .. } => None,
             EventKind::TransitionStarted { cpu, .. }
             | EventKind::StateEntered { cpu, .. }
             | EventKind::StateLeft { cpu, .. }

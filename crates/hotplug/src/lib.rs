@@ -31,9 +31,10 @@
 //! # Ok::<(), hotplug::Error>(())
 //! ```
 
-// The syscalls (netlink socket, eventfd, poll) go through rustix: nothing here needs unsafe.
+// The syscalls (netlink socket, pipe, fstat, poll) go through rustix: nothing here needs unsafe.
 #![forbid(unsafe_code)]
 
+mod descriptor;
 mod error;
 mod events;
 mod poll;

@@ -9,7 +9,7 @@
 //! CVE-2009-1185.
 
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, RawFd};
 
 use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
@@ -19,6 +19,7 @@ use rustix::net::{
 };
 use topology::{CpuState, OnlineChange};
 
+use crate::descriptor::OwnFd;
 use crate::error::UeventError;
 use crate::poll::cpu_folder_id;
 
@@ -177,10 +178,12 @@ pub(crate) struct Datagram {
 }
 
 /// A non-blocking `NETLINK_KOBJECT_UEVENT` socket bound to the kernel's group, through
-/// rustix's safe wrappers of socket(2), bind(2), getsockname(2) and recvmsg(2).
+/// rustix's safe wrappers of socket(2), bind(2), getsockname(2) and recvmsg(2). Its
+/// descriptor is checked before each use (`descriptor.rs`): once the program closed or
+/// replaced it, nothing is received from that number again.
 #[derive(Debug)]
 pub(crate) struct UeventSocket {
-    fd: OwnedFd,
+    fd: OwnFd,
 }
 
 impl UeventSocket {
@@ -197,22 +200,43 @@ impl UeventSocket {
         // A refusal only leaves the default buffer, so the result is ignored on purpose.
         let _ = sockopt::set_socket_recv_buffer_size(&fd, SOCKET_BUFFER);
         net::bind(&fd, &SocketAddrNetlink::new(0, KERNEL_GROUP))?;
-        Ok(UeventSocket { fd })
+        Ok(UeventSocket { fd: OwnFd::new(fd, "uevent socket")? })
     }
 
     /// The port id the kernel gave this socket; a test can send to it.
-    pub(crate) fn port(&self) -> io::Result<u32> {
-        let address = SocketAddrNetlink::try_from(net::getsockname(&self.fd)?)?;
+    pub(crate) fn port(&mut self) -> io::Result<u32> {
+        let fd = self.fd.ours().ok_or_else(lost)?;
+        let address = SocketAddrNetlink::try_from(net::getsockname(fd)?)?;
         Ok(address.pid())
     }
 
+    /// Whether the descriptor is still this socket (not closed or replaced by the program).
+    pub(crate) fn is_ours(&mut self) -> bool {
+        self.fd.is_ours()
+    }
+
+    /// The descriptor for poll(2), unchecked (poll only reports readiness); `None` once
+    /// lost.
+    pub(crate) fn unchecked(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.unchecked()
+    }
+
+    /// The descriptor's number when opened.
+    pub(crate) fn number(&self) -> RawFd {
+        self.fd.number()
+    }
+
     /// Receives one datagram without blocking: `Ok(None)` when none is waiting,
-    /// `Err(ENOBUFS)` when the kernel dropped some because the buffer was full.
-    pub(crate) fn receive(&self, buffer: &mut [u8]) -> io::Result<Option<Datagram>> {
+    /// `Err(ENOBUFS)` when the kernel dropped some because the buffer was full, an error of
+    /// kind `NotFound` (and [`UeventSocket::is_ours`] false from then on) when the program
+    /// closed or replaced the descriptor. The check comes before every recvmsg(2), so a
+    /// datagram of the program's own socket under the same number is never taken.
+    pub(crate) fn receive(&mut self, buffer: &mut [u8]) -> io::Result<Option<Datagram>> {
         loop {
+            let fd = self.fd.ours().ok_or_else(lost)?;
             let mut iov = [IoSliceMut::new(buffer)];
             let mut no_control = RecvAncillaryBuffer::default();
-            match net::recvmsg(&self.fd, &mut iov, &mut no_control, RecvFlags::DONTWAIT) {
+            match net::recvmsg(fd, &mut iov, &mut no_control, RecvFlags::DONTWAIT) {
                 Ok(message) => {
                     // A datagram without a netlink sender address cannot be the kernel's:
                     // it gets a port no kernel message has, so it is judged forged.
@@ -234,10 +258,12 @@ impl UeventSocket {
     }
 }
 
-impl AsFd for UeventSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
+/// The error of a socket whose descriptor the program closed or replaced.
+fn lost() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        "the uevent socket's descriptor was closed or replaced by the program",
+    )
 }
 
 #[cfg(test)]

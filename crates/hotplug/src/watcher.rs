@@ -1,25 +1,34 @@
 //! The watcher: a thread that wakes on uevents, on changes of the polled `online` files or
 //! on the fake backend's notices, and reconciles the machine against the truth each time
 //! and periodically.
+//!
+//! Its descriptors (the uevent socket, the pipe that wakes it to stop) live in the
+//! program's descriptor table, which the program may clear (`close_range`, `closefrom`)
+//! and refill with files of its own under the same numbers. Each is checked before each
+//! use and on every wake-up (`descriptor.rs`); one that was closed or replaced is let go
+//! untouched, a new one is opened (or, for a socket that cannot be reopened, the watcher
+//! polls the `online` files instead), and a reconcile finds whatever was missed.
 
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags, Timespec};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
+use rustix::pipe::{pipe_with, PipeFlags};
 use topology::OnlineChange;
 
+use crate::descriptor::OwnFd;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, Source};
 use crate::poll::{OnlineFiles, Snapshot};
 use crate::state_machine::Hotplug;
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{lock, AtomicBool, AtomicU64, AtomicU8, Mutex, Ordering};
 use crate::uevent::{classify, UeventSocket, Verdict, RECEIVE_BUFFER};
 
 /// How often the `online` files are polled by default.
@@ -58,6 +67,9 @@ pub struct WatchStats {
     pub unrelated: u64,
     /// Socket overflows (`ENOBUFS`).
     pub overflows: u64,
+    /// Descriptors of the watcher's that the program closed or replaced
+    /// ([`EventKind::DescriptorLost`]), let go untouched and opened anew.
+    pub lost_descriptors: u64,
 }
 
 /// Configures and starts a [`Watcher`].
@@ -99,18 +111,22 @@ impl WatcherBuilder {
     /// (events with [`Source::Initial`]), and starts the thread.
     pub fn start(self) -> Result<Watcher> {
         let hotplug = self.hotplug;
-        let (source, fallback) = open_source(&hotplug, self.mode)?;
+        let (mut source, fallback) = open_source(&hotplug, self.mode)?;
         hotplug.reconcile(Source::Initial)?;
-        let stop = Arc::new(Stopper::new()?);
-        let mode = source.mode();
-        let uevent_port = match &source {
+        let (wake_rx, wake_tx) =
+            wake_pipe().map_err(|source| Error::Watcher { what: "creating the wake-up pipe", source })?;
+        let uevent_port = match &mut source {
             Opened::Uevent(socket) => socket.port().ok(),
             _ => None,
         };
+        let shared = Arc::new(Shared::new(wake_tx, source.mode()));
+        shared.set_socket(uevent_port, source.socket_number());
+        shared.wake_rx_number.store(number_code(Some(wake_rx.number())), Ordering::Relaxed);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let mut worker = Worker {
             hotplug: hotplug.clone(),
-            stop: Arc::clone(&stop),
+            shared: Arc::clone(&shared),
+            wake_rx: Some(wake_rx),
             stop_rx,
             poll_interval: self.poll_interval,
             reconcile_interval: self.reconcile_interval,
@@ -125,12 +141,10 @@ impl WatcherBuilder {
             .map_err(|source| Error::Watcher { what: "spawning the watcher thread", source })?;
         Ok(Watcher {
             hotplug,
-            stop,
+            shared,
             stop_tx: Some(stop_tx),
             thread: Some(thread),
-            mode,
             fallback,
-            uevent_port,
             poll_interval: self.poll_interval,
             reconcile_interval: self.reconcile_interval,
         })
@@ -138,15 +152,15 @@ impl WatcherBuilder {
 }
 
 /// A running watcher. Stops when dropped or by [`Watcher::stop`], within one poll(2)
-/// wake-up (the stop is signalled through an eventfd and a channel, not a timeout).
+/// wake-up (the stop is signalled through a pipe and a channel, not a timeout; if the
+/// program closed the pipe and no new one could be opened, within one poll or reconcile
+/// interval).
 pub struct Watcher {
     hotplug: Hotplug,
-    stop: Arc<Stopper>,
+    shared: Arc<Shared>,
     stop_tx: Option<Sender<()>>,
     thread: Option<JoinHandle<WatchStats>>,
-    mode: WatchMode,
     fallback: Option<String>,
-    uevent_port: Option<u32>,
     poll_interval: Duration,
     reconcile_interval: Duration,
 }
@@ -154,9 +168,9 @@ pub struct Watcher {
 impl fmt::Debug for Watcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Watcher")
-            .field("mode", &self.mode)
+            .field("mode", &self.mode())
             .field("fallback", &self.fallback)
-            .field("uevent_port", &self.uevent_port)
+            .field("uevent_port", &self.uevent_port())
             .field("running", &self.thread.is_some())
             .finish()
     }
@@ -178,9 +192,11 @@ impl Watcher {
         Self::builder(hotplug).start()
     }
 
-    /// The source actually watched (never [`WatchMode::Auto`]).
+    /// The source actually watched now (never [`WatchMode::Auto`]): [`WatchMode::Poll`]
+    /// (or [`WatchMode::ReconcileOnly`], without a sysfs root) after a uevent watcher
+    /// whose socket the program closed could not open another.
     pub fn mode(&self) -> WatchMode {
-        self.mode
+        self.shared.mode()
     }
 
     /// Why the watcher polls although uevents were asked for, if it does.
@@ -188,9 +204,20 @@ impl Watcher {
         self.fallback.as_deref()
     }
 
-    /// The netlink port of the uevent socket, for tests that send it forged messages.
+    /// The netlink port of the uevent socket now (a new socket, opened after the program
+    /// closed the first, has a new port), for tests that send it forged messages.
     pub fn uevent_port(&self) -> Option<u32> {
-        self.uevent_port
+        self.shared.port()
+    }
+
+    /// The numbers of the descriptors the watcher holds now (its uevent socket, if any,
+    /// and the two ends of its wake-up pipe), for a program that closes every descriptor
+    /// but its own, and for tests.
+    pub fn descriptors(&self) -> Vec<RawFd> {
+        let wake_tx = number_code(lock(&self.shared.wake_tx).as_ref().map(OwnFd::number));
+        let socket = self.shared.socket_number.load(Ordering::Relaxed);
+        let wake_rx = self.shared.wake_rx_number.load(Ordering::Relaxed);
+        [socket, wake_rx, wake_tx].into_iter().filter_map(|number| RawFd::try_from(number).ok()).collect()
     }
 
     /// How often the `online` files are read, in [`WatchMode::Poll`] (the interval is
@@ -212,7 +239,7 @@ impl Watcher {
     }
 
     fn shut_down(&mut self) -> Option<WatchStats> {
-        self.stop.signal();
+        self.shared.signal();
         self.stop_tx.take();
         let thread = self.thread.take()?;
         if self.hotplug.in_callback() {
@@ -228,30 +255,92 @@ impl Drop for Watcher {
     }
 }
 
-/// The stop signal: a flag and an eventfd that poll(2) watches.
+/// What the handle and the thread share: the stop flag, the write end of the pipe whose
+/// byte wakes the thread's poll(2), and what the thread watches now (for reports).
 #[derive(Debug)]
-struct Stopper {
+struct Shared {
     stopped: AtomicBool,
-    eventfd: OwnedFd,
+    /// `None` if the program closed the pipe and no new one could be opened.
+    wake_tx: Mutex<Option<OwnFd>>,
+    mode: AtomicU8,
+    /// The uevent socket's port, [`NONE`] without one.
+    port: AtomicU64,
+    /// The uevent socket's and the pipe's read end's numbers, [`NONE`] without them.
+    socket_number: AtomicU64,
+    wake_rx_number: AtomicU64,
 }
 
-impl Stopper {
-    fn new() -> Result<Stopper> {
-        let eventfd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|errno| Error::Watcher { what: "creating the stop eventfd", source: errno.into() })?;
-        Ok(Stopper { stopped: AtomicBool::new(false), eventfd })
+/// An absent port or descriptor number in [`Shared`].
+const NONE: u64 = u64::MAX;
+
+impl Shared {
+    fn new(wake_tx: OwnFd, mode: WatchMode) -> Shared {
+        Shared {
+            stopped: AtomicBool::new(false),
+            wake_tx: Mutex::new(Some(wake_tx)),
+            mode: AtomicU8::new(mode_code(mode)),
+            port: AtomicU64::new(NONE),
+            socket_number: AtomicU64::new(NONE),
+            wake_rx_number: AtomicU64::new(NONE),
+        }
     }
 
+    /// Sets the flag, then writes a byte to the pipe if its write end is still ours (never
+    /// to a descriptor of the program's that took its number).
     fn signal(&self) {
         self.stopped.store(true, Ordering::Release);
-        // An eventfd takes an 8-byte counter increment. The write can only fail if the
-        // counter would overflow, which a stop signalled once cannot cause.
-        let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+        let mut wake_tx = lock(&self.wake_tx);
+        if let Some(fd) = wake_tx.as_mut().and_then(OwnFd::ours) {
+            // A full pipe (it cannot be: nothing else is written) would already wake the
+            // thread, so a failed write loses nothing.
+            let _ = rustix::io::write(fd, &[1]);
+        }
     }
 
     fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
+
+    fn mode(&self) -> WatchMode {
+        match self.mode.load(Ordering::Relaxed) {
+            0 => WatchMode::Uevent,
+            1 => WatchMode::Poll,
+            2 => WatchMode::Fake,
+            _ => WatchMode::ReconcileOnly,
+        }
+    }
+
+    fn set_mode(&self, mode: WatchMode) {
+        self.mode.store(mode_code(mode), Ordering::Relaxed);
+    }
+
+    fn port(&self) -> Option<u32> {
+        u32::try_from(self.port.load(Ordering::Relaxed)).ok()
+    }
+
+    fn set_socket(&self, port: Option<u32>, number: Option<RawFd>) {
+        self.port.store(port.map_or(NONE, u64::from), Ordering::Relaxed);
+        self.socket_number.store(number_code(number), Ordering::Relaxed);
+    }
+}
+
+fn mode_code(mode: WatchMode) -> u8 {
+    match mode {
+        WatchMode::Uevent => 0,
+        WatchMode::Poll => 1,
+        WatchMode::Fake => 2,
+        WatchMode::ReconcileOnly | WatchMode::Auto => 3,
+    }
+}
+
+fn number_code(number: Option<RawFd>) -> u64 {
+    number.and_then(|number| u64::try_from(number).ok()).unwrap_or(NONE)
+}
+
+/// A new wake-up pipe, close-on-exec and non-blocking: (read end, write end).
+fn wake_pipe() -> io::Result<(OwnFd, OwnFd)> {
+    let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+    Ok((OwnFd::new(read, "wake-up pipe (read end)")?, OwnFd::new(write, "wake-up pipe (write end)")?))
 }
 
 /// The source a watcher opened.
@@ -270,6 +359,13 @@ impl Opened {
             Opened::Poll(..) => WatchMode::Poll,
             Opened::Fake(_) => WatchMode::Fake,
             Opened::ReconcileOnly => WatchMode::ReconcileOnly,
+        }
+    }
+
+    fn socket_number(&self) -> Option<RawFd> {
+        match self {
+            Opened::Uevent(socket) => Some(socket.number()),
+            _ => None,
         }
     }
 }
@@ -330,7 +426,10 @@ fn open_source(hotplug: &Hotplug, mode: WatchMode) -> Result<(Opened, Option<Str
 /// The watcher thread's state.
 struct Worker {
     hotplug: Hotplug,
-    stop: Arc<Stopper>,
+    shared: Arc<Shared>,
+    /// The wake-up pipe's read end; `None` if the program closed the pipe and no new one
+    /// could be opened (a new one is tried at each wake-up).
+    wake_rx: Option<OwnFd>,
     stop_rx: Receiver<()>,
     poll_interval: Duration,
     reconcile_interval: Duration,
@@ -341,14 +440,16 @@ struct Worker {
 #[derive(Debug, PartialEq, Eq)]
 enum Woken {
     Stop,
+    /// The uevent socket has something (a datagram, or an error such as `ENOBUFS`).
     Readable,
-    Timeout,
+    /// A timeout, an interrupted poll(2), or a wake-up that was not a stop.
+    Other,
 }
 
 impl Worker {
     fn run(&mut self, source: Opened) {
         match source {
-            Opened::Uevent(socket) => self.run_uevent(&socket),
+            Opened::Uevent(socket) => self.run_uevent(socket),
             Opened::Poll(files, snapshot) => self.run_poll(&files, snapshot),
             Opened::Fake(receiver) => self.run_fake(&receiver),
             Opened::ReconcileOnly => self.run_reconcile_only(),
@@ -373,51 +474,195 @@ impl Worker {
         self.hotplug.emit(source, EventKind::Wakeup { reported });
     }
 
-    /// Waits on the stop eventfd and optionally the uevent socket. An interrupted poll(2)
-    /// counts as a timeout: the caller reconciles or polls, which is always safe.
-    fn wait(&self, other: Option<&UeventSocket>, timeout: Duration) -> Woken {
-        let timeout = Timespec::try_from(timeout.max(Duration::from_millis(1))).ok();
-        let stop = PollFd::new(&self.stop.eventfd, PollFlags::IN);
-        let (stop_woken, other_woken) = match other {
-            Some(socket) => {
-                let mut fds = [stop, PollFd::new(socket, PollFlags::IN)];
-                let ready = poll(&mut fds, timeout.as_ref()).unwrap_or(0);
-                (!fds[0].revents().is_empty(), ready > 0 && !fds[1].revents().is_empty())
-            }
-            None => {
-                let mut fds = [stop];
-                let _ = poll(&mut fds, timeout.as_ref());
-                (!fds[0].revents().is_empty(), false)
-            }
-        };
-        if self.stop.is_stopped() || stop_woken {
-            Woken::Stop
-        } else if other_woken {
-            Woken::Readable
-        } else {
-            Woken::Timeout
+    /// The source to name in events of the mode watched now.
+    fn mode_source(&self) -> Source {
+        match self.shared.mode() {
+            WatchMode::Uevent => Source::Uevent,
+            WatchMode::Poll => Source::Poll,
+            WatchMode::Fake => Source::Fake,
+            WatchMode::ReconcileOnly | WatchMode::Auto => Source::Reconcile,
         }
     }
 
-    fn run_uevent(&mut self, socket: &UeventSocket) {
+    fn publish_wake_rx(&self) {
+        let number = self.wake_rx.as_ref().map(OwnFd::number);
+        self.shared.wake_rx_number.store(number_code(number), Ordering::Relaxed);
+    }
+
+    /// Says that the program closed or replaced one of the watcher's descriptors.
+    fn lost(&mut self, descriptor: &'static str, number: RawFd, outcome: String) {
+        self.stats.lost_descriptors += 1;
+        let source = self.mode_source();
+        self.hotplug.emit(source, EventKind::DescriptorLost { descriptor, number, outcome });
+    }
+
+    /// Checks both ends of the wake-up pipe; if the program closed or replaced either,
+    /// opens a new pipe (the old ends still ours are closed, the others let go untouched).
+    /// Without a pipe (none could be opened), tries again.
+    fn keep_wake_pipe(&mut self) {
+        let mut wake_tx = lock(&self.shared.wake_tx);
+        let mut lost = Vec::new();
+        for end in [self.wake_rx.as_mut(), wake_tx.as_mut()].into_iter().flatten() {
+            if !end.is_ours() {
+                lost.push((end.what(), end.number()));
+            }
+        }
+        if lost.is_empty() && self.wake_rx.is_some() && wake_tx.is_some() {
+            return;
+        }
+        let outcome = match wake_pipe() {
+            Ok((read, write)) => {
+                let outcome = format!("opened a new pipe ({} and {})", read.number(), write.number());
+                self.wake_rx = Some(read);
+                *wake_tx = Some(write);
+                outcome
+            }
+            Err(error) => {
+                self.wake_rx = None;
+                *wake_tx = None;
+                format!(
+                    "cannot open a new pipe ({error}): a stop is seen within a poll or reconcile interval"
+                )
+            }
+        };
+        // Not under the lock: an observer may stop the watcher, which takes it.
+        drop(wake_tx);
+        self.publish_wake_rx();
+        for (what, number) in lost {
+            self.lost(what, number, outcome.clone());
+        }
+    }
+
+    /// Empties the wake-up pipe, if still ours, so that a stray byte cannot keep poll(2)
+    /// waking (only a stop writes to it, and a stop ends the thread).
+    fn drain_wake_pipe(&mut self) {
+        let Some(fd) = self.wake_rx.as_mut().and_then(OwnFd::ours) else { return };
+        let mut bytes = [0u8; 64];
+        while matches!(rustix::io::read(fd, &mut bytes), Ok(n) if n > 0) {}
+    }
+
+    /// Waits on the wake-up pipe and optionally the uevent socket, after checking that
+    /// the pipe is still the watcher's. An interrupted poll(2) counts as a timeout: the
+    /// caller reconciles or polls, which is always safe. Whether to stop is the flag's
+    /// say; a byte in the pipe only wakes the thread to read it.
+    fn wait(&mut self, socket: Option<&UeventSocket>, timeout: Duration) -> Woken {
+        self.keep_wake_pipe();
+        if self.shared.is_stopped() {
+            return Woken::Stop;
+        }
+        let timeout = Timespec::try_from(timeout.max(Duration::from_millis(1))).ok();
+        let wake = self.wake_rx.as_ref().and_then(OwnFd::unchecked);
+        let socket = socket.and_then(UeventSocket::unchecked);
+        let woken = |fd: &PollFd<'_>| !fd.revents().is_empty();
+        let (pipe_woken, socket_woken) = match (wake, socket) {
+            (Some(wake), Some(socket)) => {
+                let mut fds = [PollFd::new(&wake, PollFlags::IN), PollFd::new(&socket, PollFlags::IN)];
+                let ready = poll(&mut fds, timeout.as_ref()).unwrap_or(0);
+                (woken(&fds[0]), ready > 0 && woken(&fds[1]))
+            }
+            (Some(wake), None) => {
+                let mut fds = [PollFd::new(&wake, PollFlags::IN)];
+                let _ = poll(&mut fds, timeout.as_ref());
+                (woken(&fds[0]), false)
+            }
+            (None, Some(socket)) => {
+                let mut fds = [PollFd::new(&socket, PollFlags::IN)];
+                let ready = poll(&mut fds, timeout.as_ref()).unwrap_or(0);
+                (false, ready > 0 && woken(&fds[0]))
+            }
+            (None, None) => {
+                let _ = poll(&mut [], timeout.as_ref());
+                (false, false)
+            }
+        };
+        if self.shared.is_stopped() {
+            return Woken::Stop;
+        }
+        if pipe_woken {
+            self.drain_wake_pipe();
+        }
+        if socket_woken {
+            Woken::Readable
+        } else {
+            Woken::Other
+        }
+    }
+
+    fn run_uevent(&mut self, mut socket: UeventSocket) {
         let mut buffer = vec![0u8; RECEIVE_BUFFER];
         let mut next_reconcile = Instant::now() + self.reconcile_interval;
         loop {
+            if !socket.is_ours() {
+                match self.reopen_socket(socket.number()) {
+                    Some(reopened) => socket = reopened,
+                    None => return self.fall_back_to_polling(),
+                }
+                next_reconcile = self.reconcile_then_schedule(Source::Reconcile);
+            }
             let timeout = next_reconcile.saturating_duration_since(Instant::now());
-            match self.wait(Some(socket), timeout) {
+            match self.wait(Some(&socket), timeout) {
                 Woken::Stop => return,
                 Woken::Readable => {
-                    if self.drain(socket, &mut buffer) {
+                    if self.drain(&mut socket, &mut buffer) {
                         next_reconcile = self.reconcile_then_schedule(Source::Uevent);
                     }
                 }
-                Woken::Timeout => next_reconcile = self.reconcile_then_schedule(Source::Reconcile),
+                Woken::Other if Instant::now() >= next_reconcile => {
+                    next_reconcile = self.reconcile_then_schedule(Source::Reconcile);
+                }
+                Woken::Other => {}
+            }
+        }
+    }
+
+    /// The program closed or replaced the uevent socket (`lost` was its number): opens a
+    /// new one and says so; `None`, said too, when none can be opened.
+    fn reopen_socket(&mut self, lost: RawFd) -> Option<UeventSocket> {
+        match UeventSocket::open() {
+            Ok(mut socket) => {
+                self.shared.set_socket(socket.port().ok(), Some(socket.number()));
+                self.lost("uevent socket", lost, format!("opened a new socket ({})", socket.number()));
+                Some(socket)
+            }
+            Err(error) => {
+                self.shared.set_socket(None, None);
+                let instead = match self.hotplug.topology().sysfs_root() {
+                    Some(_) => "polling the online files instead",
+                    None => "periodic reconciles only",
+                };
+                self.lost("uevent socket", lost, format!("cannot open a new socket ({error}): {instead}"));
+                None
+            }
+        }
+    }
+
+    /// No uevent socket could be reopened: polls the `online` files from now on (or only
+    /// reconciles, without a sysfs root or when they cannot be listed), after a reconcile
+    /// for what was missed.
+    fn fall_back_to_polling(&mut self) {
+        let files = self.hotplug.topology().sysfs_root().map(OnlineFiles::new);
+        match files {
+            Some(Ok(files)) => {
+                self.shared.set_mode(WatchMode::Poll);
+                let snapshot = files.snapshot();
+                self.reconcile(Source::Reconcile);
+                self.run_poll(&files, snapshot);
+            }
+            Some(Err(error)) => {
+                let reason = format!("cannot list the cpu online files to poll: {error}");
+                self.hotplug.emit(Source::Reconcile, EventKind::Ignored { reason });
+                self.shared.set_mode(WatchMode::ReconcileOnly);
+                self.run_reconcile_only();
+            }
+            None => {
+                self.shared.set_mode(WatchMode::ReconcileOnly);
+                self.run_reconcile_only();
             }
         }
     }
 
     /// Reads every waiting datagram; whether any calls for a reconcile.
-    fn drain(&mut self, socket: &UeventSocket, buffer: &mut [u8]) -> bool {
+    fn drain(&mut self, socket: &mut UeventSocket, buffer: &mut [u8]) -> bool {
         let mut wake = false;
         loop {
             match socket.receive(buffer) {
@@ -433,6 +678,8 @@ impl Worker {
                     self.hotplug.emit(Source::Uevent, EventKind::Overflow);
                     wake = true;
                 }
+                // Closed or replaced by the program: the caller opens a new socket.
+                Err(_) if !socket.is_ours() => return wake,
                 Err(error) => {
                     self.hotplug.emit(
                         Source::Uevent,
@@ -509,7 +756,7 @@ impl Worker {
                 recv(stop_rx) -> _ => return,
                 recv(receiver) -> change => match change {
                     Ok(change) => {
-                        if self.stop.is_stopped() {
+                        if self.shared.is_stopped() {
                             return;
                         }
                         self.wakeup(Source::Fake, Some(change));
@@ -523,9 +770,12 @@ impl Worker {
                     Err(_) => return self.run_reconcile_only(),
                 },
                 default(self.reconcile_interval) => {
-                    if self.stop.is_stopped() {
+                    if self.shared.is_stopped() {
                         return;
                     }
+                    // The pipe is not polled here (the channels wake this thread), but a
+                    // lost end is still found and replaced, for the stop's write.
+                    self.keep_wake_pipe();
                     self.reconcile(Source::Reconcile);
                 }
             }

@@ -17,13 +17,16 @@
 //! (the child of a fork retires the parent's caches and brings up its own: see
 //! `NumaSlabAlloc::fork_child`), starts a `hotplug::Watcher` thread that follows CPU
 //! hotplug on the live machine (uevents, else polling; a forked child starts its own at
-//! its first allocation, and the thread blocks every signal: see `watch.rs`), and reads
-//! the environment:
+//! its first allocation, and the thread blocks every signal; a program that closes the
+//! watcher's descriptors and reuses their numbers keeps its own files intact, and the
+//! watcher opens new ones: see `watch.rs`), and reads the environment:
 //!
 //! - `NUMASLAB_DEBUG=1`: debug caches; a bad `free` (an unknown pointer, a double free,
-//!   an overwritten red zone) is reported on stderr and the pointer left alone;
+//!   an overwritten red zone) is reported on stderr and the pointer left alone; each
+//!   descriptor of the watcher's that the program closed or replaced is said on stderr;
 //! - `NUMASLAB_SHOW_STATS=1`: slabinfo of the kmalloc caches on stderr at exit, and a
-//!   line `numaslab-malloc[PID]: hotplug watcher (uevents): N CPU transitions followed`;
+//!   line `numaslab-malloc[PID]: hotplug watcher (uevents): N CPU transitions followed`
+//!   (with `, M lost descriptors replaced` after it if the program took any);
 //! - `NUMASLAB_WATCH=0`: no hotplug watcher thread, in the process or its children.
 
 mod watch;
@@ -258,7 +261,15 @@ extern "C" fn show_stats() {
     if let Some(machinery) = ALLOC.machinery() {
         eprint!("{}", machinery.numaslab.allocator().slabinfo());
     }
-    eprintln!("numaslab-malloc[{}]: {}", std::process::id(), watch::report());
+    say(&format!("numaslab-malloc[{}]: {}", std::process::id(), watch::report()));
+}
+
+/// Writes `line` and a newline to stderr in one write(2), so that a line of the
+/// watcher's thread and one of the program's never interleave (`eprintln!` writes its
+/// pieces one by one).
+pub(crate) fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 pub(crate) fn env_is(name: &str, value: &str) -> bool {

@@ -10,6 +10,13 @@
 //! all for the moment of the start), so that no signal meant for the program's own
 //! threads is delivered to it, and a program that blocks a signal in all its threads to
 //! read it from a `signalfd` or `sigwait` still has it blocked in all of them.
+//!
+//! The watcher's descriptors (its uevent socket, its wake-up pipe) sit in the program's
+//! table, where a program that closes every descriptor it did not open (`close_range(3,
+//! ~0U, 0)`, `closefrom`, a daemon) can take their numbers back: the watcher checks each
+//! before each use, never touches one that became the program's, and opens new ones
+//! (`hotplug`'s `descriptor.rs`). Each such loss is counted for the stats line and, in
+//! debug mode, said on stderr.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
@@ -38,6 +45,10 @@ static WATCHER: AtomicPtr<Watcher> = AtomicPtr::new(std::ptr::null_mut());
 /// online after it started), for `NUMASLAB_SHOW_STATS`.
 static FOLLOWED: AtomicU64 = AtomicU64::new(0);
 
+/// Descriptors of the watcher's that the program closed or replaced, and that the
+/// watcher let go and opened anew, for `NUMASLAB_SHOW_STATS`.
+static LOST: AtomicU64 = AtomicU64::new(0);
+
 /// Asks for a watcher (the constructor, unless `NUMASLAB_WATCH=0`).
 pub(crate) fn want() {
     STATE.store(WANTED, Ordering::Release);
@@ -49,6 +60,7 @@ pub(crate) fn want() {
 /// to `exec`) would be wasted.
 pub(crate) fn fork_child() {
     FOLLOWED.store(0, Ordering::Relaxed);
+    LOST.store(0, Ordering::Relaxed);
     if STATE.load(Ordering::Relaxed) != OFF {
         STATE.store(WANTED, Ordering::Release);
     }
@@ -74,10 +86,24 @@ pub(crate) fn start(machinery: impl FnOnce() -> Option<&'static Machinery>) {
         return;
     }
     let hotplug = machinery.numaslab.hotplug();
-    hotplug.on_event(|event| {
+    let debug = crate::env_is("NUMASLAB_DEBUG", "1");
+    hotplug.on_event(move |event| {
         let followed = matches!(event.source, Source::Uevent | Source::Poll | Source::Reconcile);
-        if followed && matches!(event.kind, EventKind::TransitionFinished { .. }) {
-            FOLLOWED.fetch_add(1, Ordering::Relaxed);
+        match &event.kind {
+            EventKind::TransitionFinished { .. } if followed => {
+                FOLLOWED.fetch_add(1, Ordering::Relaxed);
+            }
+            EventKind::DescriptorLost { descriptor, number, outcome } => {
+                LOST.fetch_add(1, Ordering::Relaxed);
+                if debug {
+                    crate::say(&format!(
+                        "numaslab-malloc[{}]: hotplug watcher: descriptor {number} ({descriptor}) was closed or \
+                         replaced by the program; left alone, {outcome}",
+                        std::process::id()
+                    ));
+                }
+            }
+            _ => {}
         }
     });
     match with_signals_blocked(|| Watcher::start(hotplug)) {
@@ -118,6 +144,10 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 /// One line for `NUMASLAB_SHOW_STATS`.
 pub(crate) fn report() -> String {
     let followed = FOLLOWED.load(Ordering::Relaxed);
+    let lost = match LOST.load(Ordering::Relaxed) {
+        0 => String::new(),
+        lost => format!(", {lost} lost descriptors replaced"),
+    };
     match STATE.load(Ordering::Acquire) {
         RUNNING => {
             // SAFETY: RUNNING is published after the pointer, which is never freed.
@@ -127,7 +157,7 @@ pub(crate) fn report() -> String {
                 WatchMode::Fake => "fake notices",
                 WatchMode::ReconcileOnly | WatchMode::Auto => "periodic reconciles",
             };
-            format!("hotplug watcher ({mode}): {followed} CPU transitions followed")
+            format!("hotplug watcher ({mode}): {followed} CPU transitions followed{lost}")
         }
         OFF => "no hotplug watcher (NUMASLAB_WATCH=0)".to_owned(),
         FAILED => "no hotplug watcher (it could not start)".to_owned(),

@@ -117,7 +117,7 @@ fn a_truncated_message_calls_for_a_reconcile() {
 #[test]
 fn the_socket_binds_and_reports_nothing_waiting() {
     match UeventSocket::open() {
-        Ok(socket) => {
+        Ok(mut socket) => {
             let mut buffer = [0u8; RECEIVE_BUFFER];
             assert!(socket.port().unwrap() != 0, "the kernel assigns a non-zero port to a user socket");
             // Nothing to read unless a device changed this instant; either way no error.

@@ -12,7 +12,7 @@ use topology::FakeTopology;
 use crate::support::Log;
 
 /// Sends `bytes` from a new netlink socket to `port`; `Err` says why it could not.
-fn send_to_port(port: u32, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn send_to_port(port: u32, bytes: &[u8]) -> Result<(), String> {
     let socket = net::socket_with(
         AddressFamily::NETLINK,
         SocketType::DGRAM,

@@ -3,9 +3,11 @@
 //! peak resident set is printed beside glibc's; C programs compiled here check the
 //! bootstrap cases (threads starting and exiting, fork children, every allocation
 //! function, a bad free in debug mode) and the hotplug watcher of a process and of its
-//! forked child; opt-in, a multi-threaded C program and a
-//! multi-threaded Rust program (the example `hotplug_churn`, also in a forked child) run
-//! while cpu1 goes offline and online, and lose nothing.
+//! forked child, and a program that closes every descriptor it did not open and reuses
+//! the numbers (`fdreuse.c`: the watcher leaves the program's files alone and opens new
+//! descriptors); opt-in, a multi-threaded C program, a
+//! multi-threaded Rust program (the example `hotplug_churn`, also in a forked child) and
+//! `fdreuse.c` run while cpu1 goes offline and online, and lose nothing.
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
@@ -40,6 +42,23 @@ fn library() -> PathBuf {
         .clone()
 }
 
+/// Makes the child close, at its `exec`, every descriptor above 2 it inherited from the
+/// test (which holds whatever its own parent left open), so that the only ones a program
+/// finds are those it opens, and the library's.
+fn without_inherited_descriptors(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: close_range(2) is async-signal-safe and only marks descriptors
+    // close-on-exec (the one std keeps for reporting an exec failure already is).
+    unsafe {
+        command.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A program's output and peak resident set (KiB, from `wait4`'s rusage).
 struct Run {
     output: Output,
@@ -50,6 +69,7 @@ struct Run {
 #[allow(clippy::zombie_processes)]
 fn run(program: &str, args: &[&str], stdin: Option<&[u8]>, preload: bool, env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(program);
+    without_inherited_descriptors(&mut command);
     command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::piped());
     command.env("NUMASLAB_WATCH", "1");
     if preload {
@@ -328,15 +348,163 @@ fn a_threaded_c_program_while_cpu1_goes_offline_and_online() {
 /// The counts of `numaslab-malloc[PID]: hotplug watcher (MODE): N CPU transitions
 /// followed` lines (`NUMASLAB_SHOW_STATS`), one per process.
 fn transitions_followed(stderr: &str) -> Vec<u64> {
+    watcher_lines(stderr).into_iter().map(|line| line.followed).collect()
+}
+
+/// One `NUMASLAB_SHOW_STATS` line of a watcher: `numaslab-malloc[PID]: hotplug watcher
+/// (MODE): N CPU transitions followed[, M lost descriptors replaced]`.
+#[derive(Debug)]
+struct WatcherLine {
+    mode: String,
+    followed: u64,
+    lost: u64,
+}
+
+fn watcher_lines(stderr: &str) -> Vec<WatcherLine> {
+    let number = |text: &str, line: &str| -> u64 {
+        text.parse().unwrap_or_else(|_| panic!("not a count: {text:?} in {line:?}"))
+    };
     stderr
         .lines()
-        .filter(|line| line.starts_with("numaslab-malloc["))
+        .filter(|line| line.starts_with("numaslab-malloc[") && !line.contains("]: hotplug watcher: "))
         .map(|line| {
-            let (_, count) = line.split_once("): ").unwrap_or_else(|| panic!("no watcher in {line:?}"));
-            let count = count.strip_suffix(" CPU transitions followed").unwrap_or_else(|| panic!("{line:?}"));
-            count.parse().unwrap_or_else(|_| panic!("not a count in {line:?}"))
+            let (_, rest) =
+                line.split_once("]: hotplug watcher (").unwrap_or_else(|| panic!("no watcher in {line:?}"));
+            let (mode, rest) = rest.split_once("): ").unwrap_or_else(|| panic!("no mode in {line:?}"));
+            let (followed, rest) = rest
+                .split_once(" CPU transitions followed")
+                .unwrap_or_else(|| panic!("no count in {line:?}"));
+            let lost = match rest.strip_prefix(", ") {
+                None if rest.is_empty() => 0,
+                Some(lost) => number(
+                    lost.strip_suffix(" lost descriptors replaced").unwrap_or_else(|| panic!("{line:?}")),
+                    line,
+                ),
+                None => panic!("unexpected {rest:?} in {line:?}"),
+            };
+            WatcherLine { mode: mode.to_owned(), followed: number(followed, line), lost }
         })
         .collect()
+}
+
+/// What `fdreuse.c` said on stderr: the library's descriptors before its close_range
+/// (number and what it named), and which of those numbers were the program's after.
+fn reused_descriptors(stderr: &str) -> (Vec<(i32, String)>, Vec<i32>) {
+    let line = |prefix: &str| {
+        stderr
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {stderr}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let before = line("library descriptors before close_range:")
+        .iter()
+        .map(|entry| {
+            let (number, name) = entry.split_once('=').unwrap_or_else(|| panic!("{entry:?}"));
+            (number.parse().unwrap_or_else(|_| panic!("{entry:?}")), name.to_owned())
+        })
+        .collect();
+    let after =
+        line("now the program's:").iter().map(|n| n.parse().unwrap_or_else(|_| panic!("{n:?}"))).collect();
+    (before, after)
+}
+
+const FDREUSE_INTACT: &str =
+    "descriptors: still the program's\nsocket pair: intact\nfile: intact\npipe: intact\n";
+
+/// Checks a run of `fdreuse.c` under `LD_PRELOAD` (with `NUMASLAB_DEBUG=1` and
+/// `NUMASLAB_SHOW_STATS=1`): the program's descriptors intact; every number the library
+/// held taken by the program, and each one said lost and replaced, in the stats line too,
+/// with the watcher still on uevents if it started on them. Returns the stats line.
+fn check_fdreuse(output: &Output) -> WatcherLine {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), FDREUSE_INTACT, "stderr: {stderr}");
+    assert!(output.status.success(), "{}; stderr: {stderr}", output.status);
+    let (before, after) = reused_descriptors(&stderr);
+    assert!(!before.is_empty(), "the library held descriptors: {stderr}");
+    let numbers: Vec<i32> = before.iter().map(|&(number, _)| number).collect();
+    assert_eq!(after, numbers, "each of the library's numbers became the program's: {stderr}");
+    for number in &numbers {
+        let said = format!("hotplug watcher: descriptor {number} (");
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.contains(&said) && line.contains("closed or replaced by the program")),
+            "descriptor {number} reported lost: {stderr}"
+        );
+    }
+    let lines = watcher_lines(&stderr);
+    assert_eq!(lines.len(), 1, "one stats line: {stderr}");
+    let line = lines.into_iter().next().unwrap();
+    // More if the watcher took a number back before the program did, which the program
+    // then took from it again.
+    assert!(line.lost >= numbers.len() as u64, "{line:?}; stderr: {stderr}");
+    if before.iter().any(|(_, name)| name.starts_with("socket:")) {
+        assert_eq!(line.mode, "uevents", "a new uevent socket, not a fallback: {stderr}");
+    }
+    line
+}
+
+/// A program closes every descriptor it did not open (`close_range(3, ~0U, 0)`) and
+/// opens its own, which take the numbers of the watcher's uevent socket and pipe: the
+/// watcher, waking several times meanwhile, never reads, writes or closes them (the
+/// program finds its datagram, file content, offset and pipe bytes as it left them, as
+/// under glibc), reports each number lost and opens new descriptors.
+#[test]
+fn a_program_that_closes_every_descriptor_keeps_its_own_files_intact() {
+    let dir = std::env::temp_dir().join(format!("numaslab-malloc-fdreuse-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let program = compile("fdreuse.c", &dir);
+    let program = program.to_str().expect("UTF-8 path");
+    let glibc = run(program, &[], None, false, &[]);
+    assert_eq!(String::from_utf8_lossy(&glibc.output.stdout), FDREUSE_INTACT);
+    let env = [("NUMASLAB_DEBUG", "1"), ("NUMASLAB_SHOW_STATS", "1")];
+    let numaslab = run(program, &[], None, true, &env);
+    assert_eq!(
+        String::from_utf8_lossy(&numaslab.output.stdout),
+        String::from_utf8_lossy(&glibc.output.stdout),
+        "the same output both ways"
+    );
+    check_fdreuse(&numaslab.output);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// After closing every descriptor it did not open and taking the watcher's numbers
+/// (`fdreuse.c`), a program still has its CPU transitions followed: cpu1 goes offline and
+/// online while it runs, and the watcher, on new descriptors, follows.
+#[test]
+fn after_close_range_the_watcher_still_follows_cpu1() {
+    let Some(hotplug) = RealHotplug::acquire() else { return };
+    let dir = std::env::temp_dir().join(format!("numaslab-malloc-fdreuse-hotplug-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let program = compile("fdreuse.c", &dir);
+    let mut child = without_inherited_descriptors(&mut Command::new(&program))
+        .arg("stdin")
+        .env("LD_PRELOAD", library())
+        .env("NUMASLAB_DEBUG", "1")
+        .env("NUMASLAB_SHOW_STATS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fdreuse");
+    // The program closes and reopens its descriptors at once; the first switch is 250 ms
+    // later.
+    let switches = hotplug.cycle(4);
+    drop(child.stdin.take());
+    let output = child.wait_with_output().expect("fdreuse finished");
+    drop(hotplug);
+    assert_eq!(switches, 8);
+    assert!(cpu1_is_online(), "cpu1 restored");
+    let line = check_fdreuse(&output);
+    assert!(
+        line.followed >= 2,
+        "the watcher followed {line:?}; stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 /// The example `hotplug_churn`, built in release beside the library.
