@@ -140,7 +140,8 @@ pub trait Topology: Send + Sync + fmt::Debug {
     /// (glibc's rseq area, else `sched_getcpu`) and may be stale the moment it is read:
     /// callers must be correct whatever it returns. Fixture and fake backends return the
     /// thread's virtual CPU (see [`Topology::bind_current_thread`]), moved to an online
-    /// CPU of the nearest node once its CPU went offline.
+    /// CPU of the nearest node once its CPU went offline, and for a bound thread back to
+    /// its CPU once that is online again (as Linux reapplies a `sched_setaffinity` mask).
     fn current_cpu(&self) -> CpuId;
 
     /// Binds the calling thread to a CPU: real affinity on Linux (`sched_setaffinity`), a

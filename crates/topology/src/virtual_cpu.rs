@@ -4,7 +4,11 @@
 //! gets a virtual CPU per topology instance: the one a test bound it to, or, for a thread
 //! that never bound itself, the next online CPU in turn. When that CPU goes offline the
 //! thread is "migrated", as the kernel's `migrate_tasks` would, to an online CPU of its
-//! node or else of the nearest node that has one.
+//! node or else of the nearest node that has one. A bound thread goes back to its CPU
+//! when that CPU comes back online, as on Linux, which keeps the mask a thread asked for
+//! with `sched_setaffinity` (`user_cpus_ptr`) and applies it again when the CPU returns
+//! (a thread pinned to cpu1 there shows `Cpus_allowed_list: 1` again after cpu1 went
+//! offline and online); a thread that never bound itself stays where it was moved.
 
 use std::cell::{Cell, RefCell};
 
@@ -13,12 +17,33 @@ use crate::{CpuId, CpuSet, CpuState, Error, NodeId, Result};
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
+/// A thread's CPU in one topology instance.
+#[derive(Debug, Clone, Copy)]
+struct Binding {
+    instance: u64,
+    /// The CPU the thread was bound to, or (for a thread that never bound itself) the
+    /// CPU it was given or last moved to.
+    home: CpuId,
+    /// Whether the thread bound itself to `home` (and goes back there when it can).
+    bound: bool,
+}
+
+/// Where a thread runs now: its home, or while a bound thread's home is offline, the CPU
+/// it was moved to.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    instance: u64,
+    cpu: CpuId,
+    home: CpuId,
+}
+
 thread_local! {
-    /// This thread's virtual CPU in each topology instance it has used: (instance, cpu).
-    static BINDINGS: RefCell<Vec<(u64, CpuId)>> = const { RefCell::new(Vec::new()) };
-    /// The binding used last, checked before `BINDINGS`: a thread almost always asks the
-    /// same machine, and an allocator asks on every operation. Instance 0 is never used.
-    static LAST: Cell<(u64, CpuId)> = const { Cell::new((0, 0)) };
+    /// This thread's binding in each topology instance it has used.
+    static BINDINGS: RefCell<Vec<Binding>> = const { RefCell::new(Vec::new()) };
+    /// The placement used last, checked before `BINDINGS`: a thread almost always asks
+    /// the same machine, and an allocator asks on every operation. Instance 0 is never
+    /// used.
+    static LAST: Cell<Placement> = const { Cell::new(Placement { instance: 0, cpu: 0, home: 0 }) };
 }
 
 /// The online state and per-thread CPUs of one virtual machine.
@@ -99,43 +124,47 @@ impl VirtualCpus {
         if !self.is_online(cpu) {
             return Err(Error::CpuOffline { cpu, operation: "binding a thread" });
         }
-        self.store(cpu);
+        self.store(Binding { instance: self.instance, home: cpu, bound: true });
         Ok(())
     }
 
-    /// The calling thread's virtual CPU, migrating it first if its CPU went offline.
+    /// The calling thread's virtual CPU: its home, or while a bound thread's home is
+    /// offline an online CPU it is moved to (once its placement went offline).
     pub(crate) fn current(&self) -> CpuId {
-        let (instance, cpu) = LAST.with(Cell::get);
-        if instance == self.instance && self.is_online(cpu) {
-            return cpu;
+        let last = LAST.with(Cell::get);
+        if last.instance == self.instance
+            && self.is_online(last.cpu)
+            && (last.cpu == last.home || !self.is_online(last.home))
+        {
+            return last.cpu;
         }
         self.current_slow()
     }
 
-    /// `current` when the last binding is another machine's or its CPU went offline. Cold:
-    /// a thread comes here once per machine it runs on and once after each hotplug of its
-    /// CPU, and otherwise finds its binding valid.
+    /// `current` when the last placement is another machine's, went offline, or is away
+    /// from a home that came back. Cold: a thread comes here once per machine it runs on
+    /// and twice around each hotplug of its CPU, and otherwise finds its placement valid.
     #[cold]
     #[inline(never)]
     fn current_slow(&self) -> CpuId {
-        let bound = BINDINGS
-            .with(|cell| cell.borrow().iter().find(|(instance, _)| *instance == self.instance).map(|b| b.1));
-        match bound {
-            Some(cpu) if self.is_online(cpu) => {
-                LAST.with(|last| last.set((self.instance, cpu)));
-                cpu
-            }
-            Some(cpu) => {
-                let moved = self.migration_target(cpu);
-                self.store(moved);
-                moved
-            }
-            None => {
-                let cpu = self.default_cpu();
-                self.store(cpu);
-                cpu
-            }
+        let binding =
+            BINDINGS.with(|cell| cell.borrow().iter().find(|b| b.instance == self.instance).copied());
+        let Some(binding) = binding else {
+            let cpu = self.default_cpu();
+            self.store(Binding { instance: self.instance, home: cpu, bound: false });
+            return cpu;
+        };
+        if self.is_online(binding.home) {
+            self.place(binding.home, binding.home);
+            return binding.home;
         }
+        let moved = self.migration_target(binding.home);
+        if binding.bound {
+            self.place(moved, binding.home);
+        } else {
+            self.store(Binding { home: moved, ..binding });
+        }
+        moved
     }
 
     /// The next online CPU in turn for a thread that never bound itself: once per thread
@@ -165,15 +194,21 @@ impl VirtualCpus {
         self.online_set().first().unwrap_or(cpu)
     }
 
-    fn store(&self, cpu: CpuId) {
-        LAST.with(|last| last.set((self.instance, cpu)));
+    /// Records the thread's binding in this machine, and places it at its home.
+    fn store(&self, binding: Binding) {
+        self.place(binding.home, binding.home);
         BINDINGS.with(|cell| {
             let mut bindings = cell.borrow_mut();
-            match bindings.iter_mut().find(|(instance, _)| *instance == self.instance) {
-                Some(binding) => binding.1 = cpu,
-                None => bindings.push((self.instance, cpu)),
+            match bindings.iter_mut().find(|b| b.instance == self.instance) {
+                Some(known) => *known = binding,
+                None => bindings.push(binding),
             }
         });
+    }
+
+    /// Records where the thread runs now in this machine.
+    fn place(&self, cpu: CpuId, home: CpuId) {
+        LAST.with(|last| last.set(Placement { instance: self.instance, cpu, home }));
     }
 }
 

@@ -48,6 +48,37 @@ fn a_thread_on_an_offline_cpu_moves_to_the_nearest_node() {
 }
 
 #[test]
+fn a_bound_thread_goes_back_to_its_cpu_when_it_comes_back_online() {
+    let topo = FakeTopology::seed_box();
+    topo.bind_current_thread(3).unwrap();
+    topo.set_online(3, CpuState::Offline).unwrap();
+    assert_eq!(topo.current_cpu(), 2, "moved within node 1");
+    topo.set_online(2, CpuState::Offline).unwrap();
+    assert_eq!(topo.current_cpu(), 0, "node 1 has no cpu online: moved to node 0");
+    topo.set_online(2, CpuState::Online).unwrap();
+    assert_eq!(topo.current_cpu(), 0, "a moved thread stays where it runs while its cpu is away");
+    topo.set_online(3, CpuState::Online).unwrap();
+    assert_eq!(topo.current_cpu(), 3, "back on the cpu it was bound to, as Linux reapplies the mask");
+}
+
+#[test]
+fn a_thread_that_never_bound_itself_stays_where_it_was_moved() {
+    let topo = std::sync::Arc::new(FakeTopology::seed_box());
+    let cpus = std::thread::spawn(move || {
+        // Threads that never bound themselves take the online cpus in turn: this one is
+        // the first, on cpu 0.
+        let first = topo.current_cpu();
+        topo.set_online(0, CpuState::Offline).unwrap();
+        let moved = topo.current_cpu();
+        topo.set_online(0, CpuState::Online).unwrap();
+        (first, moved, topo.current_cpu())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(cpus, (0, 1, 1));
+}
+
+#[test]
 fn unbound_threads_take_online_cpus_in_turn() {
     let topo = std::sync::Arc::new(FakeTopology::seed_box());
     let cpus: Vec<CpuId> = (0..4)
