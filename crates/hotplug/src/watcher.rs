@@ -210,6 +210,14 @@ impl Watcher {
         self.shared.port()
     }
 
+    /// Makes every later attempt to open a new uevent socket fail, as in a sandbox that
+    /// forbids netlink sockets, so that tests can see the fallback to polling when the
+    /// program closed the first (`testing` feature).
+    #[cfg(feature = "testing")]
+    pub fn refuse_new_sockets(&self) {
+        self.shared.refuse_sockets.store(true, Ordering::Relaxed);
+    }
+
     /// The numbers of the descriptors the watcher holds now (its uevent socket, if any,
     /// and the two ends of its wake-up pipe), for a program that closes every descriptor
     /// but its own, and for tests.
@@ -268,6 +276,9 @@ struct Shared {
     /// The uevent socket's and the pipe's read end's numbers, [`NONE`] without them.
     socket_number: AtomicU64,
     wake_rx_number: AtomicU64,
+    /// [`Watcher::refuse_new_sockets`] was called.
+    #[cfg(feature = "testing")]
+    refuse_sockets: AtomicBool,
 }
 
 /// An absent port or descriptor number in [`Shared`].
@@ -282,7 +293,18 @@ impl Shared {
             port: AtomicU64::new(NONE),
             socket_number: AtomicU64::new(NONE),
             wake_rx_number: AtomicU64::new(NONE),
+            #[cfg(feature = "testing")]
+            refuse_sockets: AtomicBool::new(false),
         }
+    }
+
+    /// A new uevent socket, unless a test forbade them.
+    fn open_socket(&self) -> io::Result<UeventSocket> {
+        #[cfg(feature = "testing")]
+        if self.refuse_sockets.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "new sockets refused by the test"));
+        }
+        UeventSocket::open()
     }
 
     /// Sets the flag, then writes a byte to the pipe if its write end is still ours (never
@@ -618,7 +640,7 @@ impl Worker {
     /// The program closed or replaced the uevent socket (`lost` was its number): opens a
     /// new one and says so; `None`, said too, when none can be opened.
     fn reopen_socket(&mut self, lost: RawFd) -> Option<UeventSocket> {
-        match UeventSocket::open() {
+        match self.shared.open_socket() {
             Ok(mut socket) => {
                 self.shared.set_socket(socket.port().ok(), Some(socket.number()));
                 self.lost("uevent socket", lost, format!("opened a new socket ({})", socket.number()));
@@ -626,10 +648,12 @@ impl Worker {
             }
             Err(error) => {
                 self.shared.set_socket(None, None);
-                let instead = match self.hotplug.topology().sysfs_root() {
-                    Some(_) => "polling the online files instead",
-                    None => "periodic reconciles only",
+                // The mode is set before the event, so that an observer of the event sees it.
+                let (mode, instead) = match self.hotplug.topology().sysfs_root() {
+                    Some(_) => (WatchMode::Poll, "polling the online files instead"),
+                    None => (WatchMode::ReconcileOnly, "periodic reconciles only"),
                 };
+                self.shared.set_mode(mode);
                 self.lost("uevent socket", lost, format!("cannot open a new socket ({error}): {instead}"));
                 None
             }

@@ -1,7 +1,7 @@
 //! A program that closes descriptors it did not open (`close_range`, `closefrom`) or puts
 //! files of its own under the watcher's numbers: the watcher never reads, writes or
-//! closes them, opens new descriptors of its own and goes on following uevents, and
-//! still stops at once.
+//! closes them, opens new descriptors of its own and goes on following uevents (or, if
+//! it cannot open a socket, polls), and still stops at once.
 
 use std::fs;
 use std::io::Write;
@@ -9,10 +9,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hotplug::{wait_for_event, Event, EventKind, Hotplug, WatchMode, Watcher};
-use topology::FakeTopology;
+use hotplug::{wait_for_event, Event, EventKind, Hotplug, Rank, Slot, Source, WatchMode, Watcher};
+use topology::{CpuState, FakeTopology, SysfsTopology};
 
+use crate::fixture::{small_tree, write_online};
 use crate::forged::send_to_port;
+use crate::support::{finished, Log};
 
 const FORGED: &[u8] =
     b"offline@/devices/system/cpu/cpu1\0ACTION=offline\0DEVPATH=/devices/system/cpu/cpu1\0SUBSYSTEM=cpu\0";
@@ -119,7 +121,8 @@ fn closed_descriptors_are_replaced_and_uevents_still_heard() {
         // SAFETY: closes a number the watcher holds, as close_range(3, ~0U, 0) would.
         assert_eq!(unsafe { libc::close(number) }, 0);
     }
-    // The closed pipe is found at the next wake-up; the socket's poll(2) reports it at once.
+    // A descriptor closed while poll(2) waits on it wakes nothing (poll holds the file):
+    // the losses are found at the next wake-up, a uevent or the reconcile within a second.
     assert_eq!(lost(&events, 3).len(), 3, "every closed descriptor is reported");
     assert_eq!(watcher.mode(), WatchMode::Uevent, "a new socket, not a fallback");
     if let Some(heard) = hears(&watcher, &events) {
@@ -129,4 +132,52 @@ fn closed_descriptors_are_replaced_and_uevents_still_heard() {
     let stats = watcher.stop();
     assert!(started.elapsed() < Duration::from_millis(500), "the stop took {:?}", started.elapsed());
     assert_eq!(stats.lost_descriptors, 3, "{stats:?}");
+}
+
+#[test]
+fn a_socket_that_cannot_be_reopened_leaves_the_watcher_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    small_tree(dir.path());
+    let hotplug = Hotplug::new(Arc::new(SysfsTopology::new(dir.path()).unwrap())).unwrap();
+    let log = Log::default();
+    hotplug.setup_state(Slot::OnlineDynamic, log.state("online")).unwrap();
+    log.take();
+    let watcher = match Watcher::builder(&hotplug)
+        .mode(WatchMode::Uevent)
+        .poll_interval(Duration::from_millis(5))
+        // The wake-up that finds the socket closed.
+        .reconcile_interval(Duration::from_millis(100))
+        .start()
+    {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            println!("a_socket_that_cannot_be_reopened: skipped: no uevent socket here: {error}");
+            return;
+        }
+    };
+    let events = hotplug.events();
+    watcher.refuse_new_sockets();
+    let socket = watcher.descriptors()[0];
+    // SAFETY: closes the watcher's socket, as close_range(3, ~0U, 0) would.
+    assert_eq!(unsafe { libc::close(socket) }, 0);
+    let said = wait_for_event(
+        &events,
+        Duration::from_secs(5),
+        |e| matches!(&e.kind, EventKind::DescriptorLost { number, .. } if *number == socket),
+    );
+    let Some(Event { kind: EventKind::DescriptorLost { descriptor, outcome, .. }, .. }) = said else {
+        panic!("the closed socket was not reported: {said:?}")
+    };
+    assert_eq!(descriptor, "uevent socket");
+    assert!(outcome.contains("polling the online files instead"), "{outcome}");
+    assert_eq!(watcher.mode(), WatchMode::Poll);
+    assert_eq!(watcher.uevent_port(), None);
+    // The fixture's files are polled: a CPU written offline runs its teardown, found by
+    // the poll (or, if the write falls between a poll and a periodic reconcile, by that).
+    write_online(dir.path(), 2, CpuState::Offline);
+    let offline = finished(2, Rank::OFFLINE);
+    let done = wait_for_event(&events, Duration::from_secs(5), |e| offline(&e.kind)).expect("cpu 2 offline");
+    assert!(matches!(done.source, Source::Poll | Source::Reconcile), "{done:?}");
+    assert_eq!(log.take_for(2), [("down", "online")]);
+    watcher.stop();
 }

@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(5);
 const CPU_DIR: &str = "sys/devices/system/cpu";
 
 /// A small sysfs tree: 4 CPUs on node 0, cpu0 without an `online` file as on x86.
-fn small_tree(root: &Path) {
+pub(crate) fn small_tree(root: &Path) {
     let cpu = root.join(CPU_DIR);
     fs::create_dir_all(&cpu).unwrap();
     for (file, text) in [("online", "0-3\n"), ("possible", "0-3\n"), ("present", "0-3\n"), ("offline", "\n")]
@@ -38,7 +38,7 @@ fn small_tree(root: &Path) {
     fs::write(node.join("node0/meminfo"), "Node 0 MemTotal:       8000000 kB\n").unwrap();
 }
 
-fn write_online(root: &Path, cpu: u32, state: CpuState) {
+pub(crate) fn write_online(root: &Path, cpu: u32, state: CpuState) {
     let text = if state == CpuState::Online { "1\n" } else { "0\n" };
     fs::write(root.join(CPU_DIR).join(format!("cpu{cpu}/online")), text).unwrap();
 }
