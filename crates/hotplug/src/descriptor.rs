@@ -15,7 +15,10 @@
 //!
 //! What remains is the moment between the check and the call: a program that closes
 //! and reopens a descriptor number in that window, while the watcher runs, still races
-//! with it. Everything here opens its descriptors close-on-exec.
+//! with it. So do the files a reconcile or a poll reads (the `online` files, through
+//! `std::fs`, opened and closed within microseconds): a program that clears its table and
+//! opens a file in the instant one of them is open can have that number read and closed.
+//! Everything the watcher opens is close-on-exec.
 
 use std::fmt;
 use std::io;

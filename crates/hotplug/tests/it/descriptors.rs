@@ -32,6 +32,15 @@ fn uevent_watcher(test: &str) -> Option<(Hotplug, Watcher)> {
     }
 }
 
+/// Asserts that each of `numbers` is close-on-exec, as everything the watcher opens is.
+fn all_close_on_exec(numbers: &[RawFd]) {
+    for &number in numbers {
+        // SAFETY: F_GETFD reads a descriptor's flags and changes nothing.
+        let flags = unsafe { libc::fcntl(number, libc::F_GETFD) };
+        assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0, "descriptor {number}: flags {flags}");
+    }
+}
+
 /// The `DescriptorLost` events of `count` descriptors, within five seconds.
 fn lost(events: &crossbeam_channel::Receiver<Event>, count: usize) -> Vec<(&'static str, i32)> {
     let mut lost = Vec::new();
@@ -71,6 +80,7 @@ fn files_of_the_program_under_the_watchers_numbers_are_left_alone() {
     let events = hotplug.events();
     let numbers = watcher.descriptors();
     assert_eq!(numbers.len(), 3, "a socket and a pipe's two ends: {numbers:?}");
+    all_close_on_exec(&numbers);
     // The program puts a file of its own, with content and an offset, under each number.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("own");
@@ -90,6 +100,8 @@ fn files_of_the_program_under_the_watchers_numbers_are_left_alone() {
         renewed.iter().all(|number| !numbers.contains(number)),
         "new descriptors {renewed:?} beside {numbers:?}"
     );
+    assert_eq!(renewed.len(), 3, "a new socket and pipe: {renewed:?}");
+    all_close_on_exec(&renewed);
     if let Some(heard) = hears(&watcher, &events) {
         assert!(heard, "the new uevent socket hears nothing");
     }
