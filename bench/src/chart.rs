@@ -20,6 +20,7 @@ fn color(id: ImplId) -> RGBColor {
         ImplId::NumaslabRaw => RGBColor(255, 127, 14),
         ImplId::NumaslabRawCas => RGBColor(255, 187, 120),
         ImplId::NumaslabKmalloc => RGBColor(128, 0, 0),
+        ImplId::NumaslabGlobal => RGBColor(200, 90, 0),
         ImplId::Glibc => RGBColor(31, 119, 180),
         ImplId::Mimalloc => RGBColor(44, 160, 44),
         ImplId::Jemalloc => RGBColor(148, 103, 189),

@@ -110,6 +110,9 @@ fn dispatch<const W: usize>(id: ImplId, machine: &Machine, case: Case, scale: Sc
             measure(NumaslabRaw::<W>::new(machine, FastPathMode::Cas)?, machine, case, scale)
         }
         ImplId::NumaslabKmalloc => measure(NumaslabKmalloc::<W>::new(machine)?, machine, case, scale),
+        ImplId::NumaslabGlobal => {
+            measure(Malloc::<_, W>::new(numaslab::NumaSlabAlloc::new()), machine, case, scale)
+        }
         ImplId::Glibc => measure(Malloc::<_, W>::new(std::alloc::System), machine, case, scale),
         #[cfg(feature = "mimalloc")]
         ImplId::Mimalloc => measure(Malloc::<_, W>::new(mimalloc::MiMalloc), machine, case, scale),

@@ -229,8 +229,8 @@ pub(crate) fn terminal_table(rows: &[Row], context: &Context) -> String {
     let _ = writeln!(out, "\nnumaslab against the fastest peer (time ratio below 1: faster than every peer; RSS: peak over the smallest peer peak)");
     let _ = writeln!(
         out,
-        "{:<32}{:>22}{:>10}{:>10}{:>10}{:>12}{:>12}{:>12}",
-        "case", "fastest peer", "typed", "raw", "kmalloc", "RSS typed", "RSS raw", "RSS kmalloc"
+        "{:<32}{:>22}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}{:>12}",
+        "case", "fastest peer", "typed", "raw", "kmalloc", "global", "RSS typed", "RSS raw", "RSS kmalloc"
     );
     for case in cases_of(rows) {
         let Some(best) = best_peer(rows, case) else { continue };
@@ -242,12 +242,13 @@ pub(crate) fn terminal_table(rows: &[Row], context: &Context) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<32}{:>22}{:>10}{:>10}{:>10}{:>12}{:>12}{:>12}",
+            "{:<32}{:>22}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}{:>12}",
             case_label(case),
             format!("{} {}", best.implementation.short_name(), format_ns(best.median_ns)),
             time(ImplId::NumaslabTyped).unwrap_or_else(|| "-".into()),
             time(ImplId::NumaslabRaw).unwrap_or_else(|| "-".into()),
             time(ImplId::NumaslabKmalloc).unwrap_or_else(|| "-".into()),
+            time(ImplId::NumaslabGlobal).unwrap_or_else(|| "-".into()),
             memory(ImplId::NumaslabTyped).unwrap_or_else(|| "-".into()),
             memory(ImplId::NumaslabRaw).unwrap_or_else(|| "-".into()),
             memory(ImplId::NumaslabKmalloc).unwrap_or_else(|| "-".into()),
@@ -380,8 +381,8 @@ fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
     }
 
     let _ = writeln!(md, "\n## numaslab against the targets\n");
-    let _ = writeln!(md, "| case | fastest peer | peer ns/op | typed | raw | kmalloc | target |");
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "| case | fastest peer | peer ns/op | typed | raw | kmalloc | global | target |");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---|");
     for case in cases_of(rows) {
         let Some(best) = best_peer(rows, case) else { continue };
         let target = match case.workload.family() {
@@ -395,13 +396,14 @@ fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {target} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {target} |",
             case_label(case),
             best.implementation.name(),
             format_ns(best.median_ns),
             cell(ImplId::NumaslabTyped),
             cell(ImplId::NumaslabRaw),
             cell(ImplId::NumaslabKmalloc),
+            cell(ImplId::NumaslabGlobal),
         );
     }
 

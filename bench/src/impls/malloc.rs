@@ -1,4 +1,5 @@
-//! The malloc family: glibc, mimalloc, jemalloc, snmalloc and rpmalloc.
+//! The malloc family: glibc, mimalloc, jemalloc, snmalloc and rpmalloc, and numaslab's
+//! own `GlobalAlloc`, `numaslab::NumaSlabAlloc`.
 //!
 //! A binary has one `#[global_allocator]`, so the harness calls each allocator through its
 //! `GlobalAlloc` impl directly (`MiMalloc.alloc(layout)`), which is exactly the function
@@ -26,6 +27,14 @@ pub(crate) trait MallocApi: GlobalAlloc + Sync {
 
 impl MallocApi for System {
     const NAME: &'static str = "glibc";
+}
+
+/// numaslab as a `#[global_allocator]` would run it: brought up on its first allocation
+/// from the live machine, whatever machine the workload describes (so on the seed box's
+/// workloads it sees one node, as the other `GlobalAlloc` peers do), with its depth mark
+/// and bring-up check.
+impl MallocApi for numaslab::NumaSlabAlloc {
+    const NAME: &'static str = "numaslab-global";
 }
 
 #[cfg(feature = "mimalloc")]

@@ -75,6 +75,7 @@ pub(crate) enum ImplId {
     NumaslabRaw,
     NumaslabRawCas,
     NumaslabKmalloc,
+    NumaslabGlobal,
     Glibc,
     Mimalloc,
     Jemalloc,
@@ -87,11 +88,12 @@ pub(crate) enum ImplId {
 
 impl ImplId {
     /// Every implementation, in report order.
-    pub(crate) const ALL: [ImplId; 12] = [
+    pub(crate) const ALL: [ImplId; 13] = [
         ImplId::NumaslabTyped,
         ImplId::NumaslabRaw,
         ImplId::NumaslabRawCas,
         ImplId::NumaslabKmalloc,
+        ImplId::NumaslabGlobal,
         ImplId::Glibc,
         ImplId::Mimalloc,
         ImplId::Jemalloc,
@@ -109,6 +111,7 @@ impl ImplId {
             ImplId::NumaslabRaw => "numaslab-raw",
             ImplId::NumaslabRawCas => "numaslab-raw-cas",
             ImplId::NumaslabKmalloc => "numaslab-kmalloc",
+            ImplId::NumaslabGlobal => "numaslab-global",
             ImplId::Glibc => "glibc",
             ImplId::Mimalloc => "mimalloc",
             ImplId::Jemalloc => "jemalloc",
@@ -127,6 +130,7 @@ impl ImplId {
             ImplId::NumaslabRaw => "ns-raw",
             ImplId::NumaslabRawCas => "ns-cas",
             ImplId::NumaslabKmalloc => "ns-kmalloc",
+            ImplId::NumaslabGlobal => "ns-global",
             ImplId::Glibc => "glibc",
             ImplId::Mimalloc => "mimalloc",
             ImplId::Jemalloc => "jemalloc",
@@ -142,7 +146,11 @@ impl ImplId {
     pub(crate) fn is_numaslab(self) -> bool {
         matches!(
             self,
-            ImplId::NumaslabTyped | ImplId::NumaslabRaw | ImplId::NumaslabRawCas | ImplId::NumaslabKmalloc
+            ImplId::NumaslabTyped
+                | ImplId::NumaslabRaw
+                | ImplId::NumaslabRawCas
+                | ImplId::NumaslabKmalloc
+                | ImplId::NumaslabGlobal
         )
     }
 

@@ -271,6 +271,20 @@ impl NumaSlabAlloc {
     /// # Safety
     /// Outside debug mode, `ptr` must come from this allocator and be live.
     pub unsafe fn free_unsized(&self, ptr: NonNull<u8>) {
+        // SAFETY: forwarded to the caller.
+        if unsafe { self.free_cached(ptr, None) } {
+            return;
+        }
+        // SAFETY: forwarded to the caller.
+        unsafe { self.free_unsized_nested(ptr) }
+    }
+
+    /// [`NumaSlabAlloc::free_unsized`] past the per-CPU array, one level deeper.
+    ///
+    /// # Safety
+    /// As for [`NumaSlabAlloc::free_unsized`].
+    #[inline(never)]
+    unsafe fn free_unsized_nested(&self, ptr: NonNull<u8>) {
         let _nested = Nested::enter();
         // SAFETY: forwarded to the caller.
         let result = unsafe { kmalloc::free_of(self.machinery().map(|m| &m.kmalloc), ptr, None) };
@@ -317,16 +331,65 @@ fn fallback_machine() -> FakeTopology {
     FakeTopology::builder().nodes(1).cpus_per_node(1).build().unwrap_or_else(|_| std::process::abort())
 }
 
+/// The per-CPU arrays, tried first by every allocation and free: one restartable
+/// sequence, which cannot recurse (it takes no lock, allocates no metadata and makes no
+/// system call), so it runs before the depth mark and the bring-up check; whatever it
+/// cannot do goes through the `_nested` paths, which mark the thread one level deeper.
+impl NumaSlabAlloc {
+    /// Memory for `layout` from the current CPU's array, if one sequence pops it.
+    #[inline(always)]
+    fn alloc_cached(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.machinery()?.kmalloc.alloc_cached(layout)
+    }
+
+    /// Whether one sequence put `ptr` on the current CPU's array (nothing done if not).
+    ///
+    /// # Safety
+    /// `ptr` came from this allocator (with `layout`, when given) and is live.
+    #[inline(always)]
+    unsafe fn free_cached(&self, ptr: NonNull<u8>, layout: Option<Layout>) -> bool {
+        // SAFETY: forwarded to the caller; free_cached is false in debug mode, where
+        // every free is checked by the nested path.
+        self.machinery().is_some_and(|m| unsafe { m.kmalloc.free_cached(ptr, layout) })
+    }
+
+    /// [`GlobalAlloc::alloc`] past the per-CPU array, one level deeper.
+    #[inline(never)]
+    fn alloc_nested(&self, layout: Layout) -> *mut u8 {
+        let Some(kmalloc) = self.caches() else { return bootstrap_alloc(layout) };
+        let _nested = Nested::enter();
+        kmalloc.alloc(layout).map_or(std::ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    /// [`GlobalAlloc::dealloc`] past the per-CPU array, one level deeper.
+    ///
+    /// # Safety
+    /// As for [`GlobalAlloc::dealloc`].
+    #[inline(never)]
+    unsafe fn dealloc_nested(&self, ptr: NonNull<u8>, layout: Layout) {
+        let _nested = Nested::enter();
+        let kmalloc = self.machinery().map(|m| &m.kmalloc);
+        // SAFETY: the caller's pointer came from this allocator with this layout.
+        let result = unsafe { kmalloc::free_of(kmalloc, ptr, Some(layout)) };
+        if let Err(error) = result {
+            if self.retired_owner(ptr).is_none() {
+                eprintln!(
+                    "numaslab: dealloc({ptr:p}, {} bytes): {error}; the pointer is left alone",
+                    layout.size()
+                );
+            }
+        }
+    }
+}
+
 // SAFETY: every method returns memory for the layout asked or null, never unwinds
 // (slab-core's paths return errors), and frees only what this allocator handed out.
 unsafe impl GlobalAlloc for NumaSlabAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(kmalloc) = self.caches() else { return bootstrap_alloc(layout) };
-        let _nested = Nested::enter();
-        match kmalloc.alloc(layout) {
-            Ok(ptr) => ptr.as_ptr(),
-            Err(_) => std::ptr::null_mut(),
+        match self.alloc_cached(layout) {
+            Some(ptr) => ptr.as_ptr(),
+            None => self.alloc_nested(layout),
         }
     }
 
@@ -344,17 +407,10 @@ unsafe impl GlobalAlloc for NumaSlabAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: GlobalAlloc never frees null.
         let ptr = unsafe { NonNull::new_unchecked(ptr) };
-        let _nested = Nested::enter();
-        let kmalloc = self.machinery().map(|m| &m.kmalloc);
         // SAFETY: the caller's pointer came from this allocator with this layout.
-        let result = unsafe { kmalloc::free_of(kmalloc, ptr, Some(layout)) };
-        if let Err(error) = result {
-            if self.retired_owner(ptr).is_none() {
-                eprintln!(
-                    "numaslab: dealloc({ptr:p}, {} bytes): {error}; the pointer is left alone",
-                    layout.size()
-                );
-            }
+        if !unsafe { self.free_cached(ptr, Some(layout)) } {
+            // SAFETY: as above.
+            unsafe { self.dealloc_nested(ptr, layout) }
         }
     }
 

@@ -330,6 +330,22 @@ impl KmemCache {
         }
     }
 
+    /// The rseq fast path alone: an object from `cpu`'s array if one sequence pops it,
+    /// else None with nothing done (no lock taken, nothing allocated or counted, no
+    /// system call). None always in CAS mode. For callers that must do something before
+    /// any slow path runs: a global allocator marks the thread as inside itself then.
+    #[inline(always)]
+    pub(crate) fn alloc_cached(&self, cpu: CpuId) -> Option<NonNull<u8>> {
+        let FastPath::Rseq(area) = self.fast_path else { return None };
+        let slot = self.array.get(cpu as usize)?;
+        // SAFETY: the slot of `cpu`, in a cache whose slots are all in rseq mode.
+        match unsafe { area.pop(cpu, slot.published.as_ptr()) } {
+            Pop::Hit(obj) => Some(obj),
+            // A pop that did not hit committed nothing: the caller's full path starts over.
+            _ => None,
+        }
+    }
+
     /// What a pop sequence could not do. An empty array is refilled as the kernel does it,
     /// under the slot lock, which in rseq mode stops the CPU first (R2), so that the
     /// barn exchange and the refill are the CAS mode's own (`cache_alloc_refill`); after
@@ -766,6 +782,24 @@ impl KmemCache {
             outcome => self.rseq_free_slow(area, cpu, node, obj, outcome),
         }
         true
+    }
+
+    /// The rseq fast free alone, as [`KmemCache::alloc_cached`] is for allocation: true
+    /// when one sequence pushed a local object onto `cpu`'s array; false with nothing
+    /// done (a full array, a remote object, a miss, CAS mode), for the caller's full
+    /// path to finish.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(always)]
+    pub(crate) unsafe fn free_cached(&self, cpu: CpuId, ptr: NonNull<u8>) -> bool {
+        let FastPath::Rseq(area) = self.fast_path else { return false };
+        let obj = ptr.as_ptr();
+        // SAFETY: forwarded to the caller.
+        let Some((slot, _)) = (unsafe { self.local_slot(cpu, obj) }) else { return false };
+        // SAFETY: the slot of `cpu` in an rseq-mode cache; obj is a handed-out object of
+        // its node (checked above). Only Done commits.
+        matches!(unsafe { area.push(cpu, slot.published.as_ptr(), obj) }, Push::Done)
     }
 
     /// CAS mode's fast free: outside debug mode, a local object goes onto the CPU's

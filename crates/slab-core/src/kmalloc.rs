@@ -97,6 +97,18 @@ const fn class_align(index: usize) -> usize {
     size & size.wrapping_neg()
 }
 
+/// The least alignment of any class ([`class_align`]): every class is a multiple of 8
+/// bytes (checked below, at compile time).
+const MIN_CLASS_ALIGN: usize = 8;
+
+const _: () = {
+    let mut index = 0;
+    while index < KMALLOC_SIZES.len() {
+        assert!(class_align(index) >= MIN_CLASS_ALIGN, "every kmalloc class is a multiple of 8 bytes");
+        index += 1;
+    }
+};
+
 /// The bytes of one kmalloc slab, and of the block whose header any kmalloc pointer
 /// finds by masking.
 pub fn superblock_bytes() -> usize {
@@ -107,7 +119,7 @@ pub fn superblock_bytes() -> usize {
 #[inline]
 pub fn class_of(layout: Layout) -> Option<usize> {
     let size = layout.size().max(1);
-    if size > KMALLOC_MAX_CACHE_SIZE || layout.align() > page_size() {
+    if size > KMALLOC_MAX_CACHE_SIZE {
         return None;
     }
     let index = if size <= 192 {
@@ -122,7 +134,14 @@ pub fn class_of(layout: Layout) -> Option<usize> {
         let shift = k - CLASSES_PER_DOUBLING.trailing_zeros() as usize;
         CLASS_256 + 1 + (k - 8) * CLASSES_PER_DOUBLING + (((size - 1) >> shift) & (CLASSES_PER_DOUBLING - 1))
     };
+    if layout.align() <= MIN_CLASS_ALIGN {
+        // Nearly every request: no class is less aligned than this.
+        return Some(index);
+    }
     let page = page_size();
+    if layout.align() > page {
+        return None;
+    }
     if layout.align() <= class_align(index).min(page) {
         return Some(index);
     }
@@ -226,6 +245,52 @@ impl Kmalloc {
             Some(index) => self.caches[index].alloc(),
             None => large::map(layout, None),
         }
+    }
+
+    /// The per-CPU fast path alone: memory for `layout` if one restartable sequence pops
+    /// it from the current CPU's array of its class; None, with nothing done, otherwise
+    /// (an empty array, a miss, CAS mode, a layout with no class). It takes no lock,
+    /// allocates nothing and makes no system call, so a global allocator can serve most
+    /// allocations with it before it marks the thread as inside itself for
+    /// [`Kmalloc::alloc`], whose slow paths may allocate their own metadata.
+    #[inline(always)]
+    pub fn alloc_cached(&self, layout: Layout) -> Option<NonNull<u8>> {
+        let kmem = self.caches[class_of(layout)?].kmem();
+        kmem.alloc_cached(kmem.current_cpu())
+    }
+
+    /// The per-CPU fast free alone, as [`Kmalloc::alloc_cached`] is for allocation: true
+    /// when `ptr`, a slab object of the current CPU's node, went onto that CPU's array in
+    /// one sequence; false, with nothing done, for [`Kmalloc::free`] or
+    /// [`Kmalloc::free_unsized`] to finish (with [`Checking::Debug`] always false, before
+    /// anything is read at `ptr`, so that every free is checked). `layout`, when known,
+    /// saves reading the class from the slab descriptor.
+    ///
+    /// # Safety
+    /// As for [`Kmalloc::free_unsized`].
+    #[inline(always)]
+    pub unsafe fn free_cached(&self, ptr: NonNull<u8>, layout: Option<Layout>) -> bool {
+        // Debug mode first: there any pointer may arrive, and only the checked path
+        // (which probes the header's page) may read its header.
+        if self.checking != Checking::Trusting {
+            return false;
+        }
+        // SAFETY: the caller's pointer came from this module, so the block holding it
+        // starts with a header.
+        if unsafe { superblock_magic(ptr) } != Some(SLAB_MAGIC) {
+            return false;
+        }
+        let index = match layout {
+            Some(layout) => class_of(layout),
+            None => SlabPtr::of(header_address(ptr) as *const u8, page_size())
+                // SAFETY: the magic says a slab descriptor is at the header address.
+                .and_then(|slab| self.class_of_id(unsafe { slab.cache_id() })),
+        };
+        let Some(index) = index else { return false };
+        let kmem = self.caches[index].kmem();
+        // SAFETY: forwarded to the caller; free_cached checks the descriptor's cache id
+        // against the class's cache before it touches an array.
+        unsafe { kmem.free_cached(kmem.current_cpu(), ptr) }
     }
 
     /// `kmalloc_node`: memory for `layout` on `node` (or the nearest node with memory).
@@ -507,8 +572,9 @@ fn class_name(size: usize) -> String {
 #[inline(always)]
 fn header_address(ptr: NonNull<u8>) -> usize {
     let address = ptr.as_ptr() as usize;
+    // A power of two (the page size is one), so a mask, not a division.
     let superblock = superblock_bytes();
-    if address % superblock == 0 {
+    if address & (superblock - 1) == 0 {
         address - page_size()
     } else {
         address & !(superblock - 1)
@@ -522,7 +588,7 @@ fn header_address(ptr: NonNull<u8>) -> usize {
 #[inline(always)]
 unsafe fn superblock_magic(ptr: NonNull<u8>) -> Option<u64> {
     let address = ptr.as_ptr() as usize;
-    if address % superblock_bytes() == 0 {
+    if address & (superblock_bytes() - 1) == 0 {
         return None;
     }
     // SAFETY: the caller's pointer is in a live block, which starts with a header.

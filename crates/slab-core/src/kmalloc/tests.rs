@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use topology::FakeTopology;
+use topology::{FakeTopology, Topology};
 
 use super::*;
 
@@ -294,5 +294,76 @@ proptest! {
             unsafe { kmalloc.free_unsized(ptr) }.unwrap();
         }
         kmalloc.allocator().validate().unwrap();
+    }
+}
+
+/// kmalloc on this machine in rseq mode, the calling thread bound to its first allowed
+/// CPU (so that the CPU array a test fills is the one it reads back); None, saying why,
+/// where rseq mode is not available.
+fn rseq_kmalloc(test: &str, checking: Checking) -> Option<Kmalloc> {
+    let live = topology::SysfsTopology::detect().expect("this machine's topology");
+    let cpu = live.allowed_cpus().first().expect("an allowed cpu");
+    live.bind_current_thread(cpu).expect("binding the test thread");
+    let allocator = Allocator::with_fast_path(Arc::new(live), crate::FastPathMode::Rseq);
+    if allocator.fast_path() != crate::FastPathMode::Rseq {
+        eprintln!("{test}: skipped: this machine runs the CAS fallback (no rseq area or membarrier RSEQ)");
+        return None;
+    }
+    Some(Kmalloc::new(&allocator, checking).unwrap())
+}
+
+#[test]
+fn the_cached_paths_touch_only_the_cpus_array() {
+    let Some(kmalloc) = rseq_kmalloc("the_cached_paths_touch_only_the_cpus_array", Checking::Trusting) else {
+        return;
+    };
+    let small = layout(64, 8);
+    let cache = &kmalloc.caches()[class_of(small).unwrap()];
+    assert_eq!(kmalloc.alloc_cached(small), None, "a new cache's arrays are empty");
+    assert_eq!(cache.stats().num_slabs, 0, "and finding that grew nothing");
+
+    let object = kmalloc.alloc(small).unwrap();
+    // SAFETY: `object` is a live allocation of `small`; the last call gives a layout of
+    // another class, which the descriptor's cache id refuses before anything is written.
+    unsafe {
+        assert!(kmalloc.free_cached(object, Some(small)), "a local object goes onto the array");
+        assert_eq!(kmalloc.alloc_cached(small), Some(object), "and comes back off its top");
+        assert!(kmalloc.free_cached(object, None), "without a layout, the class is the descriptor's");
+        assert_eq!(kmalloc.alloc_cached(small), Some(object));
+        assert!(!kmalloc.free_cached(object, Some(layout(128, 8))), "another class's cache refuses it");
+    }
+
+    let big = layout(1 << 20, 8);
+    let mapped = kmalloc.alloc(big).unwrap();
+    // SAFETY: a live direct mapping of `big`.
+    unsafe {
+        assert!(!kmalloc.free_cached(mapped, Some(big)), "a direct mapping is left to the full path");
+        assert!(!kmalloc.free_cached(mapped, None));
+        kmalloc.free(mapped, big).unwrap();
+        kmalloc.free(object, small).unwrap();
+    }
+    kmalloc.allocator().validate().unwrap();
+}
+
+#[test]
+fn the_cached_paths_leave_every_debug_free_to_the_checks() {
+    let test = "the_cached_paths_leave_every_debug_free_to_the_checks";
+    let Some(kmalloc) = rseq_kmalloc(test, Checking::Debug) else { return };
+    let small = layout(64, 8);
+    let object = kmalloc.alloc(small).unwrap();
+    // SAFETY: a live allocation of `small`.
+    assert!(!unsafe { kmalloc.free_cached(object, Some(small)) }, "a debug free is always checked");
+    assert_eq!(kmalloc.alloc_cached(small), None, "debug caches run no sequences");
+    // SAFETY: as above.
+    unsafe { kmalloc.free(object, small).unwrap() };
+    // SAFETY: freed just now: debug mode reports the second free and writes nothing.
+    assert!(unsafe { kmalloc.free(object, small) }.is_err());
+    // A pointer whose header would lie in unmapped memory: reading it would fault.
+    let unmapped = NonNull::new(0x10_0000_0040usize as *mut u8).unwrap();
+    // SAFETY: debug mode reads nothing at a pointer before the checked path probes it.
+    unsafe {
+        assert!(!kmalloc.free_cached(unmapped, None));
+        assert!(!kmalloc.free_cached(unmapped, Some(small)));
+        assert!(kmalloc.free_unsized(unmapped).is_err());
     }
 }
