@@ -59,7 +59,7 @@ fn allocate(size: usize, align: usize) -> *mut c_void {
     if ptr.is_null() {
         set_errno(libc::ENOMEM);
     }
-    watch::after_allocation(|| ALLOC.machinery());
+    watch::after_allocation(&ALLOC);
     ptr.cast()
 }
 
@@ -103,7 +103,7 @@ pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
     if ptr.is_null() {
         set_errno(libc::ENOMEM);
     }
-    watch::after_allocation(|| ALLOC.machinery());
+    watch::after_allocation(&ALLOC);
     ptr.cast()
 }
 
@@ -128,7 +128,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     if fresh.is_null() {
         set_errno(libc::ENOMEM);
     }
-    watch::after_allocation(|| ALLOC.machinery());
+    watch::after_allocation(&ALLOC);
     fresh.cast()
 }
 
@@ -261,7 +261,7 @@ extern "C" fn show_stats() {
     if let Some(machinery) = ALLOC.machinery() {
         eprint!("{}", machinery.numaslab.allocator().slabinfo());
     }
-    say(&format!("numaslab-malloc[{}]: {}", std::process::id(), watch::report()));
+    say(&format!("numaslab-malloc[{}]: {}", std::process::id(), watch::report(&ALLOC)));
 }
 
 /// Writes `line` and a newline to stderr in one write(2), so that a line of the
@@ -281,14 +281,14 @@ pub(crate) fn env_is(name: &str, value: &str) -> bool {
 extern "C" fn start() {
     // SAFETY: the handlers are plain functions that stay loaded with the library.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
-    let machinery = ALLOC.bring_up();
+    ALLOC.bring_up();
     if env_is("NUMASLAB_SHOW_STATS", "1") {
         // SAFETY: show_stats is a plain function that stays loaded with the library.
         unsafe { libc::atexit(show_stats) };
     }
     if !env_is("NUMASLAB_WATCH", "0") {
         watch::want();
-        watch::start(|| Some(machinery));
+        watch::start(&ALLOC);
     }
 }
 

@@ -1,13 +1,13 @@
-//! Following CPU hotplug: a `hotplug::Watcher` thread per process, started by the
-//! library's constructor and, in a forked child (which has no thread but the one that
-//! called `fork`), by the child's first allocation once its own allocator is up, as
-//! jemalloc starts its background threads lazily from an allocation.
+//! Following CPU hotplug: a `hotplug::Watcher` thread per process
+//! (`NumaSlabAlloc::follow_hotplug`), started by the library's constructor and, in a
+//! forked child (which has no thread but the one that called `fork`), by the child's
+//! first allocation once its own allocator is up, as jemalloc starts its background
+//! threads lazily from an allocation.
 //!
 //! A state word makes the start happen once and never recursively: the allocations of
 //! the start itself (the thread's stack bookkeeping, `pthread_create`'s thread-local
 //! storage, the watcher's buffers) see it `STARTING` and go by. The new thread blocks
-//! every signal (it inherits the mask of the thread that starts it, which blocks them
-//! all for the moment of the start), so that no signal meant for the program's own
+//! every signal (`follow_hotplug` starts it with them all blocked), so that no signal meant for the program's own
 //! threads is delivered to it, and a program that blocks a signal in all its threads to
 //! read it from a `signalfd` or `sigwait` still has it blocked in all of them.
 //!
@@ -18,10 +18,10 @@
 //! (`hotplug`'s `descriptor.rs`). Each such loss is counted for the stats line and, in
 //! debug mode, said on stderr.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-use hotplug::{EventKind, Source, WatchMode, Watcher};
-use numaslab::Machinery;
+use hotplug::{EventKind, Source, WatchMode};
+use numaslab::NumaSlabAlloc;
 
 /// `NUMASLAB_WATCH=0`: this process does not follow hotplug.
 const OFF: u8 = 0;
@@ -35,11 +35,6 @@ const RUNNING: u8 = 3;
 const FAILED: u8 = 4;
 
 static STATE: AtomicU8 = AtomicU8::new(OFF);
-
-/// This process's watcher, leaked: it runs for the life of the process. A forked child
-/// overwrites its parent's (which belongs to a thread the child does not have, and so is
-/// never stopped or dropped).
-static WATCHER: AtomicPtr<Watcher> = AtomicPtr::new(std::ptr::null_mut());
 
 /// CPU transitions this process's watcher followed (a CPU that went offline or came
 /// online after it started), for `NUMASLAB_SHOW_STATS`.
@@ -68,9 +63,9 @@ pub(crate) fn fork_child() {
 
 /// Called after every allocation: one load, and a start only when one is wanted.
 #[inline(always)]
-pub(crate) fn after_allocation(machinery: impl FnOnce() -> Option<&'static Machinery>) {
+pub(crate) fn after_allocation(alloc: &'static NumaSlabAlloc) {
     if STATE.load(Ordering::Relaxed) == WANTED {
-        start(machinery);
+        start(alloc);
     }
 }
 
@@ -79,9 +74,9 @@ pub(crate) fn after_allocation(machinery: impl FnOnce() -> Option<&'static Machi
 /// allocations that find it wanted, nothing comes here.
 #[cold]
 #[inline(never)]
-pub(crate) fn start(machinery: impl FnOnce() -> Option<&'static Machinery>) {
+pub(crate) fn start(alloc: &'static NumaSlabAlloc) {
     // Not up yet (this allocation came from the bootstrap arena): a later one starts it.
-    let Some(machinery) = machinery() else { return };
+    let Some(machinery) = alloc.machinery() else { return };
     if STATE.compare_exchange(WANTED, STARTING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
         return;
     }
@@ -106,11 +101,8 @@ pub(crate) fn start(machinery: impl FnOnce() -> Option<&'static Machinery>) {
             _ => {}
         }
     });
-    match with_signals_blocked(|| Watcher::start(hotplug)) {
-        Ok(watcher) => {
-            WATCHER.store(Box::into_raw(Box::new(watcher)), Ordering::Release);
-            STATE.store(RUNNING, Ordering::Release);
-        }
+    match alloc.follow_hotplug() {
+        Ok(_) => STATE.store(RUNNING, Ordering::Release),
         Err(error) => {
             if crate::env_is("NUMASLAB_DEBUG", "1") {
                 eprintln!("numaslab-malloc: not following CPU hotplug: {error}");
@@ -120,38 +112,16 @@ pub(crate) fn start(machinery: impl FnOnce() -> Option<&'static Machinery>) {
     }
 }
 
-/// Runs `f` with every signal blocked in the calling thread (glibc keeps the two it
-/// needs for cancellation and `setxid` unblocked), so that a thread it starts begins
-/// with them all blocked; the caller's mask is restored after.
-fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: sigset_t is plain data, valid zeroed; sigfillset initialises it.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: both sets are valid for writing; pthread_sigmask affects this thread only.
-    let blocked = unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0
-    };
-    let result = f();
-    if blocked {
-        // SAFETY: old is the mask read above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    }
-    result
-}
-
 /// One line for `NUMASLAB_SHOW_STATS`.
-pub(crate) fn report() -> String {
+pub(crate) fn report(alloc: &NumaSlabAlloc) -> String {
     let followed = FOLLOWED.load(Ordering::Relaxed);
     let lost = match LOST.load(Ordering::Relaxed) {
         0 => String::new(),
         lost => format!(", {lost} lost descriptors replaced"),
     };
-    match STATE.load(Ordering::Acquire) {
-        RUNNING => {
-            // SAFETY: RUNNING is published after the pointer, which is never freed.
-            let mode = match unsafe { &*WATCHER.load(Ordering::Acquire) }.mode() {
+    match (STATE.load(Ordering::Acquire), alloc.watcher()) {
+        (RUNNING, Some(watcher)) => {
+            let mode = match watcher.mode() {
                 WatchMode::Uevent => "uevents",
                 WatchMode::Poll => "polling",
                 WatchMode::Fake => "fake notices",
@@ -159,8 +129,8 @@ pub(crate) fn report() -> String {
             };
             format!("hotplug watcher ({mode}): {followed} CPU transitions followed{lost}")
         }
-        OFF => "no hotplug watcher (NUMASLAB_WATCH=0)".to_owned(),
-        FAILED => "no hotplug watcher (it could not start)".to_owned(),
+        (OFF, _) => "no hotplug watcher (NUMASLAB_WATCH=0)".to_owned(),
+        (FAILED, _) => "no hotplug watcher (it could not start)".to_owned(),
         _ => "no hotplug watcher (not started yet)".to_owned(),
     }
 }

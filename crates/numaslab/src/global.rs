@@ -21,6 +21,11 @@
 //! Environment, read once at bring-up: `NUMASLAB_DEBUG=1` makes the caches debug caches
 //! (red zones, poison, every free checked; an unknown pointer is reported on stderr and
 //! left alone).
+//!
+//! Bring-up starts no thread. [`NumaSlabAlloc::follow_hotplug`], called once from the
+//! program (the `LD_PRELOAD` library calls it from its constructor), starts the
+//! process's `hotplug::Watcher`, so that a CPU another program takes offline has its
+//! array caches drained rather than stranded until it returns.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
@@ -28,6 +33,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use hotplug::Watcher;
 use slab_core::kmalloc::{self, bootstrap_alloc};
 use slab_core::{Checking, Kmalloc};
 use topology::{FakeTopology, NodeId, SysfsTopology, Topology};
@@ -41,6 +47,11 @@ pub const MAX_DEPTH: u32 = 3;
 const UNINIT: u8 = 0;
 const INITIALIZING: u8 = 1;
 const READY: u8 = 2;
+
+/// The states of [`NumaSlabAlloc::follow_hotplug`]'s watcher.
+const NOT_WATCHING: u8 = 0;
+const WATCHER_STARTING: u8 = 1;
+const WATCHING: u8 = 2;
 
 thread_local! {
     /// How many allocator calls of this thread are under way. `const`, without a
@@ -67,6 +78,10 @@ pub struct NumaSlabAlloc {
     /// Machinery of the parent processes, in a forked child: their objects are left
     /// alone (their locks may have been held by threads the child does not have).
     retired: [AtomicPtr<Machinery>; MAX_RETIRED],
+    /// Whether this process follows hotplug ([`NumaSlabAlloc::follow_hotplug`]), and its
+    /// watcher, leaked: it runs for the life of the process.
+    watch_state: AtomicU8,
+    watcher: AtomicPtr<Watcher>,
 }
 
 /// How many generations of forked children tell their ancestors' objects apart; a
@@ -106,7 +121,62 @@ impl NumaSlabAlloc {
             state: AtomicU8::new(UNINIT),
             machinery: AtomicPtr::new(std::ptr::null_mut()),
             retired: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_RETIRED],
+            watch_state: AtomicU8::new(NOT_WATCHING),
+            watcher: AtomicPtr::new(std::ptr::null_mut()),
         }
+    }
+
+    /// Follows CPU hotplug on this machine: brings the allocator up if need be and starts,
+    /// once per process, a `hotplug::Watcher` on its hotplug states (uevents, else
+    /// polling; see `hotplug::WatchMode::Auto`), so that a CPU taken offline by anyone has
+    /// its array caches drained into its node's lists, and one coming online gets its
+    /// caches, as the kernel's SLAB does on CPU hotplug. Later calls, from any thread,
+    /// return the same watcher; a failed start can be retried. The thread blocks every
+    /// signal, so that none meant for the program's threads is delivered to it. A forked
+    /// child has no watcher (its parent's thread did not come along) until it calls this
+    /// again. Not for use inside an allocation (a `GlobalAlloc` call).
+    pub fn follow_hotplug(&self) -> crate::Result<&'static Watcher> {
+        let machinery = self.bring_up();
+        loop {
+            match self.watch_state.compare_exchange(
+                NOT_WATCHING,
+                WATCHER_STARTING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(WATCHING) => {
+                    if let Some(watcher) = self.watcher() {
+                        return Ok(watcher);
+                    }
+                }
+                // Another thread is starting it: wait for its outcome.
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        match with_signals_blocked(|| Watcher::start(machinery.numaslab.hotplug())) {
+            Ok(watcher) => {
+                let watcher: &'static Watcher = Box::leak(Box::new(watcher));
+                self.watcher.store(std::ptr::from_ref(watcher).cast_mut(), Ordering::Release);
+                self.watch_state.store(WATCHING, Ordering::Release);
+                Ok(watcher)
+            }
+            Err(error) => {
+                self.watch_state.store(NOT_WATCHING, Ordering::Release);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The watcher [`NumaSlabAlloc::follow_hotplug`] started in this process, if any.
+    pub fn watcher(&self) -> Option<&'static Watcher> {
+        if self.watch_state.load(Ordering::Acquire) != WATCHING {
+            return None;
+        }
+        // SAFETY: WATCHING is published after the pointer, which is never freed (the
+        // watcher is leaked) and only ever replaced by null in a forked child, before
+        // the state goes back to NOT_WATCHING.
+        unsafe { self.watcher.load(Ordering::Acquire).as_ref() }
     }
 
     /// The allocator's parts, once it is up (`None` before its first allocation, and
@@ -263,6 +333,9 @@ impl NumaSlabAlloc {
             }
         }
         self.state.store(UNINIT, Ordering::Release);
+        // The parent's watcher thread did not come along: it is left (leaked) as it is.
+        self.watch_state.store(NOT_WATCHING, Ordering::Release);
+        self.watcher.store(std::ptr::null_mut(), Ordering::Release);
     }
 
     /// Returns `ptr`, whatever its size, reporting (not acting on) a pointer it does not
@@ -294,6 +367,27 @@ impl NumaSlabAlloc {
             }
         }
     }
+}
+
+/// Runs `f` with every signal blocked in the calling thread (glibc keeps the two it
+/// needs for cancellation and `setxid` unblocked), so that a thread it starts begins
+/// with them all blocked; the caller's mask is restored after.
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data, valid zeroed; sigfillset initialises it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are valid for writing; pthread_sigmask affects this thread only.
+    let blocked = unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0
+    };
+    let result = f();
+    if blocked {
+        // SAFETY: old is the mask read above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+    result
 }
 
 /// Builds the allocator on the live machine (a one-CPU fake if sysfs cannot be read,

@@ -7,11 +7,13 @@
 //! hotplug; topology's live-machine and bad-input tests); `process.rs` holds
 //! the tests of the global allocator itself: bring-up, the seed's metadata hazard, the
 //! registry growing under its own slabs' growth, threads starting and exiting, and
-//! (opt-in) real hotplug of the CPU the allocator runs on.
+//! (opt-in) real hotplug of the CPU the allocator runs on; `follow.rs` those of
+//! `NumaSlabAlloc::follow_hotplug`.
 
 #[global_allocator]
 static GLOBAL: numaslab::NumaSlabAlloc = numaslab::NumaSlabAlloc::new();
 
+mod follow;
 mod process;
 
 // slab-core's integration tests.
