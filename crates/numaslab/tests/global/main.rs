@@ -3,8 +3,8 @@
 //! numaslab's own metadata comes from `NumaSlabAlloc`'s kmalloc caches.
 //!
 //! The other crates' integration tests are compiled in from their files (slab-core's
-//! model, stress and misuse tests; hotplug's watchers, fixtures, model and opt-in real
-//! hotplug; topology's live-machine and bad-input tests); `process.rs` holds
+//! model, stress and misuse tests; hotplug's watchers, fixtures, forged uevents, lost
+//! descriptors, model and opt-in real hotplug; topology's live-machine and bad-input tests); `process.rs` holds
 //! the tests of the global allocator itself: bring-up, the seed's metadata hazard, the
 //! registry growing under its own slabs' growth, threads starting and exiting, and
 //! (opt-in) real hotplug of the CPU the allocator runs on; `follow.rs` those of
@@ -25,10 +25,14 @@ mod model;
 mod stress;
 
 // hotplug's integration tests (`support` is theirs, at the root where they look for it).
+#[path = "../../../hotplug/tests/it/descriptors.rs"]
+mod descriptors;
 #[path = "../../../hotplug/tests/it/fake_watch.rs"]
 mod fake_watch;
 #[path = "../../../hotplug/tests/it/fixture.rs"]
 mod fixture;
+#[path = "../../../hotplug/tests/it/forged.rs"]
+mod forged;
 #[path = "../../../hotplug/tests/it/model.rs"]
 mod hotplug_model;
 #[path = "../../../hotplug/tests/it/real_linux.rs"]
