@@ -114,8 +114,11 @@ impl NumaSlab {
         hotplug.on_event(move |event| {
             clock.lock().unwrap_or_else(|poison| poison.into_inner()).observe(&event.kind);
         });
-        // `Allocator::new` prepared the online CPUs already: register without calls.
-        let prepare = hotplug.setup_state_nocalls(Slot::PrepareDynamic, {
+        // With calls, although `Allocator::new` prepared the CPUs online when it read the
+        // machine: preparing a CPU again installs nothing, and a CPU that came online
+        // since (a real machine's hotplug does not wait for us) is in the state machine's
+        // view now and must be prepared before the online state's startup runs on it.
+        let prepare = hotplug.setup_state(Slot::PrepareDynamic, {
             let (up, down) = (allocator.clone(), allocator.clone());
             State::new("slab:prepare")
                 .startup(move |cpu| up.cpu_up_prepare(cpu).map_err(hotplug::CallbackError::other))
@@ -130,6 +133,12 @@ impl NumaSlab {
                     let _ = down.cpu_down_prepare(cpu);
                 })
         })?;
+        // A CPU that went offline since is prepared but outside the view, so no teardown
+        // will ever run on it: CPU_DEAD now, before anything can be allocated there.
+        let view = hotplug.online_view();
+        for cpu in allocator.prepared_cpus().iter().filter(|&cpu| !view.contains(cpu)) {
+            allocator.cpu_dead(cpu);
+        }
         Ok(Arc::new(Self { topology, allocator, hotplug, states: [prepare, online], last_callbacks }))
     }
 
@@ -167,3 +176,6 @@ impl NumaSlab {
         Transition { cpu, state, callbacks }
     }
 }
+
+#[cfg(test)]
+mod tests;
