@@ -322,12 +322,19 @@ impl KmemCache {
     /// atomic instruction); everything else is [`KmemCache::rseq_alloc_slow`].
     #[inline(always)]
     fn alloc_rseq(&self, area: RseqArea, cpu: CpuId) -> Result<NonNull<u8>> {
-        let Some(slot) = self.array.get(cpu as usize) else { return self.alloc_contended(cpu) };
-        // SAFETY: the slot of `cpu`, in a cache whose slots are all in rseq mode.
-        match unsafe { area.pop(cpu, slot.published.as_ptr()) } {
-            Pop::Hit(obj) => Ok(obj),
-            outcome => self.rseq_alloc_slow(area, cpu, outcome),
+        match self.pop_sequence(area, cpu) {
+            Some(Pop::Hit(obj)) => Ok(obj),
+            Some(outcome) => self.rseq_alloc_slow(area, cpu, outcome),
+            None => self.alloc_contended(cpu),
         }
+    }
+
+    /// One pop sequence on `cpu`'s array; None for a CPU id without a slot.
+    #[inline(always)]
+    fn pop_sequence(&self, area: RseqArea, cpu: CpuId) -> Option<Pop> {
+        let slot = self.array.get(cpu as usize)?;
+        // SAFETY: the slot of `cpu`, in a cache whose slots are all in rseq mode.
+        Some(unsafe { area.pop(cpu, slot.published.as_ptr()) })
     }
 
     /// The rseq fast path alone: an object from `cpu`'s array if one sequence pops it,
@@ -337,9 +344,7 @@ impl KmemCache {
     #[inline(always)]
     pub(crate) fn alloc_cached(&self, cpu: CpuId) -> Option<NonNull<u8>> {
         let FastPath::Rseq(area) = self.fast_path else { return None };
-        let slot = self.array.get(cpu as usize)?;
-        // SAFETY: the slot of `cpu`, in a cache whose slots are all in rseq mode.
-        match unsafe { area.pop(cpu, slot.published.as_ptr()) } {
+        match self.pop_sequence(area, cpu)? {
             Pop::Hit(obj) => Some(obj),
             // A pop that did not hit committed nothing: the caller's full path starts over.
             _ => None,
@@ -726,18 +731,24 @@ impl KmemCache {
         unsafe { self.free_reporting(cpu, ptr) }
     }
 
-    /// What [`KmemCache::free_on_reporting`] does not do inline: [`KmemCache::free_on`],
-    /// whose error (only a debug cache finds one in a handle's drop, a red zone
-    /// overwritten through unsafe code) is printed like the kernel's printk. Rare in
-    /// rseq mode, where it is everything but the local free to the CPU's array; in CAS
-    /// mode it is every free, one call as for [`KmemCache::free_cas`].
+    /// What [`KmemCache::free_on_reporting`] does not do inline, with its error (only a
+    /// debug cache finds one in a handle's drop, a red zone overwritten through unsafe
+    /// code) printed like the kernel's printk: in rseq mode the slow path (the sequence
+    /// was tried inline, and is not tried again), in CAS mode [`KmemCache::free_cas`].
+    /// Rare in rseq mode, where it is everything but the local free to the CPU's array.
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
     #[inline(never)]
     unsafe fn free_reporting(&self, cpu: CpuId, ptr: NonNull<u8>) {
         // SAFETY: forwarded to the caller.
-        if let Err(error) = unsafe { self.free_on(cpu, ptr) } {
+        let result = unsafe {
+            match self.fast_path {
+                FastPath::Rseq(_) => self.free_slow(cpu, ptr),
+                FastPath::Cas => self.free_cas(cpu, ptr),
+            }
+        };
+        if let Err(error) = result {
             eprintln!("slab-core: {error}");
         }
     }
@@ -772,16 +783,30 @@ impl KmemCache {
     /// As for [`KmemCache::free_on`]; the cache is in rseq mode (so not a debug cache).
     #[inline(always)]
     unsafe fn free_rseq(&self, area: RseqArea, cpu: CpuId, ptr: NonNull<u8>) -> bool {
+        // SAFETY: forwarded to the caller.
+        match unsafe { self.push_sequence(area, cpu, ptr) } {
+            Some((Push::Done, _)) => true,
+            Some((outcome, node)) => {
+                self.rseq_free_slow(area, cpu, node, ptr.as_ptr(), outcome);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One push sequence of a local object onto `cpu`'s array, with the object's node;
+    /// None, with nothing done, for an object [`KmemCache::local_slot`] does not accept.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`]; the cache is in rseq mode.
+    #[inline(always)]
+    unsafe fn push_sequence(&self, area: RseqArea, cpu: CpuId, ptr: NonNull<u8>) -> Option<(Push, NodeId)> {
         let obj = ptr.as_ptr();
         // SAFETY: forwarded to the caller.
-        let Some((slot, node)) = (unsafe { self.local_slot(cpu, obj) }) else { return false };
+        let (slot, node) = unsafe { self.local_slot(cpu, obj) }?;
         // SAFETY: the slot of `cpu` in an rseq-mode cache; obj is a handed-out object of
         // its node (checked above).
-        match unsafe { area.push(cpu, slot.published.as_ptr(), obj) } {
-            Push::Done => {}
-            outcome => self.rseq_free_slow(area, cpu, node, obj, outcome),
-        }
-        true
+        Some((unsafe { area.push(cpu, slot.published.as_ptr(), obj) }, node))
     }
 
     /// The rseq fast free alone, as [`KmemCache::alloc_cached`] is for allocation: true
@@ -794,12 +819,8 @@ impl KmemCache {
     #[inline(always)]
     pub(crate) unsafe fn free_cached(&self, cpu: CpuId, ptr: NonNull<u8>) -> bool {
         let FastPath::Rseq(area) = self.fast_path else { return false };
-        let obj = ptr.as_ptr();
-        // SAFETY: forwarded to the caller.
-        let Some((slot, _)) = (unsafe { self.local_slot(cpu, obj) }) else { return false };
-        // SAFETY: the slot of `cpu` in an rseq-mode cache; obj is a handed-out object of
-        // its node (checked above). Only Done commits.
-        matches!(unsafe { area.push(cpu, slot.published.as_ptr(), obj) }, Push::Done)
+        // SAFETY: forwarded to the caller. Only Done commits.
+        matches!(unsafe { self.push_sequence(area, cpu, ptr) }, Some((Push::Done, _)))
     }
 
     /// CAS mode's fast free: outside debug mode, a local object goes onto the CPU's
