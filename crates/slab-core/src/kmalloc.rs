@@ -588,11 +588,13 @@ fn header_address(ptr: NonNull<u8>) -> usize {
 #[inline(always)]
 unsafe fn superblock_magic(ptr: NonNull<u8>) -> Option<u64> {
     let address = ptr.as_ptr() as usize;
-    if address & (superblock_bytes() - 1) == 0 {
+    let mask = superblock_bytes() - 1;
+    if address & mask == 0 {
         return None;
     }
-    // SAFETY: the caller's pointer is in a live block, which starts with a header.
-    Some(unsafe { (header_address(ptr) as *const u64).read() })
+    // SAFETY: the caller's pointer is in a live block, which starts with a header: at
+    // the superblock boundary below it (`header_address` of a pointer not on one).
+    Some(unsafe { ((address & !mask) as *const u64).read() })
 }
 
 #[cfg(test)]
