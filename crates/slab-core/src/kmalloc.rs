@@ -270,27 +270,38 @@ impl Kmalloc {
     /// As for [`Kmalloc::free_unsized`].
     #[inline(always)]
     pub unsafe fn free_cached(&self, ptr: NonNull<u8>, layout: Option<Layout>) -> bool {
-        // Debug mode first: there any pointer may arrive, and only the checked path
-        // (which probes the header's page) may read its header.
-        if self.checking != Checking::Trusting {
-            return false;
-        }
-        // SAFETY: the caller's pointer came from this module, so the block holding it
-        // starts with a header.
-        if unsafe { superblock_magic(ptr) } != Some(SLAB_MAGIC) {
-            return false;
-        }
-        let index = match layout {
-            Some(layout) => class_of(layout),
-            None => SlabPtr::of(header_address(ptr) as *const u8, page_size())
-                // SAFETY: the magic says a slab descriptor is at the header address.
-                .and_then(|slab| self.class_of_id(unsafe { slab.cache_id() })),
-        };
-        let Some(index) = index else { return false };
+        // SAFETY: forwarded to the caller.
+        let Some(index) = (unsafe { self.trusted_slab_class(ptr, layout) }) else { return false };
         let kmem = self.caches[index].kmem();
         // SAFETY: forwarded to the caller; free_cached checks the descriptor's cache id
         // against the class's cache before it touches an array.
         unsafe { kmem.free_cached(kmem.current_cpu(), ptr) }
+    }
+
+    /// The class of `ptr`, a slab object, on the trusting path both inline frees take:
+    /// from `layout` when known, else from the slab descriptor. None with
+    /// [`Checking::Debug`] (before anything is read at `ptr`: there any pointer may
+    /// arrive, and only the checked path, which probes the header's page, may read its
+    /// header), and for a direct mapping or bootstrap memory.
+    ///
+    /// # Safety
+    /// As for [`Kmalloc::free_unsized`].
+    #[inline(always)]
+    unsafe fn trusted_slab_class(&self, ptr: NonNull<u8>, layout: Option<Layout>) -> Option<usize> {
+        if self.checking != Checking::Trusting {
+            return None;
+        }
+        // SAFETY: the caller's pointer came from this module, so the block holding it
+        // starts with a header.
+        if unsafe { superblock_magic(ptr) } != Some(SLAB_MAGIC) {
+            return None;
+        }
+        match layout {
+            Some(layout) => class_of(layout),
+            None => SlabPtr::of(header_address(ptr) as *const u8, page_size())
+                // SAFETY: the magic says a slab descriptor is at the header address.
+                .and_then(|slab| self.class_of_id(unsafe { slab.cache_id() })),
+        }
     }
 
     /// `kmalloc_node`: memory for `layout` on `node` (or the nearest node with memory).
@@ -413,10 +424,9 @@ impl Kmalloc {
 /// arena or a direct mapping.
 #[inline(always)]
 pub unsafe fn free_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>, layout: Option<Layout>) -> Result<()> {
-    if let (Some(kmalloc), Some(index)) = (kmalloc, layout.and_then(class_of)) {
-        // SAFETY: the caller's pointer came from this module, so the block holding it
-        // starts with a header.
-        if kmalloc.checking == Checking::Trusting && unsafe { superblock_magic(ptr) } == Some(SLAB_MAGIC) {
+    if let (Some(kmalloc), Some(layout)) = (kmalloc, layout) {
+        // SAFETY: forwarded to the caller.
+        if let Some(index) = unsafe { kmalloc.trusted_slab_class(ptr, Some(layout)) } {
             // SAFETY: a slab object allocated for this layout is of the layout's class.
             return unsafe { kmalloc.caches[index].free(ptr) };
         }
