@@ -276,6 +276,18 @@ impl KmemCache {
         }
     }
 
+    /// rseq mode's area and the calling thread's CPU as that area gives it; None in CAS
+    /// mode and for a thread whose area is not registered. What the cached-only fast paths
+    /// read instead of [`KmemCache::current_cpu`]: they make no call, so a caller that
+    /// inlines them saves no register for one, and whatever they cannot serve goes to the
+    /// full paths, which ask the topology.
+    #[inline(always)]
+    fn rseq_cpu(&self) -> Option<(RseqArea, CpuId)> {
+        let FastPath::Rseq(area) = self.fast_path else { return None };
+        let cpu = area.cpu_id();
+        (cpu >= 0).then_some((area, cpu as CpuId))
+    }
+
     /// The topology's answer: fixtures, fakes, a live machine without rseq, and a thread
     /// whose rseq area is not registered (the topology then falls back to `sched_getcpu`).
     #[inline(never)]
@@ -337,13 +349,13 @@ impl KmemCache {
         Some(unsafe { area.pop(cpu, slot.published.as_ptr()) })
     }
 
-    /// The rseq fast path alone: an object from `cpu`'s array if one sequence pops it,
-    /// else None with nothing done (no lock taken, nothing allocated or counted, no
-    /// system call). None always in CAS mode. For callers that must do something before
+    /// The rseq fast path alone: an object from the calling thread's CPU's array if one
+    /// sequence pops it, else None with nothing done (no lock taken, nothing allocated or
+    /// counted, no system call, no call to the topology). None always in CAS mode. For callers that must do something before
     /// any slow path runs: a global allocator marks the thread as inside itself then.
     #[inline(always)]
-    pub(crate) fn alloc_cached(&self, cpu: CpuId) -> Option<NonNull<u8>> {
-        let FastPath::Rseq(area) = self.fast_path else { return None };
+    pub(crate) fn alloc_cached(&self) -> Option<NonNull<u8>> {
+        let (area, cpu) = self.rseq_cpu()?;
         match self.pop_sequence(area, cpu)? {
             Pop::Hit(obj) => Some(obj),
             // A pop that did not hit committed nothing: the caller's full path starts over.
@@ -810,15 +822,15 @@ impl KmemCache {
     }
 
     /// The rseq fast free alone, as [`KmemCache::alloc_cached`] is for allocation: true
-    /// when one sequence pushed a local object onto `cpu`'s array; false with nothing
-    /// done (a full array, a remote object, a miss, CAS mode), for the caller's full
-    /// path to finish.
+    /// when one sequence pushed a local object onto the calling thread's CPU's array;
+    /// false with nothing done (a full array, a remote object, a miss, CAS mode, an
+    /// unregistered thread), for the caller's full path to finish.
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
-    pub(crate) unsafe fn free_cached(&self, cpu: CpuId, ptr: NonNull<u8>) -> bool {
-        let FastPath::Rseq(area) = self.fast_path else { return false };
+    pub(crate) unsafe fn free_cached(&self, ptr: NonNull<u8>) -> bool {
+        let Some((area, cpu)) = self.rseq_cpu() else { return false };
         // SAFETY: forwarded to the caller. Only Done commits.
         matches!(unsafe { self.push_sequence(area, cpu, ptr) }, Some((Push::Done, _)))
     }

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use topology::NodeId;
 
 use crate::allocator::Allocator;
-use crate::cache::Cache;
+use crate::cache::{Cache, KmemCache};
 use crate::error::{Error, Result};
 use crate::memory::page_size;
 use crate::slab::{SlabOrder, SlabPtr, SLAB_MAGIC};
@@ -177,6 +177,10 @@ pub struct Kmalloc {
     allocator: Arc<Allocator>,
     /// The cache of each class, by index into [`KMALLOC_SIZES`].
     caches: Box<[Arc<Cache>]>,
+    /// The same caches as pointers held in place, so that a class's cache is one load
+    /// from the `Kmalloc` (an `Arc<Cache>` in a boxed slice is three). `caches` keeps
+    /// them alive.
+    kmems: [NonNull<KmemCache>; CLASSES],
     /// Each class's cache id, for the descriptor-to-class lookup.
     ids: Box<[u64]>,
     checking: Checking,
@@ -191,7 +195,20 @@ impl std::fmt::Debug for Kmalloc {
     }
 }
 
+// SAFETY: KmemCache is Send + Sync; `kmems` points at the caches `caches` owns, which
+// live as long as the Kmalloc.
+unsafe impl Send for Kmalloc {}
+// SAFETY: as above.
+unsafe impl Sync for Kmalloc {}
+
 impl Kmalloc {
+    /// The cache of class `index` (below [`CLASSES`], as [`class_of`] gives it).
+    #[inline(always)]
+    fn class(&self, index: usize) -> &KmemCache {
+        // SAFETY: the pointer is one of `caches`, which live as long as self.
+        unsafe { self.kmems[index].as_ref() }
+    }
+
     /// Creates the caches `kmalloc-8` to `kmalloc-32k` in `allocator`
     /// (`kmem_cache_init`'s loop over `malloc_sizes`). Fails if a cache of one of those
     /// names exists already.
@@ -218,7 +235,14 @@ impl Kmalloc {
             caches.push(cache);
         }
         let ids = caches.iter().map(|cache| cache.kmem().id).collect();
-        Ok(Kmalloc { allocator: Arc::clone(allocator), caches: caches.into_boxed_slice(), ids, checking })
+        let kmems = std::array::from_fn(|class| caches[class].kmem_ptr());
+        Ok(Kmalloc {
+            allocator: Arc::clone(allocator),
+            caches: caches.into_boxed_slice(),
+            kmems,
+            ids,
+            checking,
+        })
     }
 
     /// The allocator the caches belong to.
@@ -242,7 +266,10 @@ impl Kmalloc {
     #[inline(always)]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         match class_of(layout) {
-            Some(index) => self.caches[index].alloc(),
+            Some(index) => {
+                let kmem = self.class(index);
+                kmem.alloc_on(kmem.current_cpu())
+            }
             None => large::map(layout, None),
         }
     }
@@ -255,8 +282,7 @@ impl Kmalloc {
     /// [`Kmalloc::alloc`], whose slow paths may allocate their own metadata.
     #[inline(always)]
     pub fn alloc_cached(&self, layout: Layout) -> Option<NonNull<u8>> {
-        let kmem = self.caches[class_of(layout)?].kmem();
-        kmem.alloc_cached(kmem.current_cpu())
+        self.class(class_of(layout)?).alloc_cached()
     }
 
     /// The per-CPU fast free alone, as [`Kmalloc::alloc_cached`] is for allocation: true
@@ -272,10 +298,9 @@ impl Kmalloc {
     pub unsafe fn free_cached(&self, ptr: NonNull<u8>, layout: Option<Layout>) -> bool {
         // SAFETY: forwarded to the caller.
         let Some(index) = (unsafe { self.trusted_slab_class(ptr, layout) }) else { return false };
-        let kmem = self.caches[index].kmem();
         // SAFETY: forwarded to the caller; free_cached checks the descriptor's cache id
         // against the class's cache before it touches an array.
-        unsafe { kmem.free_cached(kmem.current_cpu(), ptr) }
+        unsafe { self.class(index).free_cached(ptr) }
     }
 
     /// The class of `ptr`, a slab object, on the trusting path both inline frees take:
@@ -427,8 +452,9 @@ pub unsafe fn free_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>, layout: Optio
     if let (Some(kmalloc), Some(layout)) = (kmalloc, layout) {
         // SAFETY: forwarded to the caller.
         if let Some(index) = unsafe { kmalloc.trusted_slab_class(ptr, Some(layout)) } {
+            let kmem = kmalloc.class(index);
             // SAFETY: a slab object allocated for this layout is of the layout's class.
-            return unsafe { kmalloc.caches[index].free(ptr) };
+            return unsafe { kmem.free_on(kmem.current_cpu(), ptr) };
         }
     }
     // SAFETY: forwarded to the caller.
