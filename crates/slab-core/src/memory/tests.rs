@@ -7,6 +7,13 @@ fn page_size_is_a_power_of_two() {
 }
 
 #[test]
+fn page_size_is_the_kernels() {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let asked = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    assert_eq!(page_size() as libc::c_long, asked, "the constant on x86_64 must be what the kernel says");
+}
+
+#[test]
 fn blocks_are_aligned_to_their_size_and_writable() {
     for order in 0..6 {
         let bytes = page_size() << order;
