@@ -57,7 +57,7 @@ pub use crate::failslab::FailPoint;
 #[cfg(not(slab_core_loom))]
 pub use crate::kmalloc::{Checking, Kmalloc};
 pub use crate::stats::{CacheStats, NodeStats, SLABINFO_HEADER};
-pub use crate::tune::{Tunables, MAX_LIMIT, MAX_SHARED_ENTRIES};
+pub use crate::tune::{Tunables, DEFAULT_SHARED, MAX_LIMIT, MAX_SHARED_ENTRIES};
 pub use crate::typed::{Handle, TypedCache};
 
 /// Flags given at cache creation (the kernel's `SLAB_*` flags), combinable with `|`.

@@ -19,6 +19,15 @@ pub const MAX_LIMIT: u32 = 1 << 15;
 /// up to whole sheaves).
 pub const MAX_SHARED_ENTRIES: u32 = 1 << 20;
 
+/// The default shared factor on SMP: `shared * batchcount` objects make 10 sheaves of
+/// `limit` (batchcount is half the limit), the most full sheaves SLUB's barn keeps
+/// (`MAX_FULL_SHEAVES`). The kernel SLAB's factor was 8, a shared array of four arrays'
+/// worth; a barn that small sends any batch of more than five arrays' worth of objects
+/// (a thread freeing 1024 objects of 64 bytes, say) to the slab lists object by object,
+/// where ten sheaves exchange whole. The reaper trims a barn no CPU took a sheaf from,
+/// as it did the shared array.
+pub const DEFAULT_SHARED: u32 = 20;
+
 /// A cache's per-CPU array tunables, as `/proc/slabinfo` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tunables {
@@ -35,7 +44,8 @@ pub struct Tunables {
 impl Tunables {
     /// `enable_cpucache`'s defaults for objects of `buffer_size` bytes: the limit by size
     /// (">131072: 1, >PAGE_SIZE: 8, >1024: 24, >256: 54, else 120"), batchcount
-    /// `(limit + 1) / 2`, a shared factor of 8 on SMP for objects up to a page, and a limit
+    /// `(limit + 1) / 2`, a shared factor of [`DEFAULT_SHARED`] on SMP for objects up to a page
+    /// (the kernel's was 8), and a limit
     /// of at most 32 with debugging on ("large batchcount lead to excessively long periods
     /// with disabled local interrupts").
     pub(crate) fn defaults(buffer_size: usize, smp: bool, debug: bool) -> Self {
@@ -50,7 +60,7 @@ impl Tunables {
         } else {
             120
         };
-        let shared = if smp && buffer_size <= page_size() { 8 } else { 0 };
+        let shared = if smp && buffer_size <= page_size() { DEFAULT_SHARED } else { 0 };
         if debug && limit > 32 {
             limit = 32;
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use topology::{CpuState, FakeTopology};
 
-use crate::{Allocator, CacheFlags, Error};
+use crate::{Allocator, CacheFlags, Error, DEFAULT_SHARED};
 
 fn seed_box() -> (Arc<FakeTopology>, Arc<Allocator>) {
     let topology = Arc::new(FakeTopology::seed_box());
@@ -26,7 +26,7 @@ fn new_prepares_every_online_cpu() {
     let stats = cache.stats();
     assert_eq!(stats.cpu_cached.len(), 4, "every prepared CPU has an array");
     assert!(stats.nodes.iter().all(|n| n.shared_avail == Some(0)), "both nodes have a shared array");
-    assert_eq!((stats.limit, stats.batchcount, stats.sharedfactor), (120, 60, 8));
+    assert_eq!((stats.limit, stats.batchcount, stats.sharedfactor), (120, 60, DEFAULT_SHARED));
 }
 
 #[test]

@@ -18,11 +18,20 @@ fn defaults_follow_enable_cpucache() {
         let t = Tunables::defaults(size, true, false);
         assert_eq!(t.limit, limit, "limit for {size}-byte objects");
         assert_eq!(t.batchcount, limit.div_ceil(2), "batchcount for {size}-byte objects");
-        assert_eq!(t.shared, if size <= page { 8 } else { 0 }, "shared for {size}-byte objects");
+        assert_eq!(t.shared, if size <= page { DEFAULT_SHARED } else { 0 }, "shared for {size}-byte objects");
     }
     assert_eq!(Tunables::defaults(32, false, false).shared, 0, "no shared array on UP");
     let debug = Tunables::defaults(32, true, true);
     assert_eq!((debug.limit, debug.batchcount), (32, 16), "debug caps the limit at 32");
+}
+
+#[test]
+fn the_default_barn_keeps_ten_sheaves_as_slubs_does() {
+    for size in [8, 64, 192, 256, 257, 1024, 1025, page_size()] {
+        let t = Tunables::defaults(size, true, false);
+        let sheaves = crate::barn::barn_sheaves(t.limit, t.batchcount, t.shared);
+        assert_eq!(sheaves, 10, "the barn of {size}-byte objects (limit {})", t.limit);
+    }
 }
 
 #[test]
