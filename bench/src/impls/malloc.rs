@@ -124,7 +124,18 @@ pub(crate) struct Malloc<A, const W: usize> {
 impl<A: MallocApi, const W: usize> Malloc<A, W> {
     const LAYOUT: Layout = Layout::new::<Obj<W>>();
 
+    /// The allocator, after one allocation and free on the calling thread: a program's
+    /// allocator has served its runtime's start-up allocations before `main`, so each
+    /// allocator's own initialisation (numaslab's bring-up from sysfs, jemalloc's
+    /// `malloc_init`, mimalloc's process init) is not timed as part of a workload.
     pub(crate) fn new(allocator: A) -> Self {
+        // SAFETY: the layout has a non-zero size; the pointer is freed with it at once.
+        unsafe {
+            let warm_up = allocator.alloc(Self::LAYOUT);
+            if !warm_up.is_null() {
+                allocator.dealloc(warm_up, Self::LAYOUT);
+            }
+        }
         Self { allocator, _object: PhantomData }
     }
 }
