@@ -37,7 +37,10 @@
 //!   lock, which in this mode also *stops* the CPU: it unpublishes the array, then waits
 //!   with `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu)`
 //!   until no sequence on that CPU can still be using it (rules R2 and R3 of the rseq
-//!   design). Releasing the slot publishes whatever array it holds then.
+//!   design). Releasing the slot publishes whatever array it holds then. A slot with
+//!   nothing published needs no fence (the thread that unpublished its last array
+//!   fenced before it let go), so slots never published, and detached ones, are taken
+//!   with no system call; the CPU's own thread stops its array with one sequence.
 //! - **CAS mode** (fixtures, fakes, loom, debug caches, a machine without rseq): each
 //!   [`ArraySlot`] has a [`TryLock`]: the fast paths take it with one compare-and-swap and,
 //!   finding it taken, go to the slow path instead of waiting.
@@ -558,7 +561,13 @@ impl ArraySlot {
         if unsafe { area.unpublish_own(cpu, self.published.as_ptr()) } {
             return;
         }
-        self.published.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if self.published.swap(std::ptr::null_mut(), Ordering::SeqCst).is_null() {
+            // Nothing to stop: whoever unpublished the last array did it under this lock
+            // and fenced before letting go (here, or with the CPU's own sequence), and
+            // every sequence since has read null. A slot never published (every slot at
+            // bring-up, a CPU prepared but not yet online) costs no system call.
+            return;
+        }
         membarrier_stop_cpu(cpu);
     }
 

@@ -227,6 +227,12 @@ impl RseqArea {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The fences [`membarrier_stop_cpu`] issued on this thread, for tests.
+    pub(crate) static FENCES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// R2's fence: returns once no restartable sequence on `cpu` can still be using what was
 /// unpublished before the call. An offline CPU (or a process with one thread) returns at
 /// once; the offline itself was the fence.
@@ -236,6 +242,8 @@ impl RseqArea {
 /// whose registration failed): continuing would risk handing one object out twice, so
 /// the process stops with a message, as the kernel's own rseq does with SIGSEGV.
 pub(crate) fn membarrier_stop_cpu(cpu: u32) {
+    #[cfg(test)]
+    FENCES.with(|fences| fences.set(fences.get() + 1));
     // SAFETY: membarrier takes three integers and touches no memory of ours.
     let result = unsafe {
         libc::syscall(

@@ -81,3 +81,40 @@ fn retries_stop_at_the_first_outcome_that_reached_the_array_and_after_a_detached
         "the first outcome and every retry missed, and each is counted"
     );
 }
+
+/// The fences this thread has issued so far.
+fn fences() -> u64 {
+    crate::rseq::FENCES.with(Cell::get)
+}
+
+#[test]
+fn taking_a_slot_fences_its_cpu_only_when_an_array_is_published_there() {
+    let Some((allocator, _cache)) = rseq_cache("fence_only_when_published") else { return };
+    let live = SysfsTopology::detect().expect("this machine's topology");
+    let online: Vec<_> = live.online_cpus().expect("the online CPUs").iter().collect();
+    let [home, other, ..] = online[..] else {
+        eprintln!("fence_only_when_published: skipped: needs two online CPUs, this machine has {online:?}");
+        return;
+    };
+    // On `home`, so that `other` is never this thread's own CPU (whose array the thread
+    // stops with its own sequence, no fence).
+    live.bind_current_thread(home).expect("binding the test thread");
+    let before = fences();
+    let cache =
+        allocator.create_cache("fence-64", std::alloc::Layout::new::<[u64; 8]>(), CacheFlags::NONE).unwrap();
+    assert_eq!(fences() - before, 0, "a new cache's slots had nothing published: installing needs no fence");
+    let slot = &cache.kmem().array[other as usize];
+    let before = fences();
+    drop(slot.lock());
+    assert_eq!(fences() - before, 1, "cpu {other}'s published array is stopped with one fence");
+    let before = fences();
+    let mut guard = slot.lock();
+    let detached = guard.with(|data| data.take()).expect("an online CPU has an array");
+    drop(guard);
+    assert_eq!(fences() - before, 1, "published again when the first guard let go");
+    let before = fences();
+    drop(slot.lock());
+    assert_eq!(fences() - before, 0, "nothing published once the array is detached");
+    let mut guard = slot.lock();
+    assert!(guard.with(|data| data.install(detached)).is_none(), "the array goes back where it was");
+}
