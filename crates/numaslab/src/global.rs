@@ -181,12 +181,13 @@ impl NumaSlabAlloc {
 
     /// The allocator's parts, once it is up (`None` before its first allocation, and
     /// while it is being brought up).
+    /// One load, on every allocation's path: the pointer is stored (release) only once
+    /// the machinery is built, just before the state says READY, and a forked child
+    /// clears it before the state goes back.
+    #[inline(always)]
     pub fn machinery(&self) -> Option<&'static Machinery> {
-        if self.state.load(Ordering::Acquire) != READY {
-            return None;
-        }
-        // SAFETY: READY is published after the pointer, which is never freed.
-        Some(unsafe { &*self.machinery.load(Ordering::Acquire) })
+        // SAFETY: a non-null pointer is to built machinery, which is never freed.
+        unsafe { self.machinery.load(Ordering::Acquire).as_ref() }
     }
 
     /// Brings the allocator up now if no allocation did yet, or waits for the thread
