@@ -17,6 +17,7 @@
 //! slabs.
 
 use std::alloc::Layout;
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
@@ -309,36 +310,55 @@ impl KmemCache {
     // ---------------------------------------------------------------- allocation
 
     /// `____cache_alloc` on `cpu`: pop the CPU's array; refill when empty.
+    ///
+    /// The paths meet on a pointer, not on a `Result`: the out-of-line ones write their
+    /// error aside and give `None`. Were they to return a `Result` (which is larger than
+    /// two registers, so it travels through memory), every hit of a caller that inlines
+    /// this would store its `Result` to the stack and load it back.
     #[inline(always)]
     pub(crate) fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
-        if let FastPath::Rseq(area) = self.fast_path {
-            return self.alloc_rseq(area, cpu);
-        }
-        self.alloc_cas(cpu)
+        let mut error = MaybeUninit::uninit();
+        let obj = match self.fast_path {
+            FastPath::Rseq(area) => match self.pop_sequence(area, cpu) {
+                Some(Pop::Hit(obj)) => Some(obj),
+                outcome => self.rseq_alloc_missed(area, cpu, outcome, &mut error),
+            },
+            FastPath::Cas => self.alloc_cas(cpu, &mut error),
+        };
+        // SAFETY: every path that gives None wrote the error first.
+        obj.ok_or_else(|| unsafe { error.assume_init() })
     }
 
     /// CAS mode's fast path ([`KmemCache::alloc_fast`]) and what it leaves. Out of line,
     /// so that the rseq fast path, a check of the mode and one sequence, is small enough
     /// to inline into its callers; CAS mode pays one call for it.
     #[inline(never)]
-    fn alloc_cas(&self, cpu: CpuId) -> Result<NonNull<u8>> {
-        match self.alloc_fast(cpu) {
-            FastAlloc::Hit(obj) => Ok(obj),
+    fn alloc_cas(&self, cpu: CpuId, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
+        let result = match self.alloc_fast(cpu) {
+            FastAlloc::Hit(obj) => return Some(obj),
             FastAlloc::Empty(guard) => self.cache_alloc_refill(guard),
             FastAlloc::Busy => self.alloc_contended(cpu),
             FastAlloc::Slow => self.alloc_slow(cpu),
-        }
+        };
+        ok_or_set(result, error)
     }
 
-    /// rseq mode's fast path: one restartable sequence pops the CPU's array (no lock, no
-    /// atomic instruction); everything else is [`KmemCache::rseq_alloc_slow`].
-    #[inline(always)]
-    fn alloc_rseq(&self, area: RseqArea, cpu: CpuId) -> Result<NonNull<u8>> {
-        match self.pop_sequence(area, cpu) {
-            Some(Pop::Hit(obj)) => Ok(obj),
+    /// What an rseq pop that did not hit leaves ([`KmemCache::rseq_alloc_slow`]; a CPU id
+    /// without a slot is served as a contended one), as [`KmemCache::alloc_on`] takes it.
+    #[cold]
+    #[inline(never)]
+    fn rseq_alloc_missed(
+        &self,
+        area: RseqArea,
+        cpu: CpuId,
+        outcome: Option<Pop>,
+        error: &mut MaybeUninit<Error>,
+    ) -> Option<NonNull<u8>> {
+        let result = match outcome {
             Some(outcome) => self.rseq_alloc_slow(area, cpu, outcome),
             None => self.alloc_contended(cpu),
-        }
+        };
+        ok_or_set(result, error)
     }
 
     /// One pop sequence on `cpu`'s array; None for a CPU id without a slot.
@@ -1227,6 +1247,13 @@ impl Drop for Cache {
             drop(unsafe { Box::from_raw(self.kmem.as_ptr()) });
         }
     }
+}
+
+/// The object of `result`, or None with its error written to `error`: how the out-of-line
+/// allocation paths hand back to [`KmemCache::alloc_on`].
+#[inline(always)]
+fn ok_or_set(result: Result<NonNull<u8>>, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
+    result.map_err(|e| error.write(e)).ok()
 }
 
 #[cfg(test)]

@@ -118,3 +118,19 @@ fn taking_a_slot_fences_its_cpu_only_when_an_array_is_published_there() {
     let mut guard = slot.lock();
     assert!(guard.with(|data| data.install(detached)).is_none(), "the array goes back where it was");
 }
+
+#[test]
+fn an_rseq_allocation_that_cannot_grow_returns_the_error_of_its_slow_path() {
+    let Some((_allocator, cache)) = rseq_cache("rseq_alloc_error") else { return };
+    // A new cache's arrays are empty: the first pop misses, the refill must grow, and
+    // every growth fails.
+    cache.fail_from_nth(crate::FailPoint::Grow, 1).unwrap();
+    match cache.alloc() {
+        Err(crate::Error::OutOfMemory { reason, .. }) => assert!(reason.contains("injected"), "{reason}"),
+        other => panic!("expected the injected growth failure, got {other:?}"),
+    }
+    cache.clear_failures();
+    let obj = cache.alloc().expect("growth works again");
+    // SAFETY: just allocated from this cache, freed once.
+    unsafe { cache.free(obj) }.unwrap();
+}
