@@ -309,30 +309,61 @@ impl KmemCache {
 
     // ---------------------------------------------------------------- allocation
 
-    /// `____cache_alloc` on `cpu`: pop the CPU's array; refill when empty.
-    ///
-    /// The paths meet on a pointer, not on a `Result`: the out-of-line ones write their
-    /// error aside and give `None`. Were they to return a `Result` (which is larger than
-    /// two registers, so it travels through memory), every hit of a caller that inlines
-    /// this would store its `Result` to the stack and load it back.
+    /// `kmem_cache_alloc` on the calling thread's CPU: in rseq mode one check of the mode
+    /// and one sequence inline, the CPU read from the area the sequence uses; CAS mode,
+    /// and a thread whose rseq area is not registered, out of line with the topology's
+    /// CPU ([`KmemCache::alloc_on`]).
     #[inline(always)]
-    pub(crate) fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
+    pub(crate) fn alloc_here(&self) -> Result<NonNull<u8>> {
         let mut error = MaybeUninit::uninit();
-        let obj = match self.fast_path {
-            FastPath::Rseq(area) => match self.pop_sequence(area, cpu) {
+        let obj = match self.rseq_cpu() {
+            Some((area, cpu)) => match self.pop_sequence(area, cpu) {
                 Some(Pop::Hit(obj)) => Some(obj),
                 outcome => self.rseq_alloc_missed(area, cpu, outcome, &mut error),
             },
-            FastPath::Cas => self.alloc_cas(cpu, &mut error),
+            None => self.alloc_elsewhere(&mut error),
         };
         // SAFETY: every path that gives None wrote the error first.
         obj.ok_or_else(|| unsafe { error.assume_init() })
     }
 
-    /// CAS mode's fast path ([`KmemCache::alloc_fast`]) and what it leaves. Out of line,
-    /// so that the rseq fast path, a check of the mode and one sequence, is small enough
-    /// to inline into its callers; CAS mode pays one call for it.
+    /// What [`KmemCache::alloc_here`] leaves to the topology, in one call: CAS mode (its
+    /// fast path inlined here), and a thread whose rseq area is not registered.
     #[inline(never)]
+    fn alloc_elsewhere(&self, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
+        self.alloc_on_or_set(self.current_cpu(), error)
+    }
+
+    /// `____cache_alloc` on `cpu`: pop the CPU's array; refill when empty. For callers
+    /// that name the CPU; [`KmemCache::alloc_here`] is the common path.
+    #[inline(always)]
+    pub(crate) fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
+        let mut error = MaybeUninit::uninit();
+        let obj = self.alloc_on_or_set(cpu, &mut error);
+        // SAFETY: every path that gives None wrote the error first.
+        obj.ok_or_else(|| unsafe { error.assume_init() })
+    }
+
+    /// [`KmemCache::alloc_on`]'s paths, which meet on a pointer, not on a `Result`: the
+    /// slow ones write their error aside and give `None`. Were they to return a `Result`
+    /// (which is larger than two registers, so it travels through memory), every hit of a
+    /// caller that inlines this would store its `Result` to the stack and load it back.
+    #[inline(always)]
+    fn alloc_on_or_set(&self, cpu: CpuId, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
+        match self.fast_path {
+            FastPath::Rseq(area) => match self.pop_sequence(area, cpu) {
+                Some(Pop::Hit(obj)) => Some(obj),
+                outcome => self.rseq_alloc_missed(area, cpu, outcome, error),
+            },
+            FastPath::Cas => self.alloc_cas(cpu, error),
+        }
+    }
+
+    /// CAS mode's fast path ([`KmemCache::alloc_fast`]) and what it leaves. Inline only in
+    /// the out-of-line callers ([`KmemCache::alloc_elsewhere`]) and in those that name a
+    /// CPU, so that the rseq fast path, a check of the mode and one sequence, stays small
+    /// enough to inline everywhere; CAS mode pays one call.
+    #[inline(always)]
     fn alloc_cas(&self, cpu: CpuId, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
         let result = match self.alloc_fast(cpu) {
             FastAlloc::Hit(obj) => return Some(obj),
@@ -704,7 +735,60 @@ impl KmemCache {
 
     // ---------------------------------------------------------------- free
 
-    /// `kmem_cache_free` on `cpu`.
+    /// `kmem_cache_free` on the calling thread's CPU, as [`KmemCache::alloc_here`]
+    /// allocates: rseq mode inline, everything else out of line.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(always)]
+    pub(crate) unsafe fn free_here(&self, ptr: NonNull<u8>) -> Result<()> {
+        let Some((area, cpu)) = self.rseq_cpu() else {
+            // SAFETY: forwarded to the caller.
+            return unsafe { self.free_elsewhere(ptr) };
+        };
+        // SAFETY: forwarded to the caller.
+        if unsafe { self.free_rseq(area, cpu, ptr) } {
+            return Ok(());
+        }
+        // SAFETY: forwarded to the caller.
+        unsafe { self.free_slow(cpu, ptr) }
+    }
+
+    /// What [`KmemCache::free_here`] leaves to the topology, in one call: CAS mode (its
+    /// fast path inlined here), and a thread whose rseq area is not registered.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(never)]
+    unsafe fn free_elsewhere(&self, ptr: NonNull<u8>) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.free_on(self.current_cpu(), ptr) }
+    }
+
+    /// `kmem_cache_free` on the calling thread's CPU for a caller that cannot return an
+    /// error (a typed handle's drop): the same paths as [`KmemCache::free_here`], with
+    /// everything but the rseq fast path and its error report out of line, so that no
+    /// `Result` (an [`Error`] is several words, with a destructor) lives in the caller's
+    /// frame and the free inlines into it as the fast path's few instructions.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(always)]
+    pub(crate) unsafe fn free_here_reporting(&self, ptr: NonNull<u8>) {
+        if let Some((area, cpu)) = self.rseq_cpu() {
+            // SAFETY: forwarded to the caller.
+            if unsafe { self.free_rseq(area, cpu, ptr) } {
+                return;
+            }
+            // SAFETY: forwarded to the caller.
+            return unsafe { self.free_reporting(cpu, ptr) };
+        }
+        // SAFETY: forwarded to the caller.
+        unsafe { self.free_reporting(self.current_cpu(), ptr) }
+    }
+
+    /// `kmem_cache_free` on `cpu`. For callers that name the CPU and for the out-of-line
+    /// ones; [`KmemCache::free_here`] is the common path.
     ///
     /// # Safety
     /// Outside debug mode, `ptr` must be an object allocated from this cache and not
@@ -724,12 +808,13 @@ impl KmemCache {
     }
 
     /// CAS mode's free: [`KmemCache::free_fast`], then a contended slot's object straight
-    /// to its node's slabs, anything else to the slow path. Out of line, as
-    /// [`KmemCache::alloc_cas`] is.
+    /// to its node's slabs, anything else to the slow path. Inline where
+    /// [`KmemCache::alloc_cas`] is: in [`KmemCache::free_elsewhere`], the one call CAS mode
+    /// pays, and in the callers that name a CPU.
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
-    #[inline(never)]
+    #[inline(always)]
     unsafe fn free_cas(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
         // SAFETY: forwarded to the caller.
         match unsafe { self.free_fast(cpu, ptr) } {
@@ -743,27 +828,7 @@ impl KmemCache {
         }
     }
 
-    /// `kmem_cache_free` on `cpu` for a caller that cannot return an error (a typed
-    /// handle's drop): the same paths as [`KmemCache::free_on`], with everything but the
-    /// rseq fast path and its error report out of line, so that no `Result` (an [`Error`]
-    /// is several words, with a destructor) lives in the caller's frame and the free
-    /// inlines into it as the fast path's few instructions.
-    ///
-    /// # Safety
-    /// As for [`KmemCache::free_on`].
-    #[inline(always)]
-    pub(crate) unsafe fn free_on_reporting(&self, cpu: CpuId, ptr: NonNull<u8>) {
-        if let FastPath::Rseq(area) = self.fast_path {
-            // SAFETY: forwarded to the caller.
-            if unsafe { self.free_rseq(area, cpu, ptr) } {
-                return;
-            }
-        }
-        // SAFETY: forwarded to the caller.
-        unsafe { self.free_reporting(cpu, ptr) }
-    }
-
-    /// What [`KmemCache::free_on_reporting`] does not do inline, with its error (only a
+    /// What [`KmemCache::free_here_reporting`] does not do inline, with its error (only a
     /// debug cache finds one in a handle's drop, a red zone overwritten through unsafe
     /// code) printed like the kernel's printk: in rseq mode the slow path (the sequence
     /// was tried inline, and is not tried again), in CAS mode [`KmemCache::free_cas`].
@@ -1150,8 +1215,7 @@ impl Cache {
     /// An object from the current CPU's node (`kmem_cache_alloc`).
     #[inline(always)]
     pub fn alloc(&self) -> Result<NonNull<u8>> {
-        let kmem = self.kmem();
-        kmem.alloc_on(kmem.current_cpu())
+        self.kmem().alloc_here()
     }
 
     /// An object as if the calling thread ran on `cpu`: for callers that know their CPU
@@ -1180,9 +1244,8 @@ impl Cache {
     /// reported as an error, leaving the cache working.
     #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<()> {
-        let kmem = self.kmem();
         // SAFETY: forwarded to the caller.
-        unsafe { kmem.free_on(kmem.current_cpu(), ptr) }
+        unsafe { self.kmem().free_here(ptr) }
     }
 
     /// Returns an object as if the calling thread ran on `cpu`.

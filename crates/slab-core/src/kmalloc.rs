@@ -266,10 +266,7 @@ impl Kmalloc {
     #[inline(always)]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         match class_of(layout) {
-            Some(index) => {
-                let kmem = self.class(index);
-                kmem.alloc_on(kmem.current_cpu())
-            }
+            Some(index) => self.class(index).alloc_here(),
             None => large::map(layout, None),
         }
     }
@@ -452,9 +449,8 @@ pub unsafe fn free_of(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>, layout: Optio
     if let (Some(kmalloc), Some(layout)) = (kmalloc, layout) {
         // SAFETY: forwarded to the caller.
         if let Some(index) = unsafe { kmalloc.trusted_slab_class(ptr, Some(layout)) } {
-            let kmem = kmalloc.class(index);
             // SAFETY: a slab object allocated for this layout is of the layout's class.
-            return unsafe { kmem.free_on(kmem.current_cpu(), ptr) };
+            return unsafe { kmalloc.class(index).free_here(ptr) };
         }
     }
     // SAFETY: forwarded to the caller.

@@ -65,8 +65,7 @@ impl<T: Send> TypedCache<T> {
     /// Moves `value` into an object from the current CPU's node.
     #[inline(always)]
     pub fn alloc(&self, value: T) -> Result<Handle<T>> {
-        let kmem = self.kmem();
-        let object = kmem.alloc_on(kmem.current_cpu())?;
+        let object = self.kmem().alloc_here()?;
         // SAFETY: just allocated from this cache.
         Ok(unsafe { self.fill(object, value) })
     }
@@ -153,11 +152,11 @@ impl<T> Drop for Handle<T> {
         // SAFETY: the cache proper outlives every object out (see the type's docs).
         let kmem = unsafe { self.kmem.as_ref() };
         // SAFETY: we own the T and drop it once; the object came from this cache. A drop
-        // cannot return an error: `free_on_reporting` prints one from its cold slow path, so
+        // cannot return an error: `free_here_reporting` prints one from its cold slow path, so
         // the drop inlines into its callers as the free's fast path.
         unsafe {
             std::ptr::drop_in_place(self.ptr.as_ptr());
-            kmem.free_on_reporting(kmem.current_cpu(), self.ptr.cast());
+            kmem.free_here_reporting(self.ptr.cast());
         }
     }
 }
