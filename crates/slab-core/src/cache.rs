@@ -315,16 +315,10 @@ impl KmemCache {
     /// CPU ([`KmemCache::alloc_on`]).
     #[inline(always)]
     pub(crate) fn alloc_here(&self) -> Result<NonNull<u8>> {
-        let mut error = MaybeUninit::uninit();
-        let obj = match self.rseq_cpu() {
-            Some((area, cpu)) => match self.pop_sequence(area, cpu) {
-                Some(Pop::Hit(obj)) => Some(obj),
-                outcome => self.rseq_alloc_missed(area, cpu, outcome, &mut error),
-            },
-            None => self.alloc_elsewhere(&mut error),
-        };
-        // SAFETY: every path that gives None wrote the error first.
-        obj.ok_or_else(|| unsafe { error.assume_init() })
+        with_error(|error| match self.rseq_cpu() {
+            Some((area, cpu)) => self.alloc_rseq(area, cpu, error),
+            None => self.alloc_elsewhere(error),
+        })
     }
 
     /// What [`KmemCache::alloc_here`] leaves to the topology, in one call: CAS mode (its
@@ -338,24 +332,24 @@ impl KmemCache {
     /// that name the CPU; [`KmemCache::alloc_here`] is the common path.
     #[inline(always)]
     pub(crate) fn alloc_on(&self, cpu: CpuId) -> Result<NonNull<u8>> {
-        let mut error = MaybeUninit::uninit();
-        let obj = self.alloc_on_or_set(cpu, &mut error);
-        // SAFETY: every path that gives None wrote the error first.
-        obj.ok_or_else(|| unsafe { error.assume_init() })
+        with_error(|error| self.alloc_on_or_set(cpu, error))
     }
 
-    /// [`KmemCache::alloc_on`]'s paths, which meet on a pointer, not on a `Result`: the
-    /// slow ones write their error aside and give `None`. Were they to return a `Result`
-    /// (which is larger than two registers, so it travels through memory), every hit of a
-    /// caller that inlines this would store its `Result` to the stack and load it back.
+    /// [`KmemCache::alloc_on`]'s paths, meeting on a pointer (see [`with_error`]).
     #[inline(always)]
     fn alloc_on_or_set(&self, cpu: CpuId, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
         match self.fast_path {
-            FastPath::Rseq(area) => match self.pop_sequence(area, cpu) {
-                Some(Pop::Hit(obj)) => Some(obj),
-                outcome => self.rseq_alloc_missed(area, cpu, outcome, error),
-            },
+            FastPath::Rseq(area) => self.alloc_rseq(area, cpu, error),
             FastPath::Cas => self.alloc_cas(cpu, error),
+        }
+    }
+
+    /// rseq mode's allocation: one pop sequence inline, anything but a hit out of line.
+    #[inline(always)]
+    fn alloc_rseq(&self, area: RseqArea, cpu: CpuId, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
+        match self.pop_sequence(area, cpu) {
+            Some(Pop::Hit(obj)) => Some(obj),
+            outcome => self.rseq_alloc_missed(area, cpu, outcome, error),
         }
     }
 
@@ -402,8 +396,9 @@ impl KmemCache {
 
     /// The rseq fast path alone: an object from the calling thread's CPU's array if one
     /// sequence pops it, else None with nothing done (no lock taken, nothing allocated or
-    /// counted, no system call, no call to the topology). None always in CAS mode. For callers that must do something before
-    /// any slow path runs: a global allocator marks the thread as inside itself then.
+    /// counted, no system call, no call to the topology). None always in CAS mode. For
+    /// callers that must do something before any slow path runs: a global allocator marks
+    /// the thread as inside itself then.
     #[inline(always)]
     pub(crate) fn alloc_cached(&self) -> Option<NonNull<u8>> {
         let (area, cpu) = self.rseq_cpu()?;
@@ -742,16 +737,12 @@ impl KmemCache {
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
     pub(crate) unsafe fn free_here(&self, ptr: NonNull<u8>) -> Result<()> {
-        let Some((area, cpu)) = self.rseq_cpu() else {
+        match self.rseq_cpu() {
             // SAFETY: forwarded to the caller.
-            return unsafe { self.free_elsewhere(ptr) };
-        };
-        // SAFETY: forwarded to the caller.
-        if unsafe { self.free_rseq(area, cpu, ptr) } {
-            return Ok(());
+            Some((area, cpu)) => unsafe { self.free_rseq_or_slow(area, cpu, ptr) },
+            // SAFETY: forwarded to the caller.
+            None => unsafe { self.free_elsewhere(ptr) },
         }
-        // SAFETY: forwarded to the caller.
-        unsafe { self.free_slow(cpu, ptr) }
     }
 
     /// What [`KmemCache::free_here`] leaves to the topology, in one call: CAS mode (its
@@ -795,16 +786,27 @@ impl KmemCache {
     /// freed since. In debug mode any pointer is checked first.
     #[inline(always)]
     pub(crate) unsafe fn free_on(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
-        if let FastPath::Rseq(area) = self.fast_path {
+        match self.fast_path {
             // SAFETY: forwarded to the caller.
-            if unsafe { self.free_rseq(area, cpu, ptr) } {
-                return Ok(());
-            }
+            FastPath::Rseq(area) => unsafe { self.free_rseq_or_slow(area, cpu, ptr) },
             // SAFETY: forwarded to the caller.
-            return unsafe { self.free_slow(cpu, ptr) };
+            FastPath::Cas => unsafe { self.free_cas(cpu, ptr) },
+        }
+    }
+
+    /// rseq mode's free: one push sequence inline; what it does not finish goes to
+    /// [`KmemCache::free_slow`].
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`]; the cache is in rseq mode.
+    #[inline(always)]
+    unsafe fn free_rseq_or_slow(&self, area: RseqArea, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        if unsafe { self.free_rseq(area, cpu, ptr) } {
+            return Ok(());
         }
         // SAFETY: forwarded to the caller.
-        unsafe { self.free_cas(cpu, ptr) }
+        unsafe { self.free_slow(cpu, ptr) }
     }
 
     /// CAS mode's free: [`KmemCache::free_fast`], then a contended slot's object straight
@@ -1312,8 +1314,21 @@ impl Drop for Cache {
     }
 }
 
+/// An allocation whose paths meet on a pointer, not on a `Result`: `paths` gives the
+/// object, or None after writing the error aside. Were the slow paths to return a
+/// `Result` (larger than two registers, so it travels through memory), every hit of a
+/// caller that inlines the fast path would store its `Result` to the stack and load it
+/// back.
+#[inline(always)]
+fn with_error(paths: impl FnOnce(&mut MaybeUninit<Error>) -> Option<NonNull<u8>>) -> Result<NonNull<u8>> {
+    let mut error = MaybeUninit::uninit();
+    let obj = paths(&mut error);
+    // SAFETY: every path that gives None wrote the error first (`ok_or_set`).
+    obj.ok_or_else(|| unsafe { error.assume_init() })
+}
+
 /// The object of `result`, or None with its error written to `error`: how the out-of-line
-/// allocation paths hand back to [`KmemCache::alloc_on`].
+/// allocation paths hand back to [`with_error`].
 #[inline(always)]
 fn ok_or_set(result: Result<NonNull<u8>>, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
     result.map_err(|e| error.write(e)).ok()
