@@ -181,6 +181,7 @@ impl NumaSlabAlloc {
 
     /// The allocator's parts, once it is up (`None` before its first allocation, and
     /// while it is being brought up).
+    ///
     /// One load, on every allocation's path: the pointer is stored (release) only once
     /// the machinery is built, just before the state says READY, and a forked child
     /// clears it before the state goes back.

@@ -44,10 +44,9 @@ pub struct Tunables {
 impl Tunables {
     /// `enable_cpucache`'s defaults for objects of `buffer_size` bytes: the limit by size
     /// (">131072: 1, >PAGE_SIZE: 8, >1024: 24, >256: 54, else 120"), batchcount
-    /// `(limit + 1) / 2`, a shared factor of [`DEFAULT_SHARED`] on SMP for objects up to a page
-    /// (the kernel's was 8), and a limit
-    /// of at most 32 with debugging on ("large batchcount lead to excessively long periods
-    /// with disabled local interrupts").
+    /// `(limit + 1) / 2`, a shared factor of [`DEFAULT_SHARED`] on SMP for objects up to a
+    /// page (the kernel's was 8), and a limit of at most 32 with debugging on ("large
+    /// batchcount lead to excessively long periods with disabled local interrupts").
     pub(crate) fn defaults(buffer_size: usize, smp: bool, debug: bool) -> Self {
         let mut limit = if buffer_size > 131072 {
             1
