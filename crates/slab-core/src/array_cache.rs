@@ -499,6 +499,16 @@ pub(crate) struct ArraySlot {
 // immutable; `published` is an atomic.
 unsafe impl Sync for ArraySlot {}
 
+/// How the sequences on the calling thread's own CPU (`rseq.rs`, `pop_here` and
+/// `push_here`) find its slot in a cache's `Box<[CachePadded<ArraySlot>]>`: slot `cpu`
+/// starts `cpu * SLOT_STRIDE` bytes in (a `CachePadded` holds its value at offset 0,
+/// checked by a test in `rseq`), and its `published` and `node` lie at these offsets.
+pub(crate) const SLOT_STRIDE: usize = std::mem::size_of::<crossbeam_utils::CachePadded<ArraySlot>>();
+/// See [`SLOT_STRIDE`].
+pub(crate) const SLOT_PUBLISHED: usize = std::mem::offset_of!(ArraySlot, published);
+/// See [`SLOT_STRIDE`].
+pub(crate) const SLOT_NODE: usize = std::mem::offset_of!(ArraySlot, node);
+
 impl std::fmt::Debug for ArraySlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArraySlot")

@@ -35,7 +35,7 @@ use crate::memory;
 use crate::node::{free_limit, KmemList3, Refused, SlabRecords};
 use crate::pages::PageCache;
 use crate::registry::SlabRegistry;
-use crate::rseq::{Miss, Pop, Push, RseqArea};
+use crate::rseq::{Here, Miss, Pop, Push, RseqArea};
 use crate::slab::{Geometry, ObjectAlign, RedZoning, SlabChain, SlabOrder, SlabPtr};
 use crate::stats::CacheStats;
 use crate::sync::{next_cache_id, AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -277,18 +277,6 @@ impl KmemCache {
         }
     }
 
-    /// rseq mode's area and the calling thread's CPU as that area gives it; None in CAS
-    /// mode and for a thread whose area is not registered. What the cached-only fast paths
-    /// read instead of [`KmemCache::current_cpu`]: they make no call, so a caller that
-    /// inlines them saves no register for one, and whatever they cannot serve goes to the
-    /// full paths, which ask the topology.
-    #[inline(always)]
-    fn rseq_cpu(&self) -> Option<(RseqArea, CpuId)> {
-        let FastPath::Rseq(area) = self.fast_path else { return None };
-        let cpu = area.cpu_id();
-        (cpu >= 0).then_some((area, cpu as CpuId))
-    }
-
     /// The topology's answer: fixtures, fakes, a live machine without rseq, and a thread
     /// whose rseq area is not registered (the topology then falls back to `sched_getcpu`).
     #[inline(never)]
@@ -310,19 +298,54 @@ impl KmemCache {
     // ---------------------------------------------------------------- allocation
 
     /// `kmem_cache_alloc` on the calling thread's CPU: in rseq mode one check of the mode
-    /// and one sequence inline, the CPU read from the area the sequence uses; CAS mode,
-    /// and a thread whose rseq area is not registered, out of line with the topology's
-    /// CPU ([`KmemCache::alloc_on`]).
+    /// and one sequence inline, which reads the CPU itself ([`KmemCache::pop_here`]); CAS
+    /// mode, and a thread whose rseq area is not registered, out of line with the
+    /// topology's CPU ([`KmemCache::alloc_on`]).
     #[inline(always)]
     pub(crate) fn alloc_here(&self) -> Result<NonNull<u8>> {
-        with_error(|error| match self.rseq_cpu() {
-            Some((area, cpu)) => self.alloc_rseq(area, cpu, error),
-            None => self.alloc_elsewhere(error),
+        with_error(|error| match self.fast_path {
+            FastPath::Rseq(area) => {
+                let here = self.pop_here(area);
+                match here.popped() {
+                    Some(obj) => Some(obj),
+                    None => self.rseq_here_alloc_missed(here, error),
+                }
+            }
+            FastPath::Cas => {
+                unlikely();
+                self.alloc_elsewhere(error)
+            }
         })
     }
 
+    /// One pop sequence on the calling thread's CPU, which the sequence reads from the
+    /// rseq area as its first instruction; gives the outcome and that CPU. No call, no
+    /// bounds check and no CPU read outside the sequence.
+    #[inline(always)]
+    fn pop_here(&self, area: RseqArea) -> Here {
+        // SAFETY: the cache's own slots, all in rseq mode (the mode is the cache's).
+        unsafe { area.pop_here(&self.array) }
+    }
+
+    /// What a pop on the thread's own CPU did not do: a CPU id that is not a slot (a
+    /// thread whose rseq area is not registered) is left to the topology
+    /// ([`KmemCache::alloc_elsewhere`]); an empty array, an abort or a detached array go to
+    /// [`KmemCache::rseq_alloc_slow`]. Takes no more than fits in registers, so that the
+    /// fast path stores nothing for it.
+    #[cold]
+    #[inline(never)]
+    fn rseq_here_alloc_missed(&self, here: Here, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
+        match (self.fast_path, here.pop()) {
+            (FastPath::Rseq(area), outcome) if outcome != Pop::Miss(Miss::Mismatch) => {
+                ok_or_set(self.rseq_alloc_slow(area, here.cpu(), outcome), error)
+            }
+            _ => self.alloc_elsewhere(error),
+        }
+    }
+
     /// What [`KmemCache::alloc_here`] leaves to the topology, in one call: CAS mode (its
-    /// fast path inlined here), and a thread whose rseq area is not registered.
+    /// fast path inlined here), and a thread whose rseq area is not registered (its pop
+    /// on the topology's CPU misses, and the node lists serve it).
     #[inline(never)]
     fn alloc_elsewhere(&self, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
         self.alloc_on_or_set(self.current_cpu(), error)
@@ -401,12 +424,9 @@ impl KmemCache {
     /// the thread as inside itself then.
     #[inline(always)]
     pub(crate) fn alloc_cached(&self) -> Option<NonNull<u8>> {
-        let (area, cpu) = self.rseq_cpu()?;
-        match self.pop_sequence(area, cpu)? {
-            Pop::Hit(obj) => Some(obj),
-            // A pop that did not hit committed nothing: the caller's full path starts over.
-            _ => None,
-        }
+        let FastPath::Rseq(area) = self.fast_path else { return None };
+        // A pop that did not hit committed nothing: the caller's full path starts over.
+        self.pop_here(area).popped()
     }
 
     /// What a pop sequence could not do. An empty array is refilled as the kernel does it,
@@ -737,11 +757,65 @@ impl KmemCache {
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
     pub(crate) unsafe fn free_here(&self, ptr: NonNull<u8>) -> Result<()> {
-        match self.rseq_cpu() {
+        match self.fast_path {
             // SAFETY: forwarded to the caller.
-            Some((area, cpu)) => unsafe { self.free_rseq_or_slow(area, cpu, ptr) },
+            FastPath::Rseq(area) => {
+                // SAFETY: forwarded to the caller.
+                let Some((here, node)) = (unsafe { self.push_here(area, ptr) }) else {
+                    // SAFETY: forwarded to the caller.
+                    return unsafe { self.free_elsewhere(ptr) };
+                };
+                if here.pushed() {
+                    return Ok(());
+                }
+                // SAFETY: forwarded to the caller.
+                unsafe { self.rseq_here_free_missed(ptr, node, here) }
+            }
+            FastPath::Cas => {
+                unlikely();
+                // SAFETY: forwarded to the caller.
+                unsafe { self.free_elsewhere(ptr) }
+            }
+        }
+    }
+
+    /// One push sequence of an object of this cache on the calling thread's CPU, which
+    /// the sequence reads, as [`KmemCache::pop_here`] does, and whose node it compares
+    /// with the object's; gives the outcome, that CPU and the object's node. None, with
+    /// nothing done, for a pointer whose slab is not one of this cache's.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`]; the cache is in rseq mode.
+    #[inline(always)]
+    unsafe fn push_here(&self, area: RseqArea, ptr: NonNull<u8>) -> Option<(Here, NodeId)> {
+        let obj = ptr.as_ptr();
+        // SAFETY: forwarded to the caller.
+        let node = unsafe { self.own_object_node(obj) }?;
+        // SAFETY: the cache's own slots, all in rseq mode; obj is a handed-out object of
+        // `node` (checked above).
+        Some((unsafe { area.push_here(&self.array, obj, node) }, node))
+    }
+
+    /// What a push of an object of `node` on the thread's own CPU did not do: a remote
+    /// object goes to [`KmemCache::free_slow`] (the alien cache) for the CPU the sequence
+    /// read; a full array, an abort or a detached array to [`KmemCache::rseq_free_slow`];
+    /// a CPU id that is not a slot to the topology's path ([`KmemCache::free_elsewhere`]).
+    /// Not `#[cold]`: on a NUMA machine every free of another node's object comes here.
+    /// Takes no more than fits in registers, as [`KmemCache::rseq_here_alloc_missed`].
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`].
+    #[inline(never)]
+    unsafe fn rseq_here_free_missed(&self, ptr: NonNull<u8>, node: NodeId, here: Here) -> Result<()> {
+        match (self.fast_path, here.push()) {
             // SAFETY: forwarded to the caller.
-            None => unsafe { self.free_elsewhere(ptr) },
+            (_, Push::Remote) => unsafe { self.free_slow(here.cpu(), ptr) },
+            (FastPath::Rseq(area), outcome) if outcome != Push::Miss(Miss::Mismatch) => {
+                self.rseq_free_slow(area, here.cpu(), node, ptr.as_ptr(), outcome);
+                Ok(())
+            }
+            // SAFETY: forwarded to the caller.
+            _ => unsafe { self.free_elsewhere(ptr) },
         }
     }
 
@@ -766,16 +840,21 @@ impl KmemCache {
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
     pub(crate) unsafe fn free_here_reporting(&self, ptr: NonNull<u8>) {
-        if let Some((area, cpu)) = self.rseq_cpu() {
+        match self.fast_path {
             // SAFETY: forwarded to the caller.
-            if unsafe { self.free_rseq(area, cpu, ptr) } {
-                return;
+            FastPath::Rseq(area) => match unsafe { self.push_here(area, ptr) } {
+                Some((here, _)) if here.pushed() => {}
+                // SAFETY: forwarded to the caller.
+                Some((here, node)) => unsafe { self.rseq_here_free_reporting(ptr, node, here) },
+                // SAFETY: forwarded to the caller.
+                None => unsafe { self.free_elsewhere_reporting(ptr) },
+            },
+            FastPath::Cas => {
+                unlikely();
+                // SAFETY: forwarded to the caller.
+                unsafe { self.free_elsewhere_reporting(ptr) }
             }
-            // SAFETY: forwarded to the caller.
-            return unsafe { self.free_reporting(cpu, ptr) };
         }
-        // SAFETY: forwarded to the caller.
-        unsafe { self.free_reporting(self.current_cpu(), ptr) }
     }
 
     /// `kmem_cache_free` on `cpu`. For callers that name the CPU and for the out-of-line
@@ -830,26 +909,28 @@ impl KmemCache {
         }
     }
 
-    /// What [`KmemCache::free_here_reporting`] does not do inline, with its error (only a
-    /// debug cache finds one in a handle's drop, a red zone overwritten through unsafe
-    /// code) printed like the kernel's printk: in rseq mode the slow path (the sequence
-    /// was tried inline, and is not tried again), in CAS mode [`KmemCache::free_cas`].
-    /// Rare in rseq mode, where it is everything but the local free to the CPU's array.
+    /// What [`KmemCache::free_here_reporting`] does not do inline in rseq mode, as
+    /// [`KmemCache::rseq_here_free_missed`] does it, with its error printed (see
+    /// [`report`]). Rare: everything but the local free to the CPU's array.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`]; the cache is in rseq mode.
+    #[inline(never)]
+    unsafe fn rseq_here_free_reporting(&self, ptr: NonNull<u8>, node: NodeId, here: Here) {
+        // SAFETY: forwarded to the caller.
+        report(unsafe { self.rseq_here_free_missed(ptr, node, here) });
+    }
+
+    /// [`KmemCache::free_here_reporting`] in CAS mode, and for a pointer that is not one of
+    /// the cache's objects: the topology's CPU and [`KmemCache::free_on`] inlined in one
+    /// call, with its error printed (see [`report`]).
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
     #[inline(never)]
-    unsafe fn free_reporting(&self, cpu: CpuId, ptr: NonNull<u8>) {
+    unsafe fn free_elsewhere_reporting(&self, ptr: NonNull<u8>) {
         // SAFETY: forwarded to the caller.
-        let result = unsafe {
-            match self.fast_path {
-                FastPath::Rseq(_) => self.free_slow(cpu, ptr),
-                FastPath::Cas => self.free_cas(cpu, ptr),
-            }
-        };
-        if let Err(error) = result {
-            eprintln!("slab-core: {error}");
-        }
+        report(unsafe { self.free_on(self.current_cpu(), ptr) });
     }
 
     /// The checks both fast frees make before they touch an array: an object of this
@@ -862,15 +943,24 @@ impl KmemCache {
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
     unsafe fn local_slot(&self, cpu: CpuId, obj: *mut u8) -> Option<(&ArraySlot, NodeId)> {
+        // SAFETY: forwarded to the caller.
+        let nodeid = unsafe { self.own_object_node(obj) }?;
+        let slot = self.array.get(cpu as usize)?;
+        (slot.node == nodeid).then_some((slot, nodeid))
+    }
+
+    /// The node of an object whose slab is this cache's, read from its descriptor; None
+    /// for a pointer in the first slab-sized block of memory or in another cache's slab.
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free_on`], outside debug mode.
+    #[inline(always)]
+    unsafe fn own_object_node(&self, obj: *mut u8) -> Option<NodeId> {
         let slab = SlabPtr::of(obj, self.slab_bytes)?;
         // SAFETY: the caller guarantees obj is one of our objects (or at least one of a
         // cache of this allocator), so a descriptor is mapped at its slab base.
         let (cache_id, nodeid) = unsafe { (slab.cache_id(), slab.nodeid()) };
-        if cache_id != self.id {
-            return None;
-        }
-        let slot = self.array.get(cpu as usize)?;
-        (slot.node == nodeid).then_some((slot, nodeid))
+        (cache_id == self.id).then_some(nodeid)
     }
 
     /// rseq mode's fast free: a local object is pushed onto the CPU's array in one
@@ -917,9 +1007,9 @@ impl KmemCache {
     /// As for [`KmemCache::free_on`].
     #[inline(always)]
     pub(crate) unsafe fn free_cached(&self, ptr: NonNull<u8>) -> bool {
-        let Some((area, cpu)) = self.rseq_cpu() else { return false };
+        let FastPath::Rseq(area) = self.fast_path else { return false };
         // SAFETY: forwarded to the caller. Only Done commits.
-        matches!(unsafe { self.push_sequence(area, cpu, ptr) }, Some((Push::Done, _)))
+        unsafe { self.push_here(area, ptr) }.is_some_and(|(here, _)| here.pushed())
     }
 
     /// CAS mode's fast free: outside debug mode, a local object goes onto the CPU's
@@ -959,6 +1049,8 @@ impl KmemCache {
         match outcome {
             Push::Done => {}
             Push::Full => self.cache_flusharray(self.array[cpu as usize].lock(), obj),
+            // A remote object of a retry's CPU (never: rseq_retry keeps to the node).
+            Push::Remote => self.cache_free(cpu, obj, node),
             Push::Miss(_) => self.free_direct(node, obj),
         }
     }
@@ -1332,6 +1424,23 @@ fn with_error(paths: impl FnOnce(&mut MaybeUninit<Error>) -> Option<NonNull<u8>>
 #[inline(always)]
 fn ok_or_set(result: Result<NonNull<u8>>, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
     result.map_err(|e| error.write(e)).ok()
+}
+
+/// Marks the path that calls it as the unlikely one (stable Rust's stand-in for
+/// `std::hint::cold_path`, newer than this crate's minimum Rust): the fast paths' CAS-mode
+/// arm, so that the compiler lays out rseq mode's sequence as the fall-through. CAS mode
+/// pays one taken jump before the call it pays anyway.
+#[cold]
+#[inline(always)]
+fn unlikely() {}
+
+/// Prints a free's error like the kernel's printk, for callers that cannot return it (a
+/// typed handle's drop); only a debug cache finds one there (a red zone overwritten
+/// through unsafe code).
+fn report(result: Result<()>) {
+    if let Err(error) = result {
+        eprintln!("slab-core: {error}");
+    }
 }
 
 #[cfg(test)]

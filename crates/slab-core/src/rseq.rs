@@ -14,7 +14,13 @@
 //! - **R1.** Every load feeding the commit, and the commit, lie in one armed sequence,
 //!   whose first instruction compares the CPU used for addressing with `rseq->cpu_id`
 //!   (signed: an unregistered thread's -1 or -2 never matches). No store precedes it.
-//!   Every sequence below starts `cmp cpu, fs:[area + 4]; jne mismatch`.
+//!   The sequences for a CPU the caller names ([`RseqArea::pop`], [`RseqArea::push`])
+//!   start `cmp cpu, fs:[area + 4]; jne mismatch`; those for the thread's own CPU
+//!   ([`RseqArea::pop_here`], [`RseqArea::push_here`], the fast paths) start by loading
+//!   `rseq->cpu_id` and address with what they loaded (as tcmalloc's per-CPU caches do),
+//!   so that no earlier value exists to compare: a migration after the load aborts the
+//!   sequence, and an id that is not a slot (-1 and -2 among them) exits before any
+//!   store.
 //! - **R2.** Another thread touches a CPU's array only after unpublishing it (swapping
 //!   [`crate::array_cache::ArraySlot::published`] to null) and then
 //!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu)`
@@ -32,7 +38,8 @@
 //!
 //! Each sequence is one `asm!` block with no labels leaving it: it returns its outcome in
 //! a register (an object address is always above [`STATUS_LIMIT`], an outcome below it),
-//! so it needs no `asm goto`. Its descriptor (`struct rseq_cs`: version 0, flags 0,
+//! so it needs no `asm goto`. The fast paths' sequences keep their exits and abort
+//! handler out of line, so that a commit falls through to the caller's code. Its descriptor (`struct rseq_cs`: version 0, flags 0,
 //! start, length, abort) goes into the `__rseq_cs` section; the abort address is preceded
 //! by glibc's signature, as the kernel checks (`RSEQ_SIG`, "ud1 0x53053053(%rip),%edi").
 //! Numeric labels only, so that a copy of an inlined block gets its own descriptor.
@@ -43,7 +50,9 @@
 
 use std::ptr::NonNull;
 
-use crate::array_cache::Block;
+use crossbeam_utils::CachePadded;
+
+use crate::array_cache::{ArraySlot, Block};
 
 /// glibc's registration signature on x86_64 (`RSEQ_SIG`): the four bytes before every
 /// abort address must equal it, or the kernel kills the process. The sequences spell it
@@ -91,6 +100,9 @@ pub(crate) enum Push {
     Done,
     /// The array is full.
     Full,
+    /// The object is not of the CPU's node ([`RseqArea::push_here`] only): it is a
+    /// remote free, for the alien cache.
+    Remote,
     /// Outcomes that leave the array alone.
     Miss(Miss),
 }
@@ -108,6 +120,50 @@ pub(crate) enum Miss {
     Aborted,
 }
 
+/// What a sequence on the calling thread's own CPU ([`RseqArea::pop_here`],
+/// [`RseqArea::push_here`]) left: its result register and the CPU it read. The fast paths
+/// test the register for their one outcome ([`Here::popped`], [`Here::pushed`]); only the
+/// slow paths decode the rest ([`Here::pop`], [`Here::push`]), so that no match on the
+/// outcome is compiled into the fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Here {
+    result: usize,
+    cpu: u32,
+}
+
+impl Here {
+    /// The object a pop sequence handed out, if it did.
+    #[inline(always)]
+    pub(crate) fn popped(self) -> Option<NonNull<u8>> {
+        match Pop::from_result(self.result) {
+            Pop::Hit(obj) => Some(obj),
+            _ => None,
+        }
+    }
+
+    /// Whether a push sequence put its object on the array.
+    #[inline(always)]
+    pub(crate) fn pushed(self) -> bool {
+        self.result == code::DONE
+    }
+
+    /// A pop sequence's outcome.
+    pub(crate) fn pop(self) -> Pop {
+        Pop::from_result(self.result)
+    }
+
+    /// A push sequence's outcome.
+    pub(crate) fn push(self) -> Push {
+        Push::from_code(self.result)
+    }
+
+    /// The CPU the sequence read (after an abort, the one the thread resumed on); not a
+    /// slot's CPU after [`Miss::Mismatch`].
+    pub(crate) fn cpu(self) -> u32 {
+        self.cpu
+    }
+}
+
 /// Outcome codes in the result register, below [`STATUS_LIMIT`].
 mod code {
     pub(super) const DONE: usize = 0;
@@ -115,9 +171,23 @@ mod code {
     pub(super) const MISMATCH: usize = 2;
     pub(super) const ABORTED: usize = 3;
     pub(super) const LIMIT: usize = 4;
+    pub(super) const REMOTE: usize = 5;
 }
 
 impl Pop {
+    /// A pop sequence's result register: an object, or an outcome code.
+    #[inline(always)]
+    fn from_result(result: usize) -> Pop {
+        if result >= STATUS_LIMIT {
+            // SAFETY: above the first page: an object address from the array.
+            return Pop::Hit(unsafe { NonNull::new_unchecked(result as *mut u8) });
+        }
+        match Miss::from_code(result) {
+            Some(miss) => Pop::Miss(miss),
+            None => Pop::Empty,
+        }
+    }
+
     /// The miss, if the sequence did not reach the array.
     pub(crate) fn miss(self) -> Option<Miss> {
         match self {
@@ -128,11 +198,22 @@ impl Pop {
 }
 
 impl Push {
+    /// A push sequence's outcome code.
+    #[inline(always)]
+    fn from_code(code: usize) -> Push {
+        match code {
+            code::DONE => Push::Done,
+            code::LIMIT => Push::Full,
+            code::REMOTE => Push::Remote,
+            other => Push::Miss(Miss::from_code(other).unwrap_or(Miss::Aborted)),
+        }
+    }
+
     /// The miss, if the sequence did not reach the array.
     pub(crate) fn miss(self) -> Option<Miss> {
         match self {
             Push::Miss(miss) => Some(miss),
-            Push::Done | Push::Full => None,
+            Push::Done | Push::Full | Push::Remote => None,
         }
     }
 }
@@ -185,15 +266,7 @@ impl RseqArea {
     #[inline(always)]
     pub(crate) unsafe fn pop(self, cpu: u32, published: *const *mut Block) -> Pop {
         // SAFETY: forwarded to the caller.
-        let result = unsafe { arch::pop(self.offset, cpu, published) };
-        if result >= STATUS_LIMIT {
-            // SAFETY: above the first page: an object address from the array.
-            return Pop::Hit(unsafe { NonNull::new_unchecked(result as *mut u8) });
-        }
-        match Miss::from_code(result) {
-            Some(miss) => Pop::Miss(miss),
-            None => Pop::Empty,
-        }
+        Pop::from_result(unsafe { arch::pop(self.offset, cpu, published) })
     }
 
     /// Pushes `obj` on `cpu`'s published array, as one sequence.
@@ -203,12 +276,37 @@ impl RseqArea {
     #[inline(always)]
     pub(crate) unsafe fn push(self, cpu: u32, published: *const *mut Block, obj: *mut u8) -> Push {
         // SAFETY: forwarded to the caller.
-        let result = unsafe { arch::push(self.offset, cpu, published, obj) };
-        match result {
-            code::DONE => Push::Done,
-            code::LIMIT => Push::Full,
-            other => Push::Miss(Miss::from_code(other).unwrap_or(Miss::Aborted)),
-        }
+        Push::from_code(unsafe { arch::push(self.offset, cpu, published, obj) })
+    }
+
+    /// Pops the newest object of the calling thread's CPU's published array, as one
+    /// sequence that reads the CPU itself (see R1); gives the outcome and that CPU.
+    /// `Miss::Mismatch` here means that the thread's CPU id is not one of `slots` (an
+    /// unregistered thread's is negative): the caller asks the topology instead. After an
+    /// abort the CPU is the one the thread is on when it resumes.
+    ///
+    /// # Safety
+    /// `slots` are the CPU slots of a cache whose slots all follow rseq mode; the array
+    /// published in each, if any, holds objects of that slot's node.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_here(self, slots: &[CachePadded<ArraySlot>]) -> Here {
+        // SAFETY: forwarded to the caller; SLOT_STRIDE is the slice's element size.
+        let (result, cpu) = unsafe { arch::pop_here(self.offset, slots.as_ptr().cast(), slots.len()) };
+        Here { result, cpu }
+    }
+
+    /// Pushes `obj`, an object of `node`, on the calling thread's CPU's published array,
+    /// as [`RseqArea::pop_here`] pops: one sequence that reads the CPU and compares the
+    /// CPU's node with `node` before any store ([`Push::Remote`] when they differ).
+    ///
+    /// # Safety
+    /// As for [`RseqArea::pop_here`]; `obj` is a handed-out object of `node`.
+    #[inline(always)]
+    pub(crate) unsafe fn push_here(self, slots: &[CachePadded<ArraySlot>], obj: *mut u8, node: u32) -> Here {
+        // SAFETY: forwarded to the caller.
+        let (result, cpu) =
+            unsafe { arch::push_here(self.offset, slots.as_ptr().cast(), slots.len(), obj, node) };
+        Here { result, cpu }
     }
 
     /// R2 without the fence, for the thread that runs on `cpu`: one sequence on `cpu`
@@ -307,6 +405,12 @@ mod arch {
     }
     pub(super) unsafe fn unpublish(_: isize, _: u32, _: *mut *mut Block) -> usize {
         super::code::MISMATCH
+    }
+    pub(super) unsafe fn pop_here(_: isize, _: *const u8, _: usize) -> (usize, u32) {
+        (super::code::MISMATCH, u32::MAX)
+    }
+    pub(super) unsafe fn push_here(_: isize, _: *const u8, _: usize, _: *mut u8, _: u32) -> (usize, u32) {
+        (super::code::MISMATCH, u32::MAX)
     }
 }
 

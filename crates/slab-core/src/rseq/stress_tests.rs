@@ -53,6 +53,12 @@ fn install_handler() {
     }
 }
 
+/// The CPU the calling thread is on, as `sched_getcpu` says.
+fn this_cpu() -> u32 {
+    // SAFETY: sched_getcpu has no preconditions.
+    u32::try_from(unsafe { libc::sched_getcpu() }).expect("sched_getcpu")
+}
+
 /// Pins thread `tid` to `cpus` (`sched_setaffinity` on another thread).
 fn pin(tid: libc::pid_t, cpus: &[u32]) {
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays inside it for ids below
@@ -124,10 +130,14 @@ fn stress_with_migrations_signals_and_remote_stops_loses_and_duplicates_nothing(
                 tids.lock().unwrap().push(me);
                 let mut held = Vec::with_capacity(256);
                 let mut round = index;
+                // Half the workers name the CPU they read just before each call, so that
+                // migrations between that read and the sequence really happen.
+                let named = index % 2 == 1;
                 while !stop.load(Ordering::Relaxed) {
                     round = round.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     for _ in 0..1 + (round >> 33) % 200 {
-                        let obj = cache.alloc().expect("an object");
+                        let obj = if named { cache.alloc_on(this_cpu()) } else { cache.alloc() };
+                        let obj = obj.expect("an object");
                         if flag(obj).swap(1, Ordering::AcqRel) != 0 {
                             duplicates.fetch_add(1, Ordering::Relaxed);
                         }
@@ -144,7 +154,14 @@ fn stress_with_migrations_signals_and_remote_stops_loses_and_duplicates_nothing(
                             duplicates.fetch_add(1, Ordering::Relaxed);
                         }
                         // SAFETY: allocated from this cache, freed once (the flag says so).
-                        unsafe { cache.free(obj) }.expect("a free");
+                        let freed = unsafe {
+                            if named {
+                                cache.free_on(this_cpu(), obj)
+                            } else {
+                                cache.free(obj)
+                            }
+                        };
+                        freed.expect("a free");
                         ops.fetch_add(2, Ordering::Relaxed);
                     }
                 }
@@ -228,7 +245,10 @@ fn stress_with_migrations_signals_and_remote_stops_loses_and_duplicates_nothing(
     assert!(kept > 0, "tuning replaced arrays, so some were dropped into the quarantine");
     if cfg!(numaslab_rseq_inject) {
         assert!(stats.fast_path_aborts > 0, "the injected spins were preempted: aborts happened");
-        assert!(stats.fast_path_mismatches > 0, "migrations between reading the CPU and the sequence");
+        assert!(
+            stats.fast_path_mismatches > 0,
+            "migrations between reading the CPU and a sequence for that CPU (alloc_on, free_on)"
+        );
     }
     allocator.destroy_cache(&cache).unwrap();
 }

@@ -1,8 +1,10 @@
 //! The sequences on one array of our own, on this machine's CPUs. Skipped, saying why,
 //! where rseq mode is not available (the CAS fallback is tested everywhere else).
 
+use topology::Topology;
+
 use super::*;
-use crate::array_cache::{ArrayCache, OFFSET_ENTRIES};
+use crate::array_cache::{ArrayCache, SlotFence, OFFSET_ENTRIES, SLOT_NODE, SLOT_PUBLISHED, SLOT_STRIDE};
 use crate::sync::{Ordering, PublishedPtr as AtomicPtr};
 
 fn area_or_skip(test: &str) -> Option<RseqArea> {
@@ -86,6 +88,88 @@ fn a_detached_cell_and_another_cpu_are_refused_before_any_store() {
     published.store(std::ptr::null_mut(), Ordering::Relaxed);
     assert_eq!((ac.avail(), ac.net()), (0, 0));
     assert!(ac.objects().is_empty());
+}
+
+/// Slots for `cpus` CPU ids, all of `node 0`, all publishing `ac`'s array (one thread uses
+/// them, so one array may serve every CPU the thread runs on).
+fn slots_publishing(area: RseqArea, ac: &ArrayCache, cpus: u32) -> Vec<CachePadded<ArraySlot>> {
+    (0..cpus)
+        .map(|cpu| {
+            let slot = CachePadded::new(ArraySlot::new(0, SlotFence::Rseq { cpu, area }));
+            slot.published.store(ac.block(), Ordering::Relaxed);
+            slot
+        })
+        .collect()
+}
+
+/// Runs a sequence on the thread's own CPU until it is not an abort; gives its outcome
+/// as `decode` reads it, and the CPU it read.
+fn here<T: PartialEq>(mut op: impl FnMut() -> Here, decode: impl Fn(Here) -> T, aborted: T) -> (T, u32) {
+    loop {
+        let here = op();
+        let outcome = decode(here);
+        if outcome != aborted {
+            return (outcome, here.cpu());
+        }
+    }
+}
+
+#[test]
+fn the_sequences_on_the_threads_own_cpu_read_it_and_keep_to_its_node() {
+    let Some(area) = area_or_skip("the_sequences_on_the_threads_own_cpu_read_it_and_keep_to_its_node") else {
+        return;
+    };
+    let ac = ArrayCache::new(2, 1).unwrap();
+    let possible = topology::SysfsTopology::new("/").expect("this machine's sysfs").possible_cpus();
+    let cpus = u32::try_from(possible.id_bound()).unwrap();
+    let slots = slots_publishing(area, &ac, cpus);
+    let aborted = Push::Miss(Miss::Aborted);
+    let push = |obj, node| {
+        // SAFETY: the slots of this test alone; every one publishes `ac`, whose objects
+        // are of node 0 (a node-1 object is refused before any store).
+        here(|| unsafe { area.push_here(&slots, obj, node) }, Here::push, aborted)
+    };
+    // SAFETY: as for `push`.
+    let pop = || here(|| unsafe { area.pop_here(&slots) }, Here::pop, Pop::Miss(Miss::Aborted));
+
+    let (outcome, cpu) = pop();
+    assert_eq!(outcome, Pop::Empty);
+    assert!(cpu < cpus, "the CPU the sequence read ({cpu}) is one of the slots");
+    assert_eq!(push(fake(1), 0).0, Push::Done);
+    assert_eq!(push(fake(2), 1).0, Push::Remote, "node 1's object never enters node 0's array");
+    assert_eq!(push(fake(3), 0).0, Push::Done);
+    assert_eq!(push(fake(4), 0).0, Push::Full);
+    assert_eq!(pop().0, Pop::Hit(NonNull::new(fake(3)).unwrap()));
+    assert_eq!(pop().0, Pop::Hit(NonNull::new(fake(1)).unwrap()));
+    assert_eq!(pop().0, Pop::Empty);
+    assert_eq!((ac.avail(), ac.net()), (0, 0), "two pushed, two popped, nothing else written");
+
+    // No slot for any CPU id: the id check fails before any store.
+    // SAFETY: an empty slice has no slot to touch.
+    assert_eq!(unsafe { area.push_here(&[], fake(5), 0) }.push(), Push::Miss(Miss::Mismatch));
+    // SAFETY: as above.
+    assert_eq!(unsafe { area.pop_here(&[]) }.pop(), Pop::Miss(Miss::Mismatch));
+    for slot in &slots {
+        slot.published.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
+    assert_eq!(push(fake(6), 0).0, Push::Miss(Miss::Detached));
+    assert_eq!(pop().0, Pop::Miss(Miss::Detached));
+    assert!(ac.objects().is_empty());
+}
+
+#[test]
+fn the_slot_layout_is_the_one_the_sequences_address() {
+    let Some(area) = area_or_skip("the_slot_layout_is_the_one_the_sequences_address") else { return };
+    let ac = ArrayCache::new(2, 1).unwrap();
+    let slots = slots_publishing(area, &ac, 3);
+    let base = slots.as_ptr() as usize;
+    for (index, slot) in slots.iter().enumerate() {
+        assert_eq!(std::ptr::from_ref(&slot.published) as usize, base + index * SLOT_STRIDE + SLOT_PUBLISHED);
+        assert_eq!(std::ptr::from_ref(&slot.node) as usize, base + index * SLOT_STRIDE + SLOT_NODE);
+    }
+    for slot in &slots {
+        slot.published.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
 }
 
 #[test]

@@ -27,7 +27,7 @@
 
 use std::arch::asm;
 
-use crate::array_cache::Block;
+use crate::array_cache::{Block, SLOT_NODE, SLOT_PUBLISHED, SLOT_STRIDE};
 
 /// The descriptor, the arming store, the CPU check and the published array's address
 /// in `{b}`: the start every sequence shares. Uses `{t}`, `{area}`, `{cpu}`,
@@ -160,6 +160,176 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
             [h = out(reg) _,]
         )
     }
+}
+
+/// The descriptor and the arming store, then the calling thread's CPU as the kernel keeps
+/// it, loaded into `{c}` as the sequence's first instruction, so that the CPU the
+/// sequence addresses is `rseq->cpu_id` itself (R1: there is no earlier value to compare;
+/// a migration after this load aborts the sequence). A CPU id that is not a slot (an
+/// unregistered thread's -1 or -2, unsigned) exits at `7:`. Leaves the slot's offset from
+/// `{slots}` in `{t}`. Uses `{t}`, `{area}`, `{c}`, `{n}` and `{slots}`.
+macro_rules! here_start {
+    () => {
+        concat!(
+            ".pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            "3:\n",
+            ".long 0, 0\n",
+            ".quad 4f, 5f - 4f, 6f\n",
+            ".popsection\n",
+            "lea {t}, [rip + 3b]\n",
+            "mov qword ptr fs:[{area} + 8], {t}\n",
+            "4:\n",
+            "mov {c:e}, dword ptr fs:[{area} + 4]\n",
+            "cmp {c}, {n}\n",
+            "jae 7f\n",
+            "imul {t}, {c}, {stride}\n",
+        )
+    };
+}
+
+/// The published array of the slot at `{slots} + {t}` into `{b}`; a null one exits at `8:`.
+macro_rules! here_published {
+    () => {
+        "mov {b}, qword ptr [{slots} + {t} + {published}]\ntest {b}, {b}\njz 8f\n"
+    };
+}
+
+/// The exits of a sequence on the thread's own CPU, out of line (in `.text.unlikely`, as
+/// librseq keeps its abort handlers in `__rseq_failure`), so that the commit falls through
+/// to `22:` with no jump: the signature and the abort address (which loads the CPU again,
+/// for the caller's slow path), then the early exits `7:` (no slot), `8:` (detached) and
+/// `9:` (the sequence's own, outcome `$limit`), each setting `{r}` and returning to `22:`.
+macro_rules! here_exits {
+    ($limit:literal) => {
+        concat!(
+            "22:\n",
+            ".pushsection .text.unlikely, \"ax\"\n",
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "mov {r:e}, 3\n",
+            "mov {c:e}, dword ptr fs:[{area} + 4]\n",
+            "jmp 22b\n",
+            "7:\n",
+            "mov {r:e}, 2\n",
+            "jmp 22b\n",
+            "8:\n",
+            "mov {r:e}, 1\n",
+            "jmp 22b\n",
+            "9:\n",
+            "mov {r:e}, ",
+            $limit,
+            "\n",
+            "jmp 22b\n",
+        )
+    };
+}
+
+/// Pop on the calling thread's own CPU, which the sequence reads itself: returns the
+/// object or an outcome code (`DONE`: the array is empty; `MISMATCH`: the CPU id is not a
+/// slot), and the CPU.
+///
+/// # Safety
+/// `area` is glibc's `__rseq_offset`; `slots` and `n` are the slots of a cache whose
+/// slots all follow rseq mode; a non-null block published in one is a live array of that
+/// slot (R2 keeps it so until the sequence ends).
+#[inline(always)]
+pub(super) unsafe fn pop_here(area: isize, slots: *const u8, n: usize) -> (usize, u32) {
+    let (result, cpu): (usize, usize);
+    // SAFETY: the caller's guarantees; the sequence follows R1 (its first instruction
+    // loads the CPU it addresses from `rseq->cpu_id`), its loads stay inside the slots
+    // (the id is below `n`) and the block, and its one store is the commit.
+    unsafe {
+        asm!(
+            here_start!(),
+            here_published!(),
+            load_header!(),
+            "test {r:e}, {r:e}",
+            "jz 9f",
+            "mov {r}, qword ptr [{b} + {r} * 8 + 56]",
+            "mov {t:e}, 0xffffffff",
+            "add {h}, {t}",
+            "bts {h}, 31",
+            inject!("{t:e}"),
+            "mov qword ptr [{b}], {h}",
+            "5:",
+            here_exits!("0"),
+            ".popsection",
+            area = in(reg) area,
+            slots = in(reg) slots,
+            n = in(reg) n,
+            c = out(reg) cpu,
+            r = out(reg) result,
+            b = out(reg) _,
+            t = out(reg) _,
+            h = out(reg) _,
+            stride = const SLOT_STRIDE,
+            published = const SLOT_PUBLISHED,
+            options(nostack),
+        );
+    }
+    // The CPU was loaded as 32 bits, zero-extended.
+    (result, cpu as u32)
+}
+
+/// Push of an object of `node` on the calling thread's own CPU, read as [`pop_here`]
+/// reads it: returns the outcome code (`LIMIT` when full, `REMOTE` when the CPU's node is
+/// not `node`, `MISMATCH` when the CPU id is not a slot) and the CPU.
+///
+/// # Safety
+/// As for [`pop_here`]; `obj` is a handed-out object of `node`.
+#[inline(always)]
+pub(super) unsafe fn push_here(
+    area: isize,
+    slots: *const u8,
+    n: usize,
+    obj: *mut u8,
+    node: u32,
+) -> (usize, u32) {
+    let (result, cpu): (usize, usize);
+    // SAFETY: as for `pop_here`; the node compare reads the slot, and the entry store lies
+    // above `avail` (speculative: nothing reads it unless the commit lands) and inside
+    // the block.
+    unsafe {
+        asm!(
+            here_start!(),
+            "cmp {node:e}, dword ptr [{slots} + {t} + {slot_node}]",
+            "jne 12f",
+            here_published!(),
+            load_header!(),
+            "cmp {r:e}, dword ptr [{b} + 12]",
+            "jae 9f",
+            "mov qword ptr [{b} + {r} * 8 + 64], {obj}",
+            "xor {r:e}, {r:e}",
+            "mov {t:e}, 0xffffffff",
+            "sub {h}, {t}",
+            inject!("{t:e}"),
+            "mov qword ptr [{b}], {h}",
+            "5:",
+            here_exits!("4"),
+            "12:",
+            "mov {r:e}, 5",
+            "jmp 22b",
+            ".popsection",
+            area = in(reg) area,
+            slots = in(reg) slots,
+            n = in(reg) n,
+            obj = in(reg) obj,
+            node = in(reg) node,
+            c = out(reg) cpu,
+            r = out(reg) result,
+            b = out(reg) _,
+            t = out(reg) _,
+            h = out(reg) _,
+            stride = const SLOT_STRIDE,
+            published = const SLOT_PUBLISHED,
+            slot_node = const SLOT_NODE,
+            options(nostack),
+        );
+    }
+    // The CPU was loaded as 32 bits, zero-extended.
+    (result, cpu as u32)
 }
 
 /// Unpublish: the CPU's own thread stores null into `published` as one sequence; returns
