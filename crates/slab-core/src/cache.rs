@@ -36,7 +36,7 @@ use crate::node::{free_limit, KmemList3, Refused, SlabRecords};
 use crate::pages::PageCache;
 use crate::registry::SlabRegistry;
 use crate::rseq::{Here, Miss, Pop, Push, RseqArea};
-use crate::slab::{Geometry, ObjectAlign, RedZoning, SlabChain, SlabOrder, SlabPtr};
+use crate::slab::{slab_mask, Geometry, ObjectAlign, RedZoning, SlabChain, SlabOrder, SlabPtr};
 use crate::stats::CacheStats;
 use crate::sync::{next_cache_id, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::tune::{TunableCells, Tunables};
@@ -114,8 +114,9 @@ pub(crate) struct KmemCache {
     pub(crate) array: Box<[CachePadded<ArraySlot>]>,
     /// Unique id, written in each slab descriptor to recognise the owner.
     pub(crate) id: u64,
-    /// `geometry.slab_bytes`, beside the other fast-path fields.
-    slab_bytes: usize,
+    /// `slab_mask(geometry.slab_bytes)`, beside the other fast-path fields: what the fast
+    /// free masks an object's address with to find its descriptor.
+    slab_mask: usize,
     /// Debug checks on (red zones, poison, registry-checked frees).
     pub(crate) debug: bool,
     /// The name, as slabinfo prints it.
@@ -197,7 +198,7 @@ impl KmemCache {
         Ok(Self {
             cpu_source: machine.cpu_source,
             fast_path,
-            slab_bytes: geometry.slab_bytes,
+            slab_mask: slab_mask(geometry.slab_bytes),
             id,
             name: name.to_owned(),
             flags,
@@ -327,20 +328,29 @@ impl KmemCache {
         unsafe { area.pop_here(&self.array) }
     }
 
-    /// What a pop on the thread's own CPU did not do: a CPU id that is not a slot (a
-    /// thread whose rseq area is not registered) is left to the topology
-    /// ([`KmemCache::alloc_elsewhere`]); an empty array, an abort or a detached array go to
-    /// [`KmemCache::rseq_alloc_slow`]. Takes no more than fits in registers, so that the
-    /// fast path stores nothing for it.
+    /// What a pop on the thread's own CPU did not do: an empty array, an abort or a
+    /// detached array go to [`KmemCache::rseq_alloc_slow`] for the CPU the thread is on
+    /// now; a CPU id that is not a slot (a thread whose rseq area is not registered) is
+    /// left to the topology ([`KmemCache::alloc_elsewhere`]). Takes no more than fits in
+    /// registers, so that the fast path stores nothing for it.
     #[cold]
     #[inline(never)]
     fn rseq_here_alloc_missed(&self, here: Here, error: &mut MaybeUninit<Error>) -> Option<NonNull<u8>> {
-        match (self.fast_path, here.pop()) {
-            (FastPath::Rseq(area), outcome) if outcome != Pop::Miss(Miss::Mismatch) => {
-                ok_or_set(self.rseq_alloc_slow(area, here.cpu(), outcome), error)
+        match (self.rseq_slot_cpu(), here.pop()) {
+            (Some((area, cpu)), outcome) if outcome != Pop::Miss(Miss::Mismatch) => {
+                ok_or_set(self.rseq_alloc_slow(area, cpu, outcome), error)
             }
             _ => self.alloc_elsewhere(error),
         }
+    }
+
+    /// rseq mode's area and the calling thread's CPU, if that CPU has a slot: what the
+    /// slow paths after a sequence on the thread's own CPU act on (the sequence does not
+    /// hand back the CPU it used; the thread may be on another by now, which is as good).
+    fn rseq_slot_cpu(&self) -> Option<(RseqArea, CpuId)> {
+        let FastPath::Rseq(area) = self.fast_path else { return None };
+        let cpu = CpuId::try_from(area.cpu_id()).ok()?;
+        ((cpu as usize) < self.array.len()).then_some((area, cpu))
     }
 
     /// What [`KmemCache::alloc_here`] leaves to the topology, in one call: CAS mode (its
@@ -796,27 +806,29 @@ impl KmemCache {
         Some((unsafe { area.push_here(&self.array, obj, node) }, node))
     }
 
-    /// What a push of an object of `node` on the thread's own CPU did not do: a remote
-    /// object goes to [`KmemCache::free_slow`] (the alien cache) for the CPU the sequence
-    /// read; a full array, an abort or a detached array to [`KmemCache::rseq_free_slow`];
-    /// a CPU id that is not a slot to the topology's path ([`KmemCache::free_elsewhere`]).
-    /// Not `#[cold]`: on a NUMA machine every free of another node's object comes here.
-    /// Takes no more than fits in registers, as [`KmemCache::rseq_here_alloc_missed`].
+    /// What a push of an object of `node` on the thread's own CPU did not do, for the CPU
+    /// the thread is on now: a remote object (or a thread that has moved to another
+    /// node's CPU since) goes to [`KmemCache::free_slow`] (the alien cache); a full
+    /// array, an abort or a detached array to [`KmemCache::rseq_free_slow`]; a CPU id that
+    /// is not a slot to the topology's path ([`KmemCache::free_elsewhere`]). Not
+    /// `#[cold]`: on a NUMA machine every free of another node's object comes here. Takes
+    /// no more than fits in registers, as [`KmemCache::rseq_here_alloc_missed`].
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
     #[inline(never)]
     unsafe fn rseq_here_free_missed(&self, ptr: NonNull<u8>, node: NodeId, here: Here) -> Result<()> {
-        match (self.fast_path, here.push()) {
+        let outcome = here.push();
+        let Some((area, cpu)) = self.rseq_slot_cpu().filter(|_| outcome != Push::Miss(Miss::Mismatch)) else {
             // SAFETY: forwarded to the caller.
-            (_, Push::Remote) => unsafe { self.free_slow(here.cpu(), ptr) },
-            (FastPath::Rseq(area), outcome) if outcome != Push::Miss(Miss::Mismatch) => {
-                self.rseq_free_slow(area, here.cpu(), node, ptr.as_ptr(), outcome);
-                Ok(())
-            }
+            return unsafe { self.free_elsewhere(ptr) };
+        };
+        if outcome == Push::Remote || self.array[cpu as usize].node != node {
             // SAFETY: forwarded to the caller.
-            _ => unsafe { self.free_elsewhere(ptr) },
+            return unsafe { self.free_slow(cpu, ptr) };
         }
+        self.rseq_free_slow(area, cpu, node, ptr.as_ptr(), outcome);
+        Ok(())
     }
 
     /// What [`KmemCache::free_here`] leaves to the topology, in one call: CAS mode (its
@@ -956,7 +968,7 @@ impl KmemCache {
     /// As for [`KmemCache::free_on`], outside debug mode.
     #[inline(always)]
     unsafe fn own_object_node(&self, obj: *mut u8) -> Option<NodeId> {
-        let slab = SlabPtr::of(obj, self.slab_bytes)?;
+        let slab = SlabPtr::masked(obj, self.slab_mask)?;
         // SAFETY: the caller guarantees obj is one of our objects (or at least one of a
         // cache of this allocator), so a descriptor is mapped at its slab base.
         let (cache_id, nodeid) = unsafe { (slab.cache_id(), slab.nodeid()) };
@@ -1079,7 +1091,7 @@ impl KmemCache {
             return unsafe { self.debug_free(cpu, ptr) };
         }
         let obj = ptr.as_ptr();
-        let Some(slab) = SlabPtr::of(obj, self.slab_bytes) else {
+        let Some(slab) = SlabPtr::masked(obj, self.slab_mask) else {
             return Err(self.foreign_pointer_error(obj as usize));
         };
         // SAFETY: the caller guarantees obj is one of our objects, so a descriptor is

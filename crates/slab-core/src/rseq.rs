@@ -121,21 +121,19 @@ pub(crate) enum Miss {
 }
 
 /// What a sequence on the calling thread's own CPU ([`RseqArea::pop_here`],
-/// [`RseqArea::push_here`]) left: its result register and the CPU it read. The fast paths
-/// test the register for their one outcome ([`Here::popped`], [`Here::pushed`]); only the
-/// slow paths decode the rest ([`Here::pop`], [`Here::push`]), so that no match on the
-/// outcome is compiled into the fast path.
+/// [`RseqArea::push_here`]) left in its result register. The fast paths test it for their
+/// one outcome ([`Here::popped`], [`Here::pushed`]); only the slow paths decode the rest
+/// ([`Here::pop`], [`Here::push`]), so that no match on the outcome is compiled into the
+/// fast path. The CPU the sequence used is not kept (a register less in the sequence): a
+/// slow path reads the CPU again, and acts on the one the thread is on then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Here {
-    result: usize,
-    cpu: u32,
-}
+pub(crate) struct Here(usize);
 
 impl Here {
     /// The object a pop sequence handed out, if it did.
     #[inline(always)]
     pub(crate) fn popped(self) -> Option<NonNull<u8>> {
-        match Pop::from_result(self.result) {
+        match Pop::from_result(self.0) {
             Pop::Hit(obj) => Some(obj),
             _ => None,
         }
@@ -144,23 +142,17 @@ impl Here {
     /// Whether a push sequence put its object on the array.
     #[inline(always)]
     pub(crate) fn pushed(self) -> bool {
-        self.result == code::DONE
+        self.0 == code::DONE
     }
 
     /// A pop sequence's outcome.
     pub(crate) fn pop(self) -> Pop {
-        Pop::from_result(self.result)
+        Pop::from_result(self.0)
     }
 
     /// A push sequence's outcome.
     pub(crate) fn push(self) -> Push {
-        Push::from_code(self.result)
-    }
-
-    /// The CPU the sequence read (after an abort, the one the thread resumed on); not a
-    /// slot's CPU after [`Miss::Mismatch`].
-    pub(crate) fn cpu(self) -> u32 {
-        self.cpu
+        Push::from_code(self.0)
     }
 }
 
@@ -280,10 +272,9 @@ impl RseqArea {
     }
 
     /// Pops the newest object of the calling thread's CPU's published array, as one
-    /// sequence that reads the CPU itself (see R1); gives the outcome and that CPU.
-    /// `Miss::Mismatch` here means that the thread's CPU id is not one of `slots` (an
-    /// unregistered thread's is negative): the caller asks the topology instead. After an
-    /// abort the CPU is the one the thread is on when it resumes.
+    /// sequence that reads the CPU itself (see R1). `Miss::Mismatch` here means that the
+    /// thread's CPU id is not one of `slots` (an unregistered thread's is negative): the
+    /// caller asks the topology instead.
     ///
     /// # Safety
     /// `slots` are the CPU slots of a cache whose slots all follow rseq mode; the array
@@ -291,8 +282,7 @@ impl RseqArea {
     #[inline(always)]
     pub(crate) unsafe fn pop_here(self, slots: &[CachePadded<ArraySlot>]) -> Here {
         // SAFETY: forwarded to the caller; SLOT_STRIDE is the slice's element size.
-        let (result, cpu) = unsafe { arch::pop_here(self.offset, slots.as_ptr().cast(), slots.len()) };
-        Here { result, cpu }
+        Here(unsafe { arch::pop_here(self.offset, slots.as_ptr().cast(), slots.len()) })
     }
 
     /// Pushes `obj`, an object of `node`, on the calling thread's CPU's published array,
@@ -304,9 +294,7 @@ impl RseqArea {
     #[inline(always)]
     pub(crate) unsafe fn push_here(self, slots: &[CachePadded<ArraySlot>], obj: *mut u8, node: u32) -> Here {
         // SAFETY: forwarded to the caller.
-        let (result, cpu) =
-            unsafe { arch::push_here(self.offset, slots.as_ptr().cast(), slots.len(), obj, node) };
-        Here { result, cpu }
+        Here(unsafe { arch::push_here(self.offset, slots.as_ptr().cast(), slots.len(), obj, node) })
     }
 
     /// R2 without the fence, for the thread that runs on `cpu`: one sequence on `cpu`
@@ -406,11 +394,11 @@ mod arch {
     pub(super) unsafe fn unpublish(_: isize, _: u32, _: *mut *mut Block) -> usize {
         super::code::MISMATCH
     }
-    pub(super) unsafe fn pop_here(_: isize, _: *const u8, _: usize) -> (usize, u32) {
-        (super::code::MISMATCH, u32::MAX)
+    pub(super) unsafe fn pop_here(_: isize, _: *const u8, _: usize) -> usize {
+        super::code::MISMATCH
     }
-    pub(super) unsafe fn push_here(_: isize, _: *const u8, _: usize, _: *mut u8, _: u32) -> (usize, u32) {
-        (super::code::MISMATCH, u32::MAX)
+    pub(super) unsafe fn push_here(_: isize, _: *const u8, _: usize, _: *mut u8, _: u32) -> usize {
+        super::code::MISMATCH
     }
 }
 

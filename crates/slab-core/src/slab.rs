@@ -326,6 +326,13 @@ pub(crate) struct Slab {
     colouroff: usize,
 }
 
+/// What masks an object address down to its slab's base: slabs are `slab_bytes` long (a
+/// power of two) and aligned to it.
+#[inline(always)]
+pub(crate) const fn slab_mask(slab_bytes: usize) -> usize {
+    !(slab_bytes - 1)
+}
+
 /// A pointer to a slab descriptor. Copy, compared by address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SlabPtr(NonNull<Slab>);
@@ -339,7 +346,14 @@ impl SlabPtr {
     /// (`virt_to_slab`). Pure arithmetic; whether a slab is there is the caller's business.
     #[inline(always)]
     pub(crate) fn of(obj: *const u8, slab_bytes: usize) -> Option<SlabPtr> {
-        NonNull::new((obj as usize & !(slab_bytes - 1)) as *mut Slab).map(SlabPtr)
+        Self::masked(obj, slab_mask(slab_bytes))
+    }
+
+    /// [`SlabPtr::of`] with the mask of [`slab_mask`] worked out already: one `and`, for
+    /// the fast free.
+    #[inline(always)]
+    pub(crate) fn masked(obj: *const u8, mask: usize) -> Option<SlabPtr> {
+        NonNull::new((obj as usize & mask) as *mut Slab).map(SlabPtr)
     }
 
     /// The slab's first byte.

@@ -103,13 +103,12 @@ fn slots_publishing(area: RseqArea, ac: &ArrayCache, cpus: u32) -> Vec<CachePadd
 }
 
 /// Runs a sequence on the thread's own CPU until it is not an abort; gives its outcome
-/// as `decode` reads it, and the CPU it read.
-fn here<T: PartialEq>(mut op: impl FnMut() -> Here, decode: impl Fn(Here) -> T, aborted: T) -> (T, u32) {
+/// as `decode` reads it.
+fn here<T: PartialEq>(mut op: impl FnMut() -> Here, decode: impl Fn(Here) -> T, aborted: T) -> T {
     loop {
-        let here = op();
-        let outcome = decode(here);
+        let outcome = decode(op());
         if outcome != aborted {
-            return (outcome, here.cpu());
+            return outcome;
         }
     }
 }
@@ -132,16 +131,17 @@ fn the_sequences_on_the_threads_own_cpu_read_it_and_keep_to_its_node() {
     // SAFETY: as for `push`.
     let pop = || here(|| unsafe { area.pop_here(&slots) }, Here::pop, Pop::Miss(Miss::Aborted));
 
-    let (outcome, cpu) = pop();
-    assert_eq!(outcome, Pop::Empty);
-    assert!(cpu < cpus, "the CPU the sequence read ({cpu}) is one of the slots");
-    assert_eq!(push(fake(1), 0).0, Push::Done);
-    assert_eq!(push(fake(2), 1).0, Push::Remote, "node 1's object never enters node 0's array");
-    assert_eq!(push(fake(3), 0).0, Push::Done);
-    assert_eq!(push(fake(4), 0).0, Push::Full);
-    assert_eq!(pop().0, Pop::Hit(NonNull::new(fake(3)).unwrap()));
-    assert_eq!(pop().0, Pop::Hit(NonNull::new(fake(1)).unwrap()));
-    assert_eq!(pop().0, Pop::Empty);
+    assert_eq!(pop(), Pop::Empty);
+    assert_eq!(push(fake(1), 0), Push::Done);
+    assert_eq!(push(fake(2), 1), Push::Remote, "node 1's object never enters node 0's array");
+    assert_eq!(push(fake(3), 0), Push::Done);
+    assert_eq!(push(fake(4), 0), Push::Full);
+    assert!(!ac.touched(), "pushes leave `touched` alone");
+    assert_eq!(pop(), Pop::Hit(NonNull::new(fake(3)).unwrap()));
+    assert!(ac.touched(), "a pop sets `touched`");
+    assert_eq!(pop(), Pop::Hit(NonNull::new(fake(1)).unwrap()));
+    assert!(ac.touched(), "and keeps it set");
+    assert_eq!(pop(), Pop::Empty);
     assert_eq!((ac.avail(), ac.net()), (0, 0), "two pushed, two popped, nothing else written");
 
     // No slot for any CPU id: the id check fails before any store.
@@ -152,9 +152,73 @@ fn the_sequences_on_the_threads_own_cpu_read_it_and_keep_to_its_node() {
     for slot in &slots {
         slot.published.store(std::ptr::null_mut(), Ordering::Relaxed);
     }
-    assert_eq!(push(fake(6), 0).0, Push::Miss(Miss::Detached));
-    assert_eq!(pop().0, Pop::Miss(Miss::Detached));
+    assert_eq!(push(fake(6), 0), Push::Miss(Miss::Detached));
+    assert_eq!(pop(), Pop::Miss(Miss::Detached));
     assert!(ac.objects().is_empty());
+}
+
+/// The CPUs the calling thread may run on.
+fn allowed_cpus() -> Vec<u32> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set for sched_getaffinity to fill.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the set is ours and its size is passed.
+    let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(got, 0, "sched_getaffinity");
+    // SAFETY: CPU_ISSET reads inside the set for ids below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as u32).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu as usize, &set) }).collect()
+}
+
+/// Pins the calling thread to `cpus`.
+fn pin_self(cpus: &[u32]) {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays inside it for the ids
+    // `allowed_cpus` gave.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: as above.
+        unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    }
+    // SAFETY: the set is ours and its size is passed; 0 is the calling thread.
+    let set_ok = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(set_ok, 0, "sched_setaffinity({cpus:?})");
+}
+
+#[test]
+fn the_sequences_on_the_threads_own_cpu_address_that_cpus_slot() {
+    let Some(area) = area_or_skip("the_sequences_on_the_threads_own_cpu_address_that_cpus_slot") else {
+        return;
+    };
+    let allowed = allowed_cpus();
+    let bound = allowed.iter().max().map_or(0, |&cpu| cpu + 1);
+    let arrays: Vec<ArrayCache> = (0..bound).map(|_| ArrayCache::new(4, 2).unwrap()).collect();
+    let slots: Vec<CachePadded<ArraySlot>> = arrays
+        .iter()
+        .zip(0..)
+        .map(|(ac, cpu)| {
+            let slot = CachePadded::new(ArraySlot::new(0, SlotFence::Rseq { cpu, area }));
+            slot.published.store(ac.block(), Ordering::Relaxed);
+            slot
+        })
+        .collect();
+    for &cpu in &allowed {
+        pin_self(&[cpu]);
+        // SAFETY: the slots of this test alone, each publishing its own array of node 0.
+        let pushed = here(
+            || unsafe { area.push_here(&slots, fake(cpu as usize), 0) },
+            Here::push,
+            Push::Miss(Miss::Aborted),
+        );
+        let holders: Vec<usize> =
+            arrays.iter().enumerate().filter(|(_, ac)| ac.avail() > 0).map(|(n, _)| n).collect();
+        // SAFETY: as above.
+        let popped = here(|| unsafe { area.pop_here(&slots) }, Here::pop, Pop::Miss(Miss::Aborted));
+        assert_eq!(pushed, Push::Done);
+        assert_eq!(holders, [cpu as usize], "a thread on CPU {cpu} pushes onto CPU {cpu}'s array alone");
+        assert_eq!(popped, Pop::Hit(NonNull::new(fake(cpu as usize)).unwrap()));
+    }
+    pin_self(&allowed);
+    for slot in &slots {
+        slot.published.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
 }
 
 #[test]

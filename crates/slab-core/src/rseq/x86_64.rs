@@ -163,11 +163,12 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
 }
 
 /// The descriptor and the arming store, then the calling thread's CPU as the kernel keeps
-/// it, loaded into `{c}` as the sequence's first instruction, so that the CPU the
+/// it, loaded into `{r}` as the sequence's first instruction, so that the CPU the
 /// sequence addresses is `rseq->cpu_id` itself (R1: there is no earlier value to compare;
 /// a migration after this load aborts the sequence). A CPU id that is not a slot (an
 /// unregistered thread's -1 or -2, unsigned) exits at `7:`. Leaves the slot's offset from
-/// `{slots}` in `{t}`. Uses `{t}`, `{area}`, `{c}`, `{n}` and `{slots}`.
+/// `{slots}` in `{t}`. Uses `{t}`, `{area}`, `{r}`, `{n}` and `{slots}`; `{n}` is free
+/// after it (the header goes there).
 macro_rules! here_start {
     () => {
         concat!(
@@ -180,26 +181,34 @@ macro_rules! here_start {
             "lea {t}, [rip + 3b]\n",
             "mov qword ptr fs:[{area} + 8], {t}\n",
             "4:\n",
-            "mov {c:e}, dword ptr fs:[{area} + 4]\n",
-            "cmp {c}, {n}\n",
+            "mov {r:e}, dword ptr fs:[{area} + 4]\n",
+            "cmp {r}, {n}\n",
             "jae 7f\n",
-            "imul {t}, {c}, {stride}\n",
+            "imul {t}, {r}, {stride}\n",
         )
     };
 }
 
-/// The published array of the slot at `{slots} + {t}` into `{b}`; a null one exits at `8:`.
-macro_rules! here_published {
+/// The published array of the slot at `{slots} + {t}` into `{b}` (a null one exits at
+/// `8:`), then its header word into `{n}` and its `avail` into `{r}`.
+macro_rules! here_header {
     () => {
-        "mov {b}, qword ptr [{slots} + {t} + {published}]\ntest {b}, {b}\njz 8f\n"
+        concat!(
+            "mov {b}, qword ptr [{slots} + {t} + {published}]\n",
+            "test {b}, {b}\n",
+            "jz 8f\n",
+            "mov {n}, qword ptr [{b}]\n",
+            "movzx {r:e}, {n:x}\n",
+        )
     };
 }
 
 /// The exits of a sequence on the thread's own CPU, out of line (in `.text.unlikely`, as
 /// librseq keeps its abort handlers in `__rseq_failure`), so that the commit falls through
-/// to `22:` with no jump: the signature and the abort address (which loads the CPU again,
-/// for the caller's slow path), then the early exits `7:` (no slot), `8:` (detached) and
-/// `9:` (the sequence's own, outcome `$limit`), each setting `{r}` and returning to `22:`.
+/// to `22:` with no jump: the signature and the abort address, then the early exits `7:`
+/// (no slot), `8:` (detached) and `9:` (the sequence's own, outcome `$limit`), each
+/// setting `{r}` and returning to `22:`. The section is left open for the sequence's own
+/// further exits; it closes it.
 macro_rules! here_exits {
     ($limit:literal) => {
         concat!(
@@ -209,7 +218,6 @@ macro_rules! here_exits {
             ".long 0x53053053\n",
             "6:\n",
             "mov {r:e}, 3\n",
-            "mov {c:e}, dword ptr fs:[{area} + 4]\n",
             "jmp 22b\n",
             "7:\n",
             "mov {r:e}, 2\n",
@@ -228,66 +236,64 @@ macro_rules! here_exits {
 
 /// Pop on the calling thread's own CPU, which the sequence reads itself: returns the
 /// object or an outcome code (`DONE`: the array is empty; `MISMATCH`: the CPU id is not a
-/// slot), and the CPU.
+/// slot). Six registers, the CPU's and the header's reused, so that a caller that
+/// inlines it keeps its own values in registers.
 ///
 /// # Safety
 /// `area` is glibc's `__rseq_offset`; `slots` and `n` are the slots of a cache whose
 /// slots all follow rseq mode; a non-null block published in one is a live array of that
 /// slot (R2 keeps it so until the sequence ends).
 #[inline(always)]
-pub(super) unsafe fn pop_here(area: isize, slots: *const u8, n: usize) -> (usize, u32) {
-    let (result, cpu): (usize, usize);
+pub(super) unsafe fn pop_here(area: isize, slots: *const u8, n: usize) -> usize {
+    let result: usize;
     // SAFETY: the caller's guarantees; the sequence follows R1 (its first instruction
     // loads the CPU it addresses from `rseq->cpu_id`), its loads stay inside the slots
     // (the id is below `n`) and the block, and its one store is the commit.
     unsafe {
         asm!(
             here_start!(),
-            here_published!(),
-            load_header!(),
+            here_header!(),
             "test {r:e}, {r:e}",
             "jz 9f",
             "mov {r}, qword ptr [{b} + {r} * 8 + 56]",
+            // header' = header - 1 (avail) + 2^32 (net) | touched, with `touched` set
+            // only where it is clear (a branch, off the chain of header loads and
+            // stores that a run of pops and pushes forms).
             "mov {t:e}, 0xffffffff",
-            "add {h}, {t}",
-            "bts {h}, 31",
+            "add {n}, {t}",
+            "test {n:e}, 0x80000000",
+            "jnz 13f",
+            "bts {n}, 31",
+            "13:",
             inject!("{t:e}"),
-            "mov qword ptr [{b}], {h}",
+            "mov qword ptr [{b}], {n}",
             "5:",
             here_exits!("0"),
             ".popsection",
             area = in(reg) area,
             slots = in(reg) slots,
-            n = in(reg) n,
-            c = out(reg) cpu,
+            n = inout(reg) n => _,
             r = out(reg) result,
             b = out(reg) _,
             t = out(reg) _,
-            h = out(reg) _,
             stride = const SLOT_STRIDE,
             published = const SLOT_PUBLISHED,
             options(nostack),
         );
     }
-    // The CPU was loaded as 32 bits, zero-extended.
-    (result, cpu as u32)
+    result
 }
 
 /// Push of an object of `node` on the calling thread's own CPU, read as [`pop_here`]
 /// reads it: returns the outcome code (`LIMIT` when full, `REMOTE` when the CPU's node is
-/// not `node`, `MISMATCH` when the CPU id is not a slot) and the CPU.
+/// not `node`, `MISMATCH` when the CPU id is not a slot). Eight registers, as few as
+/// [`pop_here`]'s reasons allow.
 ///
 /// # Safety
 /// As for [`pop_here`]; `obj` is a handed-out object of `node`.
 #[inline(always)]
-pub(super) unsafe fn push_here(
-    area: isize,
-    slots: *const u8,
-    n: usize,
-    obj: *mut u8,
-    node: u32,
-) -> (usize, u32) {
-    let (result, cpu): (usize, usize);
+pub(super) unsafe fn push_here(area: isize, slots: *const u8, n: usize, obj: *mut u8, node: u32) -> usize {
+    let result: usize;
     // SAFETY: as for `pop_here`; the node compare reads the slot, and the entry store lies
     // above `avail` (speculative: nothing reads it unless the commit lands) and inside
     // the block.
@@ -296,16 +302,15 @@ pub(super) unsafe fn push_here(
             here_start!(),
             "cmp {node:e}, dword ptr [{slots} + {t} + {slot_node}]",
             "jne 12f",
-            here_published!(),
-            load_header!(),
+            here_header!(),
             "cmp {r:e}, dword ptr [{b} + 12]",
             "jae 9f",
             "mov qword ptr [{b} + {r} * 8 + 64], {obj}",
             "xor {r:e}, {r:e}",
             "mov {t:e}, 0xffffffff",
-            "sub {h}, {t}",
+            "sub {n}, {t}",
             inject!("{t:e}"),
-            "mov qword ptr [{b}], {h}",
+            "mov qword ptr [{b}], {n}",
             "5:",
             here_exits!("4"),
             "12:",
@@ -314,22 +319,19 @@ pub(super) unsafe fn push_here(
             ".popsection",
             area = in(reg) area,
             slots = in(reg) slots,
-            n = in(reg) n,
+            n = inout(reg) n => _,
             obj = in(reg) obj,
             node = in(reg) node,
-            c = out(reg) cpu,
             r = out(reg) result,
             b = out(reg) _,
             t = out(reg) _,
-            h = out(reg) _,
             stride = const SLOT_STRIDE,
             published = const SLOT_PUBLISHED,
             slot_node = const SLOT_NODE,
             options(nostack),
         );
     }
-    // The CPU was loaded as 32 bits, zero-extended.
-    (result, cpu as u32)
+    result
 }
 
 /// Unpublish: the CPU's own thread stores null into `published` as one sequence; returns
