@@ -29,10 +29,10 @@ use std::arch::asm;
 
 use crate::array_cache::{Block, SLOT_NODE, SLOT_PUBLISHED, SLOT_STRIDE};
 
-/// The descriptor, the arming store, the CPU check and the published array's address
-/// in `{b}`: the start every sequence shares. Uses `{t}`, `{area}`, `{cpu}`,
-/// `{published}` and `{b}`.
-macro_rules! sequence_start {
+/// The sequence's descriptor (`struct rseq_cs`: version 0, flags 0, start `4:`, length
+/// to `5:`, abort `6:`) in `__rseq_cs`, and the arming store of its address into
+/// `rseq->rseq_cs`, which must come right before the start. Uses `{t}` and `{area}`.
+macro_rules! arm {
     () => {
         concat!(
             ".pushsection __rseq_cs, \"aw\"\n",
@@ -43,6 +43,17 @@ macro_rules! sequence_start {
             ".popsection\n",
             "lea {t}, [rip + 3b]\n",
             "mov qword ptr fs:[{area} + 8], {t}\n",
+        )
+    };
+}
+
+/// `arm!`, then the CPU check and the published array's address
+/// in `{b}`: how the sequences for a CPU the caller names start. Uses `{t}`, `{area}`, `{cpu}`,
+/// `{published}` and `{b}`.
+macro_rules! sequence_start {
+    () => {
+        concat!(
+            arm!(),
             "4:\n",
             "cmp dword ptr fs:[{area} + 4], {cpu:e}\n",
             "jne 7f\n",
@@ -162,7 +173,7 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
     }
 }
 
-/// The descriptor and the arming store, then the calling thread's CPU as the kernel keeps
+/// `arm!`, then the calling thread's CPU as the kernel keeps
 /// it, loaded into `{r}` as the sequence's first instruction, so that the CPU the
 /// sequence addresses is `rseq->cpu_id` itself (R1: there is no earlier value to compare;
 /// a migration after this load aborts the sequence). A CPU id that is not a slot (an
@@ -172,14 +183,7 @@ pub(super) unsafe fn pop(area: isize, cpu: u32, published: *const *mut Block) ->
 macro_rules! here_start {
     () => {
         concat!(
-            ".pushsection __rseq_cs, \"aw\"\n",
-            ".balign 32\n",
-            "3:\n",
-            ".long 0, 0\n",
-            ".quad 4f, 5f - 4f, 6f\n",
-            ".popsection\n",
-            "lea {t}, [rip + 3b]\n",
-            "mov qword ptr fs:[{area} + 8], {t}\n",
+            arm!(),
             "4:\n",
             "mov {r:e}, dword ptr fs:[{area} + 4]\n",
             "cmp {r}, {n}\n",
