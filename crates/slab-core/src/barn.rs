@@ -254,7 +254,21 @@ impl Barn {
     /// with `full` handed back, when the barn has no empty sheaf, when `full` holds no
     /// object, or when its capacity is not the barn's.
     pub(crate) fn exchange_full_for_empty(&self, full: Sheaf) -> Result<Sheaf, Sheaf> {
-        let mut state = self.state.lock();
+        Self::full_for_empty(&mut self.state.lock(), full)
+    }
+
+    /// [`Barn::exchange_full_for_empty`] for another node's alien cache, which must not
+    /// wait: refused also when the barn's lock is taken. One compare-and-swap takes the
+    /// lock, so a remote batch reaches its owner's barn with one atomic operation and
+    /// never waits on the owner.
+    pub(crate) fn offer_full_for_empty(&self, full: Sheaf) -> Result<Sheaf, Sheaf> {
+        match self.state.try_lock() {
+            Some(mut state) => Self::full_for_empty(&mut state, full),
+            None => Err(full),
+        }
+    }
+
+    fn full_for_empty(state: &mut BarnState, full: Sheaf) -> Result<Sheaf, Sheaf> {
         let contents = &mut state.contents;
         if full.is_empty() || full.capacity() != contents.sheaf_capacity {
             return Err(full);

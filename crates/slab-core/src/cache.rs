@@ -1167,22 +1167,26 @@ impl KmemCache {
     }
 
     /// `cache_free_alien`: a remote object goes to this node's alien cache for its owner.
-    /// A full alien cache is handed whole to the owner node's queue of remote frees with
-    /// one atomic operation (`remote.rs`), for the owner to drain on its next refill,
-    /// allocation or reap; in a debug cache it is freed to the owner's slabs under the
-    /// owner's lock (`__drain_alien_cache`). An absent or contended
-    /// alien cache frees straight to the owner's slabs.
+    /// A full alien cache (a sheaf as large as a CPU array, where the owner has a barn) is
+    /// exchanged whole for an empty sheaf of the owner's barn, without waiting for its
+    /// lock (`Barn::offer_full_for_empty`), for the owner's CPUs to take as they take
+    /// their own full sheaves. When the barn cannot take it (no empty sheaf, its lock
+    /// taken, detached, a tuning under way) its objects are handed to the owner node's
+    /// queue of remote frees with one atomic operation (`remote.rs`), for the owner to
+    /// drain on its next refill, allocation or reap; in a debug cache, whose free objects
+    /// keep their poison, they go to the owner's slabs under the owner's lock
+    /// (`__drain_alien_cache`). An absent or contended alien cache frees straight to the
+    /// owner's slabs.
     #[inline(never)]
     fn cache_free_alien(&self, home: NodeId, owner: NodeId, obj: *mut u8) {
         if let Some(mut guard) = self.l3(home).alien[owner as usize].try_lock() {
+            let owner_l3 = self.l3(owner);
             let mut chain = SlabChain::default();
             let done = guard.with(|data| {
-                let Some(ac) = data.array_mut() else { return false };
-                if ac.avail() == ac.limit() {
-                    let owner_l3 = self.l3(owner);
+                let full = data.array().is_some_and(|ac| ac.avail() == ac.limit());
+                if full && !data.exchange(|full| owner_l3.barn.offer_full_for_empty(full)) {
+                    let Some(ac) = data.array_mut() else { return false };
                     if self.debug {
-                        // A debug cache's free objects keep their poison: no link is
-                        // written into them, so they go to the slabs under the lock.
                         let mut l3 = owner_l3.list_lock.lock();
                         // SAFETY: alien entries are handed-out objects of `owner`.
                         unsafe { self.return_to_slabs(&mut l3, ac.objects(), owner, &mut chain) };
@@ -1193,7 +1197,7 @@ impl KmemCache {
                     }
                     ac.remove_oldest(ac.avail());
                 }
-                ac.push(obj)
+                data.array_mut().is_some_and(|ac| ac.push(obj))
             });
             drop(guard);
             self.slabs_destroy(chain);

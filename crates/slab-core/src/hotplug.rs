@@ -12,16 +12,23 @@ use crate::error::Result;
 use crate::failslab::UNUSED_BATCHCOUNT;
 use crate::node::free_limit;
 use crate::slab::SlabChain;
+use crate::tune::Tunables;
 
-/// The kernel's alien array size (`alloc_alien_cache`: "if (limit > 1) limit = 12").
+/// The kernel's alien array size (`alloc_alien_cache`: "if (limit > 1) limit = 12"), for
+/// a cache without barns.
 const ALIEN_LIMIT: u32 = 12;
 
-/// The size of each alien array of a cache whose per-CPU `limit` is `limit`.
-pub(crate) fn alien_limit(limit: u32) -> u32 {
-    if limit > 1 {
+/// The size of each alien array of a cache with these tunables. Where the owner node has
+/// a barn (`shared` > 0), an alien array is a sheaf being filled for it: as large as a CPU
+/// array, so that a full one is handed to the owner's barn whole (`cache_free_alien`).
+/// Without a barn, the kernel's 12.
+pub(crate) fn alien_limit(tunables: Tunables) -> u32 {
+    if barn_sheaves(tunables.limit, tunables.batchcount, tunables.shared) > 0 {
+        tunables.limit
+    } else if tunables.limit > 1 {
         ALIEN_LIMIT
     } else {
-        limit
+        tunables.limit
     }
 }
 
@@ -47,7 +54,7 @@ impl KmemCache {
             0 => None,
             sheaves => Some(self.alloc_barn(home, sheaves, tunables.limit)?),
         };
-        let alien_limit = alien_limit(tunables.limit);
+        let alien_limit = alien_limit(tunables);
         let mut alien = Vec::new();
         for &owner in self.machine.memory_nodes.iter().filter(|&&n| n != home) {
             let ac = self.alloc_arraycache(home, alien_limit, UNUSED_BATCHCOUNT)?;

@@ -6,6 +6,7 @@ use topology::{CpuId, CpuSet, NodeId};
 use crate::barn::barn_sheaves;
 use crate::cache::{Cache, KmemCache};
 use crate::error::{Error, Result};
+use crate::failslab::UNUSED_BATCHCOUNT;
 use crate::hotplug::alien_limit;
 use crate::memory::page_size;
 use crate::node::free_limit;
@@ -148,7 +149,7 @@ impl KmemCache {
             let barn = barn_sheaves(tunables.limit, tunables.batchcount, tunables.shared) * tunables.limit;
             let objects = cpus * tunables.limit as usize
                 + barn as usize
-                + (nodes.len() - 1) * alien_limit(tunables.limit) as usize
+                + (nodes.len() - 1) * alien_limit(tunables) as usize
                 + free_limit(cpus, tunables.batchcount, self.geometry.num);
             objects.div_ceil(num) * self.geometry.slab_bytes
         };
@@ -178,14 +179,15 @@ impl KmemCache {
             .collect()
     }
 
-    /// `do_tune_cpucache`: new arrays for every prepared CPU and new barn sheaves for every
-    /// node with one (`alloc_kmemlist`, the shared arrays' place), all allocated before
+    /// `do_tune_cpucache`: new arrays for every prepared CPU, and new barn sheaves and
+    /// alien arrays for every node with one (`alloc_kmemlist`), all allocated before
     /// anything changes, so that a refused allocation returns its error (the kernel's
-    /// -ENOMEM) with the old tunables and arrays in force; then the CPU arrays swapped in
-    /// under each slot lock, the old arrays' objects returned to the slabs, and each node's
-    /// barn sheaves and free limit replaced under its list lock, the old full sheaves'
-    /// objects returned to the slabs under it and the sheaves freed after unlocking. The
-    /// caller holds the cache_chain mutex (or the allocator is gone).
+    /// -ENOMEM) with the old tunables and arrays in force. Then the CPU arrays are swapped
+    /// in under each slot lock and the alien arrays under theirs, the old arrays' objects
+    /// returned to their nodes' slabs; then each node's barn sheaves and free limit are
+    /// replaced under its list lock, the old full sheaves' objects returned to the slabs
+    /// under it and the sheaves freed after unlocking. The caller holds the cache_chain
+    /// mutex (or the allocator is gone).
     pub(crate) fn do_tune_cpucache(&self, tunables: Tunables, prepared: &CpuSet) -> Result<()> {
         let cpus: Vec<CpuId> = prepared.iter().filter(|&cpu| (cpu as usize) < self.array.len()).collect();
         let mut fresh = Vec::with_capacity(cpus.len());
@@ -203,6 +205,18 @@ impl KmemCache {
             let wanted = cpus_on(node) > 0 && sheaves > 0;
             barns.push(if wanted { Some(self.alloc_barn(node, sheaves, tunables.limit)?) } else { None });
         }
+        // An alien array's size follows the tunables (`alien_limit`): every node with CPUs
+        // gets new ones, as it gets a new barn.
+        let mut aliens = Vec::new();
+        for node in (0..self.nodelists.len() as NodeId).filter(|&node| cpus_on(node) > 0) {
+            for &owner in self.machine.memory_nodes.iter().filter(|&&owner| owner != node) {
+                aliens.push((
+                    node,
+                    owner,
+                    self.alloc_arraycache(node, alien_limit(tunables), UNUSED_BATCHCOUNT)?,
+                ));
+            }
+        }
         // Nothing can fail from here on.
         let mut chain = SlabChain::default();
         for (&cpu, ac) in cpus.iter().zip(fresh) {
@@ -213,6 +227,12 @@ impl KmemCache {
             }
         }
         self.tunables.set(tunables);
+        for (node, owner, ac) in aliens {
+            let old = self.l3(node).alien[owner as usize].lock().with(|data| data.replace(ac));
+            if let Some(old) = old {
+                self.drain_detached(owner, old, &mut chain);
+            }
+        }
         for (node, contents) in (0..self.nodelists.len() as NodeId).zip(barns) {
             let l3 = self.l3(node);
             let old = {

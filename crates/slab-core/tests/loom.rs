@@ -168,24 +168,20 @@ fn barn_exchange_races_the_last_cpus_teardown_and_a_drain() {
 
 /// The remote hand-off races the teardown of the owner node's last CPU and a drain (the
 /// reaper): CPUs 0 and 2 (nodes 0 and 2) each free two of node 1's objects, the second
-/// free handing the first (a full alien cache of one) to node 1's queue with one
-/// compare-and-swap, so two pushes race each other, `cpu_dead(1)` (which drains the queue
-/// under node 1's lock) and a reaper pass (which drains it too). Nothing is lost or
-/// stranded: every object is accounted for, and the last drain (shrink) brings them home.
+/// free handing the first (a full alien cache of one) to node 1: to its barn whole when
+/// the barn's lock is free and it has an empty sheaf, else to its queue with one
+/// compare-and-swap. So two hand-offs race each other, `cpu_dead(1)` (which detaches the
+/// barn and drains the queue under node 1's lock) and a reaper pass (which drains the
+/// queue too). Nothing is lost or stranded: every object is accounted for, and the last
+/// drain (shrink) brings them home.
 #[test]
 fn remote_hand_off_races_the_owner_losing_its_last_cpu_and_a_drain() {
     loom::model(|| {
         // Three nodes of one CPU each: CPU 1 is node 1's last CPU.
         let (allocator, cache) = setup("3x3");
-        // limit 1 makes the alien caches hold one object (alloc_alien_cache's "limit > 1");
-        // tuning leaves alien caches as they are, so nodes 0's and 2's are made again by a
-        // down and up of their CPUs.
+        // Arrays of one, so alien caches of one (a sheaf being filled for the owner's barn),
+        // and a barn of one sheaf (shared * batchcount = 1).
         cache.tune(1, 1, 1).expect("tunables");
-        for cpu in [0, 2] {
-            allocator.cpu_dead(cpu);
-            allocator.cpu_up_prepare(cpu).expect("prepare");
-            allocator.cpu_online(cpu).expect("online");
-        }
         let objects: Vec<usize> =
             (0..4).map(|_| cache.alloc_on(1).expect("alloc").as_ptr() as usize).collect();
         let pusher = {
@@ -217,7 +213,9 @@ fn remote_hand_off_races_the_owner_losing_its_last_cpu_and_a_drain() {
             "all four objects are accounted for, none twice",
         );
         // Each second free waits in its node's alien cache unless the reaper's pass drained
-        // it; each first is queued unless a drain took it home.
+        // it; each first is in the barn or queued unless a drain took it home. The barn went
+        // with node 1's last CPU: whatever reached it went home then.
+        assert_eq!(stats.nodes[1].shared_avail, None, "node 1's last CPU took its barn");
         assert!(stats.alien_avail <= 2 && stats.nodes[1].remote_avail <= 2);
         assert_eq!(
             stats.nodes[1].active_objs,

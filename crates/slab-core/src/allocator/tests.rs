@@ -49,14 +49,18 @@ fn fast_path_is_lifo_per_cpu_and_local() {
 fn remote_frees_go_through_the_alien_cache_in_batches() {
     let (_, allocator) = seed_box();
     let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
-    let objects: Vec<_> = (0..13).map(|_| cache.alloc_on(2).unwrap()).collect();
+    // With barns, an alien array is a sheaf: as large as a CPU array.
+    let alien = cache.tunables().limit as usize;
+    let objects: Vec<_> = (0..alien + 1).map(|_| cache.alloc_on(2).unwrap()).collect();
     for (i, &obj) in objects.iter().enumerate() {
         // SAFETY: ours, freed once, on CPU 0 of node 0.
         unsafe { cache.free_on(0, obj).unwrap() };
         let stats = cache.stats();
-        // The alien cache holds 12; the 13th free drains it to node 1 first.
-        assert_eq!(stats.alien_avail, if i < 12 { i + 1 } else { 1 }, "after {} remote frees", i + 1);
-        cache.validate().unwrap();
+        // The alien cache holds `alien`; the next free hands it to node 1 first.
+        assert_eq!(stats.alien_avail, if i < alien { i + 1 } else { 1 }, "after {} remote frees", i + 1);
+        if i % 16 == 0 || i >= alien - 1 {
+            cache.validate().unwrap();
+        }
     }
     assert_eq!(cache.stats().in_use, 0);
 }
@@ -118,28 +122,59 @@ fn refill_takes_a_full_sheaf_from_the_barn_whole() {
 }
 
 #[test]
-fn a_full_alien_cache_reaches_its_owner_without_its_lock_and_the_owner_reuses_it() {
+fn a_full_alien_cache_reaches_its_owners_barn_whole_and_the_owner_reuses_it() {
     let (_, allocator) = seed_box();
     let cache = allocator.create_cache("c", layout(64), CacheFlags::NONE).unwrap();
-    let objects: Vec<_> = (0..13).map(|_| cache.alloc_on(2).unwrap()).collect();
+    let alien = cache.tunables().limit as usize;
+    let sheaves = {
+        let node = &cache.stats().nodes[1];
+        node.barn_full_sheaves + node.barn_empty_sheaves
+    };
+    assert!(sheaves > 0, "node 1 has a barn");
+    // One sheaf's worth per empty sheaf of node 1's barn, then one more and one object.
+    let objects: Vec<_> = (0..(sheaves + 1) * alien + 1).map(|_| cache.alloc_on(2).unwrap()).collect();
     let free_before = cache.stats().nodes[1].free_objects;
-    for &obj in &objects {
+    for &obj in &objects[..sheaves * alien + 1] {
         // SAFETY: ours, freed once, on CPU 0 of node 0.
         unsafe { cache.free_on(0, obj).unwrap() };
     }
     let stats = cache.stats();
-    assert_eq!(stats.nodes[1].remote_avail, 12, "the full alien cache was handed over whole");
+    assert_eq!(
+        stats.nodes[1].shared_avail,
+        Some(sheaves * alien),
+        "each full alien cache went to the barn whole"
+    );
+    assert_eq!((stats.nodes[1].barn_full_sheaves, stats.nodes[1].barn_empty_sheaves), (sheaves, 0));
+    assert_eq!(stats.nodes[1].remote_avail, 0);
     assert_eq!(stats.nodes[1].free_objects, free_before, "node 1's slabs were not touched");
+    assert_eq!(stats.alien_avail, 1);
+    cache.validate().unwrap();
+    // The barn has no empty sheaf left: the next full alien cache goes to node 1's queue.
+    for &obj in &objects[sheaves * alien + 1..] {
+        // SAFETY: as above.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.nodes[1].remote_avail, alien, "handed over whole, without the owner's lock");
+    assert_eq!(stats.nodes[1].free_objects, free_before);
     assert_eq!(stats.in_use, 0);
     cache.validate().unwrap();
     // CPU 3's first refill (its array is empty) takes the queue into its array.
     let got = cache.alloc_on(3).unwrap();
-    assert!(objects[..12].contains(&got));
+    assert!(objects.contains(&got));
     let stats = cache.stats();
     assert_eq!(stats.nodes[1].remote_avail, 0);
-    assert_eq!(stats.in_cpu_caches(3), 11);
-    // SAFETY: ours.
-    unsafe { cache.free_on(3, got).unwrap() };
+    assert_eq!(stats.in_cpu_caches(3), alien - 1);
+    // CPU 3's next refill takes a full sheaf from the barn.
+    let taken: Vec<_> = (0..alien).map(|_| cache.alloc_on(3).unwrap()).collect();
+    let stats = cache.stats();
+    assert_eq!(stats.nodes[1].barn_full_sheaves, sheaves - 1);
+    assert_eq!(stats.in_cpu_caches(3), alien - 1);
+    assert_eq!(stats.nodes[1].free_objects, free_before, "still no object through the slabs");
+    for obj in taken.into_iter().chain([got]) {
+        // SAFETY: ours.
+        unsafe { cache.free_on(3, obj).unwrap() };
+    }
     cache.validate().unwrap();
 }
 
@@ -154,31 +189,33 @@ fn remote_frees_of_a_node_without_cpus_are_drained_by_allocation_reap_and_shrink
             unsafe { cache.free_on(0, obj).unwrap() };
         }
     };
+    let alien = cache.tunables().limit as usize;
     allocator.cpu_dead(2);
     allocator.cpu_dead(3);
-    // Alien overflow with no CPU on the owner node: the batch waits in node 1's queue.
-    hand_over(13);
-    assert_eq!(cache.stats().nodes[1].remote_avail, 12);
+    // Alien overflow with no CPU on the owner node (so no barn): the batch waits in node
+    // 1's queue.
+    hand_over(alien + 1);
+    assert_eq!(cache.stats().nodes[1].remote_avail, alien);
     cache.validate().unwrap();
     // The next allocation on node 1 drains it to the slabs.
     let obj = cache.alloc_node(1).unwrap();
     assert_eq!(cache.stats().nodes[1].remote_avail, 0);
     // SAFETY: ours.
     unsafe { cache.free_on(0, obj).unwrap() };
-    hand_over(12);
-    assert_eq!(cache.stats().nodes[1].remote_avail, 12);
+    hand_over(alien);
+    assert_eq!(cache.stats().nodes[1].remote_avail, alien);
     allocator.reap();
     assert_eq!(cache.stats().nodes[1].remote_avail, 0, "the reaper drains it");
-    hand_over(24);
+    hand_over(2 * alien);
     assert!(cache.stats().nodes[1].remote_avail > 0);
     cache.shrink();
     let stats = cache.stats();
     assert_eq!(stats.nodes[1].remote_avail, 0, "shrink drains it");
     assert_eq!(stats.nodes[1].active_objs, 0, "and every object reached its slab");
     cache.validate().unwrap();
-    // Shrink emptied the alien cache too: 12 fill it, the 13th hands it over.
-    hand_over(13);
-    assert_eq!(cache.stats().nodes[1].remote_avail, 12);
+    // Shrink emptied the alien cache too: `alien` fill it, the next hands it over.
+    hand_over(alien + 1);
+    assert_eq!(cache.stats().nodes[1].remote_avail, alien);
     allocator.destroy_cache(&cache).expect("destroy after remote frees drains the queues first");
 }
 
@@ -625,16 +662,28 @@ fn frees_into_a_node_without_a_barn_reach_the_slabs() {
 }
 
 #[test]
-fn a_debug_cache_frees_a_full_alien_cache_under_the_owners_lock() {
+fn a_debug_cache_hands_full_alien_caches_to_the_barn_and_else_frees_them_under_the_owners_lock() {
     let (_, allocator) = seed_box();
     let cache = allocator.create_cache("c", layout(64), CacheFlags::DEBUG).unwrap();
-    let objects: Vec<_> = (0..13).map(|_| cache.alloc_on(2).unwrap()).collect();
-    for &obj in &objects {
+    // One sheaf of 4 per barn, alien arrays of 4.
+    cache.tune(4, 2, 1).unwrap();
+    let objects: Vec<_> = (0..9).map(|_| cache.alloc_on(2).unwrap()).collect();
+    let free_before = cache.stats().nodes[1].free_objects;
+    for &obj in &objects[..5] {
         // SAFETY: ours, freed once each, on CPU 0 of node 0.
         unsafe { cache.free_on(0, obj).unwrap() };
     }
     let stats = cache.stats();
+    assert_eq!(stats.nodes[1].shared_avail, Some(4), "the full alien cache went to the barn whole");
+    assert_eq!(stats.alien_avail, 1);
+    cache.validate().unwrap();
+    for &obj in &objects[5..] {
+        // SAFETY: as above.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    let stats = cache.stats();
     assert_eq!(stats.nodes[1].remote_avail, 0, "poisoned objects get no link written");
+    assert_eq!(stats.nodes[1].free_objects, free_before + 4, "the barn was full: to the slabs");
     assert_eq!(stats.alien_avail, 1);
     cache.validate().unwrap();
 }
