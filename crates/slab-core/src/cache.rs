@@ -768,7 +768,6 @@ impl KmemCache {
     #[inline(always)]
     pub(crate) unsafe fn free_here(&self, ptr: NonNull<u8>) -> Result<()> {
         match self.fast_path {
-            // SAFETY: forwarded to the caller.
             FastPath::Rseq(area) => {
                 // SAFETY: forwarded to the caller.
                 let Some((here, node)) = (unsafe { self.push_here(area, ptr) }) else {
