@@ -432,6 +432,8 @@ impl KmemCache {
     /// counted, no system call, no call to the topology). None always in CAS mode. For
     /// callers that must do something before any slow path runs: a global allocator marks
     /// the thread as inside itself then.
+    // kmalloc's, which the loom build leaves out.
+    #[cfg(not(slab_core_loom))]
     #[inline(always)]
     pub(crate) fn alloc_cached(&self) -> Option<NonNull<u8>> {
         let FastPath::Rseq(area) = self.fast_path else { return None };
@@ -1016,6 +1018,8 @@ impl KmemCache {
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
+    // kmalloc's, which the loom build leaves out.
+    #[cfg(not(slab_core_loom))]
     #[inline(always)]
     pub(crate) unsafe fn free_cached(&self, ptr: NonNull<u8>) -> bool {
         let FastPath::Rseq(area) = self.fast_path else { return false };
