@@ -363,8 +363,10 @@ fn markdown(out_dir: &Path, rows: &[Row], context: &Context) -> Result<String> {
         md,
         "- threads: workloads 1-5 run on this machine as sysfs describes it, each worker \
          pinned to its own CPU (`sched_setaffinity`), for every implementation alike; \
-         workloads 6 and 7 run on the seed box fake (4 CPUs on 2 nodes), whose CPUs are \
-         virtual: the threads float over the real CPUs"
+         workload 6 runs on this machine's CPUs laid out on two nodes (a fake on the live \
+         CPUs: real pinning, and numaslab's rseq fast path where the machine allows it); \
+         workload 7 on the seed box fake (4 CPUs on 2 nodes), whose CPUs are virtual: the \
+         threads float over the real CPUs and numaslab runs its CAS fast path"
     );
     let _ = writeln!(
         md,

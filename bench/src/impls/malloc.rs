@@ -30,7 +30,7 @@ impl MallocApi for System {
 }
 
 /// numaslab as a `#[global_allocator]` would run it: brought up on its first allocation
-/// from the live machine, whatever machine the workload describes (so on the seed box's
+/// from the live machine, whatever machine the workload describes (so on the two-node
 /// workloads it sees one node, as the other `GlobalAlloc` peers do), with its depth mark
 /// and bring-up check.
 impl MallocApi for numaslab::NumaSlabAlloc {

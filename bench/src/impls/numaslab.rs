@@ -2,9 +2,9 @@
 //! cache (pointers freed explicitly), and kmalloc (any layout, the size class found per
 //! call: what `numaslab::NumaSlabAlloc`, numaslab as a `#[global_allocator]`, calls,
 //! without that wrapper's thread-local depth count and bring-up check, on the workload's
-//! machine instead of the live one). All run on the workload's machine: the
-//! one-node fake shaped like this machine, or the seed box for the cross-node and
-//! hotplug workloads, with each worker bound to its virtual CPU.
+//! machine instead of the live one). All run on the workload's machine: this machine,
+//! its CPUs laid out on two nodes for the cross-node workload, or the seed box (virtual
+//! CPUs) for the hotplug workload.
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;

@@ -235,14 +235,19 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
-    /// The machine for a workload: the seed box (4 CPUs, 2 nodes, virtual bindings) for
-    /// the cross-node and hotplug workloads; else this machine as sysfs describes it,
-    /// worker `i` pinned to the `i`-th allowed CPU, for every implementation alike. Where
-    /// sysfs cannot be read, a one-node fake with as many CPUs stands in.
+    /// The machine for a workload: for the cross-node workload, this machine's CPUs laid
+    /// out on two nodes ([`Machine::two_nodes_on_live_cpus`]), else the seed box; for the
+    /// hotplug workload the seed box (4 CPUs, 2 nodes, virtual bindings), whose CPUs the
+    /// workload switches; else this machine as sysfs describes it. Worker `i` is pinned to
+    /// the `i`-th allowed CPU, for every implementation alike. Where sysfs cannot be read,
+    /// a one-node fake with as many CPUs stands in.
     pub(crate) fn for_workload(workload: Workload) -> Result<Self> {
         match workload {
-            // Node 0 = CPUs 0-1, node 1 = CPUs 2-3.
-            Workload::CrossNode { .. } => Ok(Self::seed_box(vec![0, 2])),
+            Workload::CrossNode { .. } => Ok(Self::two_nodes_on_live_cpus().unwrap_or_else(|reason| {
+                eprintln!("note: {reason}; the cross-node workload runs on the seed box's virtual cpus");
+                // Node 0 = CPUs 0-1, node 1 = CPUs 2-3.
+                Self::seed_box(vec![0, 2])
+            })),
             // The hotplug thread never takes CPU 0 offline; workers sit on CPUs it does.
             Workload::Hotplug(_) => Ok(Self::seed_box(vec![1, 3])),
             _ => {
@@ -264,6 +269,34 @@ impl Machine {
                     }
                 }
             }
+        }
+    }
+
+    /// This machine's possible CPUs split into two nodes of equal halves
+    /// (`FakeBuilder::on_live_cpus`: the CPUs, the pinning and numaslab's fast path are
+    /// the live machine's, the nodes are the fake's), with a worker on the first CPU of
+    /// each node; why not, where the CPUs cannot be split so or the workers' CPUs are not
+    /// online and allowed.
+    fn two_nodes_on_live_cpus() -> Result<Self> {
+        let live = SysfsTopology::detect().context("reading this machine's sysfs")?;
+        let cpus = live.possible_cpus().len();
+        if cpus < 2 || cpus % 2 != 0 {
+            bail!("this machine's {cpus} possible cpus do not split into two equal nodes");
+        }
+        let topology = FakeTopology::builder()
+            .nodes(2)
+            .cpus_per_node(cpus / 2)
+            .on_live_cpus()
+            .build()
+            .context("laying this machine's cpus out on two nodes")?;
+        let worker_cpus = vec![topology.node_cpus(0).first(), topology.node_cpus(1).first()];
+        let usable = live.allowed_cpus().intersection(&live.online_cpus()?);
+        match worker_cpus.iter().find(|cpu| !cpu.is_some_and(|cpu| usable.contains(cpu))) {
+            Some(cpu) => bail!("a worker's cpu ({cpu:?}) is not online and allowed ({usable})"),
+            None => Ok(Self {
+                topology: Arc::new(topology),
+                worker_cpus: worker_cpus.into_iter().flatten().collect(),
+            }),
         }
     }
 

@@ -26,11 +26,11 @@ pub(crate) enum CpuSource {
 }
 
 impl CpuSource {
-    /// The source for `topology`: inline rseq reads for the live machine (the sysfs of
-    /// `/`, whose `current_cpu` is by contract the kernel's answer) where the topology
-    /// crate itself reads rseq; the topology otherwise.
+    /// The source for `topology`: inline rseq reads where its CPUs are the kernel's
+    /// ([`Topology::cpus_are_live`]: the live machine, or a fake laid out on its CPUs)
+    /// and the topology crate itself reads rseq; the topology otherwise.
     pub(crate) fn for_topology(topology: &dyn Topology) -> CpuSource {
-        if cfg!(slab_core_loom) || !topology.is_live() {
+        if cfg!(slab_core_loom) || !topology.cpus_are_live() {
             return CpuSource::Topology;
         }
         // The topology crate finds glibc's rseq area (and honours

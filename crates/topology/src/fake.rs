@@ -4,7 +4,9 @@ use std::path::Path;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::os;
 use crate::sync::{lock, Mutex};
+use crate::sysfs::SysfsTopology;
 use crate::virtual_cpu::{nodes_by_distance, VirtualCpus};
 use crate::{
     CpuId, CpuSet, CpuState, Error, NodeId, NodeSet, OnlineChange, Result, Topology, LOCAL_DISTANCE,
@@ -30,6 +32,7 @@ pub struct FakeBuilder {
     node_mem_kb: u64,
     distances: Vec<(NodeId, NodeId, u32)>,
     allowed_mems: Option<NodeSet>,
+    live_cpus: bool,
 }
 
 impl Default for FakeBuilder {
@@ -42,6 +45,7 @@ impl Default for FakeBuilder {
             node_mem_kb: DEFAULT_NODE_MEM_KB,
             distances: Vec::new(),
             allowed_mems: None,
+            live_cpus: false,
         }
     }
 }
@@ -90,7 +94,23 @@ impl FakeBuilder {
         self
     }
 
-    /// Checks the description and builds the machine, with every CPU online.
+    /// Puts the machine on the running machine's CPUs: its CPU ids are the kernel's,
+    /// [`Topology::current_cpu`] asks the kernel and [`Topology::bind_current_thread`]
+    /// pins the thread, while the nodes, their memory and distances stay as described
+    /// (no memory is bound to a fake node). It lays a one-node machine's CPUs out on
+    /// several nodes, so that the cross-node paths run with the per-CPU fast path a real
+    /// machine of that shape would run ([`Topology::cpus_are_live`]). The kernel alone
+    /// switches its CPUs: [`FakeTopology::set_online`] refuses, and the CPUs the kernel
+    /// has offline when the machine is built start offline. [`FakeBuilder::build`]
+    /// refuses a description whose CPUs are not exactly the kernel's possible CPUs: a
+    /// thread may run on any of those, and the kernel refuses to address any other.
+    pub fn on_live_cpus(mut self) -> Self {
+        self.live_cpus = true;
+        self
+    }
+
+    /// Checks the description and builds the machine, with every CPU online (on the live
+    /// CPUs, those the kernel has online).
     pub fn build(self) -> Result<FakeTopology> {
         let (cpu_count, node_count) = self.counts()?;
         let distance = self.distance_matrix(node_count)?;
@@ -113,9 +133,15 @@ impl FakeBuilder {
             .map(|n| if self.memoryless.contains(&n) { 0 } else { self.node_mem_kb })
             .collect();
         let allowed_mems = self.checked_allowed_mems(&nodes)?;
-        let cpus = VirtualCpus::new(possible.clone(), &possible, cpu_node.clone(), node_cpus.clone(), order);
+        let online = if self.live_cpus { Self::live_online_cpus(&possible)? } else { possible.clone() };
+        let cpus = VirtualCpus::new(possible.clone(), &online, cpu_node.clone(), node_cpus.clone(), order);
         Ok(FakeTopology {
-            name: format!("fake:{cpu_count}x{}", self.nodes),
+            name: format!(
+                "fake:{cpu_count}x{}{}",
+                self.nodes,
+                if self.live_cpus { "-on-live-cpus" } else { "" }
+            ),
+            live_cpus: self.live_cpus,
             possible,
             cpu_node,
             node_cpus,
@@ -126,6 +152,18 @@ impl FakeBuilder {
             cpus,
             change: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The kernel's online CPUs, once its possible CPUs are `possible`.
+    fn live_online_cpus(possible: &CpuSet) -> Result<CpuSet> {
+        let live = SysfsTopology::detect()?;
+        let kernel = live.possible_cpus();
+        if kernel != *possible {
+            return Err(Error::InvalidFake(format!(
+                "on the live cpus: the fake's cpus {possible} are not the running machine's possible cpus {kernel}"
+            )));
+        }
+        live.online_cpus()
     }
 
     /// The CPU and node counts, once they make a machine with memory somewhere.
@@ -196,6 +234,9 @@ pub struct FakeTopology {
     node_mem_kb: Vec<u64>,
     distance: Vec<Vec<u32>>,
     allowed_mems: NodeSet,
+    /// Whether the CPUs are the running machine's ([`FakeBuilder::on_live_cpus`]).
+    live_cpus: bool,
+    /// The online state, and for a fake on virtual CPUs each thread's CPU.
     cpus: VirtualCpus,
     /// Serializes online changes and holds the subscribers they are sent to.
     change: Mutex<Vec<Sender<OnlineChange>>>,
@@ -231,6 +272,12 @@ impl FakeTopology {
     pub fn set_online(&self, cpu: CpuId, state: CpuState) -> Result<()> {
         if !self.possible.contains(cpu) {
             return Err(Error::UnknownCpu { cpu, possible: self.possible.to_string() });
+        }
+        if self.live_cpus {
+            return Err(Error::NotHotpluggable {
+                cpu,
+                reason: "the fake runs on the live machine's cpus, which only the kernel switches".into(),
+            });
         }
         let mut subscribers = lock(&self.change);
         let online = state == CpuState::Online;
@@ -296,11 +343,25 @@ impl Topology for FakeTopology {
     }
 
     fn current_cpu(&self) -> CpuId {
+        if self.live_cpus {
+            return os::current_cpu_with_source().map_or(0, |(cpu, _)| cpu);
+        }
         self.cpus.current()
     }
 
     fn bind_current_thread(&self, cpu: CpuId) -> Result<()> {
-        self.cpus.bind(cpu)
+        if !self.live_cpus {
+            return self.cpus.bind(cpu);
+        }
+        if !self.possible.contains(cpu) {
+            return Err(Error::UnknownCpu { cpu, possible: self.possible.to_string() });
+        }
+        os::bind_thread(cpu, self.possible.id_bound() as u32)
+            .map_err(|source| Error::Affinity { cpu, source })
+    }
+
+    fn cpus_are_live(&self) -> bool {
+        self.live_cpus
     }
 
     fn set_cpu_online(&self, cpu: CpuId, state: CpuState) -> Result<()> {

@@ -187,6 +187,15 @@ pub trait Topology: Send + Sync + fmt::Debug {
         self.sysfs_root() == Some(Path::new("/"))
     }
 
+    /// Whether the CPU ids are the running kernel's and a thread runs where
+    /// [`Topology::current_cpu`] says: the live machine, and a fake built
+    /// [`on_live_cpus`](crate::FakeBuilder::on_live_cpus). Only then may the kernel's
+    /// own per-CPU facilities (rseq's `cpu_id`, `membarrier` aimed at one CPU) stand for
+    /// this topology's CPUs.
+    fn cpus_are_live(&self) -> bool {
+        self.is_live()
+    }
+
     /// The file that switches `cpu`, `sys/devices/system/cpu/cpuN/online` under the
     /// [`Topology::sysfs_root`]; `None` for backends without a sysfs tree (the fake). The
     /// file need not exist: the kernel writes none for a CPU it cannot unplug (often

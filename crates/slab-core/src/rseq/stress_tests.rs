@@ -11,20 +11,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use topology::{SysfsTopology, Topology};
+use topology::{FakeTopology, SysfsTopology, Topology};
 
 use crate::array_cache::quarantine;
 use crate::{Allocator, Cache, CacheFlags, FastPathMode};
 
 /// The cache the signal handler uses: of an allocator of its own, so that a handler never
 /// waits for a lock that the thread it interrupted holds.
-static HANDLER_CACHE: OnceLock<Arc<Cache>> = OnceLock::new();
+static HANDLER_CACHE: OnceLock<(Arc<Allocator>, Arc<Cache>)> = OnceLock::new();
 static HANDLED: AtomicU64 = AtomicU64::new(0);
 static HANDLER_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Allocates, writes and frees one object: nested sequences on the interrupted CPU.
 extern "C" fn on_signal(_: libc::c_int) {
-    let Some(cache) = HANDLER_CACHE.get() else { return };
+    let Some((_, cache)) = HANDLER_CACHE.get() else { return };
     match cache.alloc() {
         Ok(obj) => {
             // SAFETY: a fresh object of at least 8 bytes, ours until freed.
@@ -73,38 +73,65 @@ fn pin(tid: libc::pid_t, cpus: &[u32]) {
     }
 }
 
-/// One object's ownership flag, in its first byte: 1 while handed out.
+/// The objects' size: `[u64; 8]`.
+const OBJECT_BYTES: usize = 64;
+
+/// One object's ownership flag, in its last byte: 1 while handed out.
 fn flag(obj: std::ptr::NonNull<u8>) -> &'static AtomicU8 {
-    // SAFETY: the object is at least 8 bytes and word-aligned; outside debug mode the
-    // allocator never writes into an object, free or not, so the flag keeps its value
-    // across a free and the next allocation (the slabs are never unmapped while the test
-    // holds the cache: only empty slabs leave, and their flags are 0).
-    unsafe { AtomicU8::from_ptr(obj.as_ptr()) }
+    // SAFETY: the object is `OBJECT_BYTES` long. Outside debug mode the allocator writes
+    // into a free object only its first word (the remote-free queue's link), so the last
+    // byte keeps its value across a free and the next allocation (the slabs are never
+    // unmapped while the test holds the cache: only empty slabs leave, and their flags
+    // are 0).
+    unsafe { AtomicU8::from_ptr(obj.as_ptr().add(OBJECT_BYTES - 1)) }
 }
 
+/// The handler's cache: of an allocator of its own on the live machine, warmed so that
+/// it never grows (no system call or global allocation from inside a handler).
+fn install_handler_cache(live: &Arc<dyn Topology>) {
+    let handler_allocator = Allocator::new(Arc::clone(live));
+    let handler_cache = handler_allocator
+        .create_cache("handler-16", std::alloc::Layout::new::<[u64; 2]>(), CacheFlags::NONE)
+        .unwrap();
+    let warm: Vec<_> = (0..256).map(|_| handler_cache.alloc().unwrap()).collect();
+    // SAFETY: each was allocated from this cache above and is freed once.
+    warm.into_iter().for_each(|obj| unsafe { handler_cache.free(obj).unwrap() });
+    assert!(HANDLER_CACHE.set((handler_allocator, handler_cache)).is_ok());
+    install_handler();
+}
+
+/// The stress runs twice: on the live machine, and on its CPUs laid out one node per
+/// CPU, where a free after a migration or a hand-off is a remote free (the alien caches,
+/// the barn offer and the remote-free queue, all from inside rseq mode).
 #[test]
 fn stress_with_migrations_signals_and_remote_stops_loses_and_duplicates_nothing() {
     let live: Arc<dyn Topology> = Arc::new(SysfsTopology::detect().expect("this machine's topology"));
-    let allocator = Allocator::new(Arc::clone(&live));
-    if allocator.fast_path() != FastPathMode::Rseq {
+    if Allocator::new(Arc::clone(&live)).fast_path() != FastPathMode::Rseq {
         eprintln!("skipped: this machine runs the CAS fallback (no rseq area or membarrier RSEQ)");
         return;
     }
     quarantine::start();
-    let cpus: Vec<u32> = live.online_cpus().expect("the online CPUs").iter().collect();
-    let cache =
-        allocator.create_cache("stress-64", std::alloc::Layout::new::<[u64; 8]>(), CacheFlags::NONE).unwrap();
-    let handler_allocator = Allocator::new(Arc::clone(&live));
-    let handler_cache = handler_allocator
-        .create_cache("handler-16", std::alloc::Layout::new::<[u64; 2]>(), CacheFlags::NONE)
+    install_handler_cache(&live);
+    stress(Arc::clone(&live));
+    let cpus = live.possible_cpus().len();
+    let split = FakeTopology::builder().nodes(cpus).cpus_per_node(1).on_live_cpus().build().unwrap();
+    let grown = stress(Arc::new(split));
+    for cpu in live.online_cpus().unwrap().iter() {
+        let node_grew = grown.iter().any(|&(node, slabs)| node == cpu && slabs > 0);
+        assert!(node_grew, "node {cpu}, cpu {cpu}'s alone, served allocations: {grown:?}");
+    }
+}
+
+/// Runs the workers, the disturber and the remote users for three seconds on `topology`
+/// and checks that nothing was lost or duplicated; returns the slabs each node grew.
+fn stress(topology: Arc<dyn Topology>) -> Vec<(topology::NodeId, u64)> {
+    let allocator = Allocator::new(Arc::clone(&topology));
+    assert_eq!(allocator.fast_path(), FastPathMode::Rseq, "{}", topology.name());
+    let cpus: Vec<u32> = topology.online_cpus().expect("the online CPUs").iter().collect();
+    let cache = allocator
+        .create_cache("stress-64", std::alloc::Layout::new::<[u64; OBJECT_BYTES / 8]>(), CacheFlags::NONE)
         .unwrap();
-    // Warm the handler's cache so that it never grows (no system call or global
-    // allocation from inside a handler).
-    let warm: Vec<_> = (0..256).map(|_| handler_cache.alloc().unwrap()).collect();
-    // SAFETY: each was allocated from this cache above and is freed once.
-    warm.into_iter().for_each(|obj| unsafe { handler_cache.free(obj).unwrap() });
-    assert!(HANDLER_CACHE.set(Arc::clone(&handler_cache)).is_ok());
-    install_handler();
+    HANDLED.store(0, Ordering::Relaxed);
 
     let workers = 4 * cpus.len().max(2);
     let stop = Arc::new(AtomicBool::new(false));
@@ -230,7 +257,8 @@ fn stress_with_migrations_signals_and_remote_stops_loses_and_duplicates_nothing(
     let stats = cache.stats();
     let kept = quarantine::check().expect("no array was written after it was dropped");
     eprintln!(
-        "{} ops by {workers} threads, {validated} validations, {} signals handled, {} aborts, {} mismatches, {kept} arrays kept in quarantine",
+        "{}: {} ops by {workers} threads, {validated} validations, {} signals handled, {} aborts, {} mismatches, {kept} arrays kept in quarantine",
+        topology.name(),
         ops.load(Ordering::Relaxed),
         HANDLED.load(Ordering::Relaxed),
         stats.fast_path_aborts,
@@ -250,5 +278,7 @@ fn stress_with_migrations_signals_and_remote_stops_loses_and_duplicates_nothing(
             "migrations between reading the CPU and a sequence for that CPU (alloc_on, free_on)"
         );
     }
+    let grown = stats.nodes.iter().map(|node| (node.node, node.grown)).collect();
     allocator.destroy_cache(&cache).unwrap();
+    grown
 }

@@ -126,3 +126,52 @@ fn allowed_memory_nodes_default_to_the_memory_nodes_and_can_be_restricted() {
     let error = FakeTopology::builder().nodes(2).allowed_memory_nodes(nodes("0,5")).build();
     assert!(matches!(&error, Err(Error::InvalidFake(reason)) if reason.contains("0,5")), "{error:?}");
 }
+
+/// The live machine's possible CPUs, one node each, on its CPUs.
+fn one_node_per_live_cpu() -> (FakeTopology, SysfsTopology) {
+    let live = SysfsTopology::detect().expect("this machine's sysfs");
+    let cpus = live.possible_cpus().len();
+    let fake = FakeTopology::builder().nodes(cpus).cpus_per_node(1).on_live_cpus().build().unwrap();
+    (fake, live)
+}
+
+#[test]
+fn a_fake_on_the_live_cpus_binds_and_reads_them_from_the_kernel() {
+    let (fake, live) = one_node_per_live_cpu();
+    assert!(fake.cpus_are_live() && !fake.is_live(), "its cpus are the kernel's, its nodes are not");
+    assert!(!FakeTopology::seed_box().cpus_are_live());
+    assert_eq!(fake.possible_cpus(), live.possible_cpus());
+    assert_eq!(fake.online_cpus().unwrap(), live.online_cpus().unwrap());
+    let cpu = live.allowed_cpus().last().expect("this process may run somewhere");
+    assert_eq!(fake.cpu_node(cpu), Some(cpu), "cpu {cpu} is alone on its node");
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            fake.bind_current_thread(cpu).unwrap();
+            let mask = os::thread_affinity(live.possible_cpus().id_bound() as u32).unwrap();
+            assert_eq!(mask.iter().collect::<Vec<_>>(), [cpu], "pinned for real");
+            assert_eq!(os::sched_getcpu(), Some(cpu), "running there");
+            assert_eq!(fake.current_cpu(), cpu);
+        });
+    });
+    let unknown = live.possible_cpus().id_bound() as CpuId;
+    assert!(matches!(fake.bind_current_thread(unknown), Err(Error::UnknownCpu { .. })));
+}
+
+#[test]
+fn a_fake_on_the_live_cpus_leaves_switching_them_to_the_kernel() {
+    let (fake, live) = one_node_per_live_cpu();
+    let cpu = live.possible_cpus().last().unwrap();
+    let error = fake.set_cpu_online(cpu, CpuState::Offline).unwrap_err();
+    assert!(matches!(error, Error::NotHotpluggable { .. }), "{error}");
+    assert!(error.to_string().contains("only the kernel switches"), "{error}");
+    assert_eq!(fake.online_cpus().unwrap(), live.online_cpus().unwrap(), "nothing changed");
+}
+
+#[test]
+fn a_fake_on_the_live_cpus_must_have_exactly_the_kernels_cpus() {
+    let cpus = SysfsTopology::detect().unwrap().possible_cpus().len();
+    let error = FakeTopology::builder().nodes(cpus + 1).on_live_cpus().build().unwrap_err();
+    assert!(error.to_string().contains("not the running machine's possible cpus"), "{error}");
+    let virtual_fake = FakeTopology::builder().nodes(cpus + 1).build().unwrap();
+    assert!(!virtual_fake.cpus_are_live());
+}
