@@ -1,9 +1,10 @@
 //! Workload 6, frees across nodes: one worker on each of two nodes, on this machine's CPUs
 //! laid out on two nodes (on a 2-CPU machine node 0 = CPU 0, node 1 = CPU 1), else on the
-//! seed box (node 0 = CPUs 0-1, node 1 = CPUs 2-3; workers on CPUs 0 and 2). Each round a worker allocates a batch, sends
-//! `remote_percent` of it to the other worker, frees the rest itself and then frees what
-//! the other sent. For numaslab those frees reach the other node's slabs through the
-//! alien caches; peers, which know no nodes, see the same thread pattern.
+//! seed box (node 0 = CPUs 0-1, node 1 = CPUs 2-3; workers on CPUs 0 and 2). Each round a
+//! worker allocates a batch, sends `remote_percent` of it to the other worker, frees the
+//! rest itself and then frees what the other sent. For numaslab those frees reach the
+//! other node's slabs through the alien caches; peers, which know no nodes, see the same
+//! thread pattern.
 
 use std::sync::Barrier;
 

@@ -71,7 +71,8 @@ pub(crate) enum Workload {
     Larson,
     /// 5: passive false sharing (cache-scratch).
     CacheScratch,
-    /// 6: two threads on the two nodes of the seed box, `remote_percent` of frees remote.
+    /// 6: two threads on two nodes (this machine's CPUs laid out on two nodes, else the
+    /// seed box), `remote_percent` of frees remote.
     CrossNode { remote_percent: u32 },
     /// 7: two workers on the seed box, with or without a hotplug thread.
     Hotplug(Hotplug),
@@ -84,7 +85,7 @@ pub(crate) const FAMILIES: [(u32, &str); 7] = [
     (3, "producer/consumer (xmalloc-test)"),
     (4, "fixed-size larson"),
     (5, "passive false sharing (cache-scratch)"),
-    (6, "cross-node frees on the seed box"),
+    (6, "cross-node frees on two nodes"),
     (7, "throughput under CPU hotplug"),
 ];
 

@@ -100,8 +100,9 @@ impl FakeBuilder {
     /// (no memory is bound to a fake node). It lays a one-node machine's CPUs out on
     /// several nodes, so that the cross-node paths run with the per-CPU fast path a real
     /// machine of that shape would run ([`Topology::cpus_are_live`]). The kernel alone
-    /// switches its CPUs: [`FakeTopology::set_online`] refuses, and the CPUs the kernel
-    /// has offline when the machine is built start offline. [`FakeBuilder::build`]
+    /// switches its CPUs: [`FakeTopology::set_online`] refuses, the CPUs the kernel has
+    /// offline when the machine is built start offline, and the fake's online set does
+    /// not follow the kernel's later changes (no callback would run for them). [`FakeBuilder::build`]
     /// refuses a description whose CPUs are not exactly the kernel's possible CPUs: a
     /// thread may run on any of those, and the kernel refuses to address any other.
     pub fn on_live_cpus(mut self) -> Self {
@@ -319,7 +320,13 @@ impl Topology for FakeTopology {
     }
 
     fn allowed_cpus(&self) -> CpuSet {
-        self.cpus.online_set()
+        let online = self.cpus.online_set();
+        if !self.live_cpus {
+            return online;
+        }
+        // The calling thread's affinity, as the live machine's sysfs backend answers.
+        os::thread_affinity(self.possible.id_bound() as u32)
+            .map_or(online.clone(), |mask| mask.intersection(&online))
     }
 
     fn possible_nodes(&self) -> NodeSet {

@@ -151,6 +151,7 @@ fn a_fake_on_the_live_cpus_binds_and_reads_them_from_the_kernel() {
             assert_eq!(mask.iter().collect::<Vec<_>>(), [cpu], "pinned for real");
             assert_eq!(os::sched_getcpu(), Some(cpu), "running there");
             assert_eq!(fake.current_cpu(), cpu);
+            assert_eq!(fake.allowed_cpus().iter().collect::<Vec<_>>(), [cpu], "the thread's affinity");
         });
     });
     let unknown = live.possible_cpus().id_bound() as CpuId;
