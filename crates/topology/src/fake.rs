@@ -102,9 +102,10 @@ impl FakeBuilder {
     /// machine of that shape would run ([`Topology::cpus_are_live`]). The kernel alone
     /// switches its CPUs: [`FakeTopology::set_online`] refuses, the CPUs the kernel has
     /// offline when the machine is built start offline, and the fake's online set does
-    /// not follow the kernel's later changes (no callback would run for them). [`FakeBuilder::build`]
-    /// refuses a description whose CPUs are not exactly the kernel's possible CPUs: a
-    /// thread may run on any of those, and the kernel refuses to address any other.
+    /// not follow the kernel's later changes (no callback would run for them).
+    /// [`FakeBuilder::build`] refuses a description whose CPUs are not exactly the
+    /// kernel's possible CPUs: a thread may run on any of those, and the kernel refuses
+    /// to address any other.
     pub fn on_live_cpus(mut self) -> Self {
         self.live_cpus = true;
         self
@@ -325,8 +326,10 @@ impl Topology for FakeTopology {
             return online;
         }
         // The calling thread's affinity, as the live machine's sysfs backend answers.
-        os::thread_affinity(self.possible.id_bound() as u32)
-            .map_or(online.clone(), |mask| mask.intersection(&online))
+        match os::thread_affinity(self.possible.id_bound() as u32) {
+            Ok(mask) => mask.intersection(&online),
+            Err(_) => online,
+        }
     }
 
     fn possible_nodes(&self) -> NodeSet {

