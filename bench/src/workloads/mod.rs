@@ -290,15 +290,16 @@ impl Machine {
             .on_live_cpus()
             .build()
             .context("laying this machine's cpus out on two nodes")?;
-        let worker_cpus = vec![topology.node_cpus(0).first(), topology.node_cpus(1).first()];
         let usable = live.allowed_cpus().intersection(&live.online_cpus()?);
-        match worker_cpus.iter().find(|cpu| !cpu.is_some_and(|cpu| usable.contains(cpu))) {
-            Some(cpu) => bail!("a worker's cpu ({cpu:?}) is not online and allowed ({usable})"),
-            None => Ok(Self {
-                topology: Arc::new(topology),
-                worker_cpus: worker_cpus.into_iter().flatten().collect(),
-            }),
-        }
+        let worker_cpus = (0..2)
+            .map(|node| {
+                let cpu = topology.node_cpus(node).first();
+                cpu.filter(|&cpu| usable.contains(cpu)).ok_or_else(|| {
+                    anyhow!("node {node}'s first cpu ({cpu:?}) is not online and allowed ({usable})")
+                })
+            })
+            .collect::<Result<Vec<CpuId>>>()?;
+        Ok(Self { topology: Arc::new(topology), worker_cpus })
     }
 
     fn seed_box(worker_cpus: Vec<CpuId>) -> Self {
