@@ -808,12 +808,14 @@ impl KmemCache {
     }
 
     /// What a push of an object of `node` on the thread's own CPU did not do, for the CPU
-    /// the thread is on now: a remote object (or a thread that has moved to another
-    /// node's CPU since) goes to [`KmemCache::free_slow`] (the alien cache); a full
-    /// array, an abort or a detached array to [`KmemCache::rseq_free_slow`]; a CPU id that
-    /// is not a slot to the topology's path ([`KmemCache::free_elsewhere`]). Not
-    /// `#[cold]`: on a NUMA machine every free of another node's object comes here. Takes
-    /// no more than fits in registers, as [`KmemCache::rseq_here_alloc_missed`].
+    /// the thread is on now: an object of another node than that CPU's goes straight to
+    /// the alien cache ([`KmemCache::cache_free_alien`], inline here: `push_here` has
+    /// checked the object's descriptor, so [`KmemCache::free_slow`]'s checks would only
+    /// lengthen every remote free); a full array, an abort or a detached array to
+    /// [`KmemCache::rseq_free_slow`]; a CPU id that is not a slot to the topology's path
+    /// ([`KmemCache::free_elsewhere`]). Not `#[cold]`: on a NUMA machine every free of
+    /// another node's object comes here. Takes no more than fits in registers, as
+    /// [`KmemCache::rseq_here_alloc_missed`].
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
@@ -824,7 +826,13 @@ impl KmemCache {
             // SAFETY: forwarded to the caller.
             return unsafe { self.free_elsewhere(ptr) };
         };
-        if outcome == Push::Remote || self.array[cpu as usize].node != node {
+        let home = self.array[cpu as usize].node;
+        if home != node {
+            self.cache_free_alien(home, node, ptr.as_ptr());
+            return Ok(());
+        }
+        if outcome == Push::Remote {
+            // The thread has moved to a CPU of the object's node since: a local free.
             // SAFETY: forwarded to the caller.
             return unsafe { self.free_slow(cpu, ptr) };
         }
@@ -1169,46 +1177,59 @@ impl KmemCache {
         self.slabs_destroy(chain);
     }
 
-    /// `cache_free_alien`: a remote object goes to this node's alien cache for its owner.
-    /// A full alien cache (a sheaf as large as a CPU array, where the owner has a barn) is
-    /// exchanged whole for an empty sheaf of the owner's barn, without waiting for its
-    /// lock (`Barn::offer_full_for_empty`), for the owner's CPUs to take as they take
-    /// their own full sheaves. When the barn cannot take it (no empty sheaf, its lock
-    /// taken, detached, a tuning under way) its objects are handed to the owner node's
-    /// queue of remote frees with one atomic operation (`remote.rs`), for the owner to
-    /// drain on its next refill, allocation or reap; in a debug cache, whose free objects
-    /// keep their poison, they go to the owner's slabs under the owner's lock
-    /// (`__drain_alien_cache`). An absent or contended alien cache frees straight to the
-    /// owner's slabs.
-    #[inline(never)]
+    /// `cache_free_alien`: a remote object goes to this node's alien cache for its owner:
+    /// one push under the alien cache's lock. A full alien cache goes to
+    /// [`KmemCache::alien_flush_and_push`]; an absent or contended one frees straight to
+    /// the owner's slabs. Inline: its callers are themselves out of line.
+    #[inline(always)]
     fn cache_free_alien(&self, home: NodeId, owner: NodeId, obj: *mut u8) {
         if let Some(mut guard) = self.l3(home).alien[owner as usize].try_lock() {
-            let owner_l3 = self.l3(owner);
-            let mut chain = SlabChain::default();
-            let done = guard.with(|data| {
-                let full = data.array().is_some_and(|ac| ac.avail() == ac.limit());
-                if full && !data.exchange(|full| owner_l3.barn.offer_full_for_empty(full)) {
-                    let Some(ac) = data.array_mut() else { return false };
-                    if self.debug {
-                        let mut l3 = owner_l3.list_lock.lock();
-                        // SAFETY: alien entries are handed-out objects of `owner`.
-                        unsafe { self.return_to_slabs(&mut l3, ac.objects(), owner, &mut chain) };
-                    } else {
-                        // SAFETY: alien entries are handed-out objects of `owner`, freed
-                        // by their callers, each once, word-sized and word-aligned at least.
-                        unsafe { owner_l3.remote.push_batch(ac.objects()) };
-                    }
-                    ac.remove_oldest(ac.avail());
-                }
-                data.array_mut().is_some_and(|ac| ac.push(obj))
-            });
-            drop(guard);
-            self.slabs_destroy(chain);
-            if done {
+            if guard.with(|data| data.array_mut().is_some_and(|ac| ac.push(obj))) {
+                return;
+            }
+            if self.alien_flush_and_push(guard, owner, obj) {
                 return;
             }
         }
         self.free_direct(owner, obj);
+    }
+
+    /// A full (or detached) alien cache, still held, then the object pushed onto it. A
+    /// full one (a sheaf as large as a CPU array, where the owner has a barn) is exchanged
+    /// whole for an empty sheaf of the owner's barn, without waiting for its lock
+    /// (`Barn::offer_full_for_empty`), for the owner's CPUs to take as they take their own
+    /// full sheaves. When the barn cannot take it (no empty sheaf, its lock taken,
+    /// detached, a tuning under way) its objects are handed to the owner node's queue of
+    /// remote frees with one atomic operation (`remote.rs`), for the owner to drain on its
+    /// next refill, allocation or reap; in a debug cache, whose free objects keep their
+    /// poison, they go to the owner's slabs under the owner's lock
+    /// (`__drain_alien_cache`). False when the alien cache is detached. `#[cold]`: once
+    /// per alien cache's worth of remote frees.
+    #[cold]
+    #[inline(never)]
+    fn alien_flush_and_push(&self, mut guard: SlotGuard<'_>, owner: NodeId, obj: *mut u8) -> bool {
+        let owner_l3 = self.l3(owner);
+        let mut chain = SlabChain::default();
+        let done = guard.with(|data| {
+            let full = data.array().is_some_and(|ac| ac.avail() == ac.limit());
+            if full && !data.exchange(|full| owner_l3.barn.offer_full_for_empty(full)) {
+                let Some(ac) = data.array_mut() else { return false };
+                if self.debug {
+                    let mut l3 = owner_l3.list_lock.lock();
+                    // SAFETY: alien entries are handed-out objects of `owner`.
+                    unsafe { self.return_to_slabs(&mut l3, ac.objects(), owner, &mut chain) };
+                } else {
+                    // SAFETY: alien entries are handed-out objects of `owner`, freed
+                    // by their callers, each once, word-sized and word-aligned at least.
+                    unsafe { owner_l3.remote.push_batch(ac.objects()) };
+                }
+                ac.remove_oldest(ac.avail());
+            }
+            data.array_mut().is_some_and(|ac| ac.push(obj))
+        });
+        drop(guard);
+        self.slabs_destroy(chain);
+        done
     }
 
     /// One object straight back to its node's slabs. Not `#[cold]`: every free that finds
