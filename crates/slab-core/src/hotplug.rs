@@ -20,7 +20,7 @@ const ALIEN_LIMIT: u32 = 12;
 
 /// The size of each alien array of a cache with these tunables. Where the owner node has
 /// a barn (`shared` > 0), an alien array is a sheaf being filled for it: as large as a CPU
-/// array, so that a full one is handed to the owner's barn whole (`cache_free_alien`).
+/// array, so that a full one is handed to the owner's barn whole (`alien_flush_and_push`).
 /// Without a barn, the kernel's 12.
 pub(crate) fn alien_limit(tunables: Tunables) -> u32 {
     if barn_sheaves(tunables.limit, tunables.batchcount, tunables.shared) > 0 {
