@@ -82,7 +82,10 @@ enum FastFree {
     Done,
     /// Another thread holds the slot: the object goes straight to this node's slabs.
     Busy(NodeId),
-    /// A debug cache, a remote object, an unknown CPU id, or a pointer to check.
+    /// An object of this cache from another node than the CPU's: the alien cache of
+    /// `home` (the CPU's node) for `owner` (the object's).
+    Remote { home: NodeId, owner: NodeId },
+    /// A debug cache, an unknown CPU id, or a pointer to check.
     Slow,
 }
 
@@ -925,6 +928,10 @@ impl KmemCache {
                 self.free_direct(node, ptr.as_ptr());
                 Ok(())
             }
+            FastFree::Remote { home, owner } => {
+                self.free_remote(home, owner, ptr.as_ptr());
+                Ok(())
+            }
             // SAFETY: forwarded to the caller.
             FastFree::Slow => unsafe { self.free_slow(cpu, ptr) },
         }
@@ -954,11 +961,10 @@ impl KmemCache {
         report(unsafe { self.free_on(self.current_cpu(), ptr) });
     }
 
-    /// The checks both fast frees make before they touch an array: an object of this
-    /// cache whose node is `cpu`'s. Gives the CPU's slot and the node; None sends the
-    /// free to [`KmemCache::free_slow`], which checks and reports everything again.
-    /// Never called for a debug cache (whose fast path is CAS mode's, which checks
-    /// `debug` first).
+    /// The checks rseq mode's free on a named CPU makes before it touches an array: an
+    /// object of this cache whose node is `cpu`'s. Gives the CPU's slot and the node;
+    /// None sends the free to [`KmemCache::free_slow`], which checks and reports
+    /// everything again. Never called for a debug cache (rseq mode serves none).
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
@@ -1038,8 +1044,8 @@ impl KmemCache {
     /// CAS mode's fast free: outside debug mode, a local object goes onto the CPU's
     /// array under one compare-and-swap (a full array is flushed first, out of line). A
     /// slot held by another thread sends the object straight to its node's slabs
-    /// ([`FastFree::Busy`], no second compare-and-swap); anything else goes to
-    /// [`KmemCache::free_slow`].
+    /// ([`FastFree::Busy`], no second compare-and-swap); another node's object to the
+    /// alien cache ([`FastFree::Remote`]); anything else goes to [`KmemCache::free_slow`].
     ///
     /// # Safety
     /// As for [`KmemCache::free_on`].
@@ -1050,7 +1056,11 @@ impl KmemCache {
         }
         let obj = ptr.as_ptr();
         // SAFETY: forwarded to the caller.
-        let Some((slot, node)) = (unsafe { self.local_slot(cpu, obj) }) else { return FastFree::Slow };
+        let Some(node) = (unsafe { self.own_object_node(obj) }) else { return FastFree::Slow };
+        let Some(slot) = self.array.get(cpu as usize) else { return FastFree::Slow };
+        if slot.node != node {
+            return FastFree::Remote { home: slot.node, owner: node };
+        }
         let Some(guard) = slot.try_lock() else { return FastFree::Busy(node) };
         self.push_or_flush(guard, obj);
         FastFree::Done
@@ -1192,6 +1202,14 @@ impl KmemCache {
             }
         }
         self.free_direct(owner, obj);
+    }
+
+    /// [`KmemCache::cache_free_alien`] out of line, for CAS mode's free of a remote
+    /// object ([`FastFree::Remote`]), which the fast path's checks have already
+    /// recognised: one call, where the fast path inlines.
+    #[inline(never)]
+    fn free_remote(&self, home: NodeId, owner: NodeId, obj: *mut u8) {
+        self.cache_free_alien(home, owner, obj);
     }
 
     /// A full (or detached) alien cache, still held, then the object pushed onto it. A
