@@ -11,10 +11,11 @@
 //!
 //! Free: the object's node is its slab's node. A local free pushes onto the CPU's array; a
 //! full array is exchanged whole for an empty sheaf from the barn, or else flushes a batch
-//! to the slabs (`cache_flusharray`); a remote free goes to this node's alien cache for the
-//! owner node, whose full contents are handed to the owner's remote-free queue with one
-//! atomic operation (`cache_free_alien`); absent or contended arrays free straight to the
-//! slabs.
+//! to the slabs (`cache_flusharray`); a remote free goes straight from the fast path's
+//! checks to this node's alien cache for the owner node (`cache_free_alien`), which when
+//! full is offered whole to the owner's barn, else handed to the owner's remote-free queue
+//! with one atomic operation (`alien_flush_and_push`); absent or contended arrays free
+//! straight to the slabs.
 
 use std::alloc::Layout;
 use std::mem::MaybeUninit;
