@@ -1222,8 +1222,8 @@ impl KmemCache {
     /// remote frees with one atomic operation (`remote.rs`), for the owner to drain on its
     /// next refill, allocation or reap; in a debug cache, whose free objects keep their
     /// poison, they go to the owner's slabs under the owner's lock
-    /// (`__drain_alien_cache`). False when the alien cache is detached. `#[cold]`: once
-    /// per alien cache's worth of remote frees.
+    /// (`__drain_alien_cache`). False when it is detached or cannot take the object.
+    /// `#[cold]`: once per alien cache's worth of remote frees.
     #[cold]
     #[inline(never)]
     fn alien_flush_and_push(&self, mut guard: SlotGuard<'_>, owner: NodeId, obj: *mut u8) -> bool {
