@@ -85,7 +85,9 @@ impl Machine {
                     .then(|| nearest(topology.cpu_node(cpu).unwrap_or(memory_nodes[0])))
             })
             .collect();
-        let total_kb: u64 = memory_nodes.iter().filter_map(|&n| topology.node_mem_total_kb(n)).sum();
+        // Saturating: a topology's sizes are its own reading, and no sum of them may panic.
+        let total_kb =
+            memory_nodes.iter().filter_map(|&n| topology.node_mem_total_kb(n)).fold(0, u64::saturating_add);
         let live = topology.is_live();
         let cpu_source = CpuSource::for_topology(&*topology);
         Self {

@@ -116,7 +116,16 @@ fn temp_dir(name: &str) -> Result<TempDir> {
 
 /// Copies a tree: folders, files (made writable by their owner, as the copy is meant to
 /// be written) and symbolic links (recreated, not followed); other kinds are skipped.
+///
+/// A link is copied only if it stays inside the tree (relative, and never climbing above
+/// the root): the copy is written (`cpuN/online`), and a write through a link to
+/// somewhere else would change that file instead, the live machine's sysfs among them.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    copy_folder(from, 0, to)
+}
+
+/// [`copy_tree`] of the folder `from`, `depth` folders below the tree's root.
+fn copy_folder(from: &Path, depth: usize, to: &Path) -> Result<()> {
     fn io(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
         move |source| Error::Io { path: path.to_path_buf(), source }
     }
@@ -126,10 +135,17 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         let kind = entry.file_type().map_err(io(&source))?;
         if kind.is_symlink() {
             let link = fs::read_link(&source).map_err(io(&source))?;
+            if !link_stays_inside(&link, depth) {
+                let reason = format!(
+                    "a symbolic link to {} leaves the fixture's tree, so its copy cannot hold it",
+                    link.display()
+                );
+                return Err(io(&source)(io::Error::new(io::ErrorKind::InvalidInput, reason)));
+            }
             std::os::unix::fs::symlink(link, &target).map_err(io(&target))?;
         } else if kind.is_dir() {
             fs::create_dir(&target).map_err(io(&target))?;
-            copy_tree(&source, &target)?;
+            copy_folder(&source, depth + 1, &target)?;
         } else if kind.is_file() {
             fs::copy(&source, &target).map_err(io(&source))?;
             let mut permissions = fs::metadata(&target).map_err(io(&target))?.permissions();
@@ -139,6 +155,26 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a link's target, read from a folder `depth` folders below the tree's root,
+/// names something inside the tree: relative, and no `..` climbs above the root. Read
+/// from the text alone; a link it passes through is checked where it is copied.
+fn link_stays_inside(link: &Path, depth: usize) -> bool {
+    use std::path::Component;
+    let mut depth = depth;
+    for component in link.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(up) => depth = up,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
 }
 
 impl Topology for FixtureTopology {

@@ -38,6 +38,7 @@ pub use crate::os::{
     current_cpu_with_source, rseq_area_size, rseq_cpu_id_offset, rseq_current_cpu, sched_getcpu,
     CurrentCpuSource, RseqCpuIdOffset,
 };
+pub use crate::sysfs::read::open_attribute;
 pub use crate::sysfs::SysfsTopology;
 
 /// A CPU id, as the kernel numbers them (`cpuN`).

@@ -357,6 +357,13 @@ impl Statements {
             return Err("expected `node N cpus LIST mem_kb KB`".into());
         }
         let mem_kb = number(words.next())?;
+        if mem_kb > MAX_TOTAL_KB {
+            return Err(format!("mem_kb {mem_kb}: the size in bytes does not fit 64 bits"));
+        }
+        let total = self.nodes.values().map(|node| node.mem_kb).sum::<u64>() + mem_kb;
+        if total > MAX_TOTAL_KB {
+            return Err(format!("mem_kb {mem_kb}: the nodes' total in bytes does not fit 64 bits"));
+        }
         if self.nodes.insert(id, NodeDescription { cpus, mem_kb }).is_some() {
             return Err(format!("node {id} is described twice"));
         }
@@ -418,6 +425,10 @@ fn id_list(word: Option<&str>) -> std::result::Result<CpuSet, String> {
     }
 }
 
+/// The most memory a description may give its nodes together, in kB: `proc/meminfo`'s
+/// total in bytes must fit 64 bits, as the sysfs reader requires of every size.
+const MAX_TOTAL_KB: u64 = u64::MAX / 1024;
+
 fn number(word: Option<&str>) -> std::result::Result<u64, String> {
     word.and_then(|w| w.parse().ok()).ok_or_else(|| format!("{word:?} is not a number"))
 }
@@ -437,13 +448,17 @@ fn kernel_max(word: Option<&str>) -> std::result::Result<u32, String> {
         .ok_or_else(|| format!("kernel_max must be below {ID_LIMIT}"))
 }
 
+/// A `file` or `remove` statement's path: relative, never climbing (`..`), and naming
+/// something below the root, not the root itself (`.`, which `remove` would empty).
 fn relative_path(word: Option<&str>) -> std::result::Result<&str, String> {
+    use std::path::Component;
     let path = word.ok_or("a path is missing")?;
-    let escapes = Path::new(path)
-        .components()
-        .any(|part| !matches!(part, std::path::Component::Normal(_) | std::path::Component::CurDir));
-    if escapes {
+    let parts: Vec<Component<'_>> = Path::new(path).components().collect();
+    if parts.iter().any(|part| !matches!(part, Component::Normal(_) | Component::CurDir)) {
         return Err(format!("{path:?} must be a relative path that stays under the root"));
+    }
+    if !parts.iter().any(|part| matches!(part, Component::Normal(_))) {
+        return Err(format!("{path:?} names the root itself, not a file or folder under it"));
     }
     Ok(path)
 }

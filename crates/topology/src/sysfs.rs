@@ -293,6 +293,17 @@ impl SysfsTopology {
     fn read_online_noting(&self, notes: &mut Notes) -> Result<CpuSet> {
         let summary_path = self.cpu_dir.join("online");
         let summary = read::list(&summary_path, "cpu list", self.cpu_limit)?;
+        if let Some(summary) = &summary {
+            // The kernel's online mask is a subset of its present mask (a CPU must be
+            // present to come up), so a summary naming another CPU is not the kernel's.
+            read::refuse_outside(
+                &summary_path,
+                "cpu list",
+                summary,
+                summary.difference(&self.present),
+                |cpu| format!("cpu{cpu} is online but not present ({})", self.present),
+            )?;
+        }
         if self.kind == RootKind::Live {
             if let Some(summary) = summary {
                 return Ok(summary);
@@ -820,9 +831,13 @@ fn node_mem_total(path: &Path, node: NodeId) -> Result<u64> {
         if unit != Some("kB") {
             return Err(read::malformed(path, "node meminfo", line, "expected a size in kB"));
         }
-        return value
-            .parse()
-            .map_err(|_| read::malformed(path, "node meminfo", line, "size is not a number"));
+        let kb: u64 =
+            value.parse().map_err(|_| read::malformed(path, "node meminfo", line, "size is not a number"))?;
+        // As for proc/meminfo: the size in bytes must fit 64 bits.
+        if kb > u64::MAX / 1024 {
+            return Err(read::malformed(path, "node meminfo", line, "size in bytes does not fit 64 bits"));
+        }
+        return Ok(kb);
     }
     Err(read::malformed(path, "node meminfo", &text, format!("no \"Node {node} MemTotal:\" line")))
 }

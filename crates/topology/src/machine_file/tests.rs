@@ -74,8 +74,27 @@ fn edits_stay_under_the_root_and_escapes_are_known() {
         ("remove\n", "a path is missing"),
         ("remove a b\n", "unexpected \"b\""),
         ("cgroup_mems 1\n", "cgroup_mems names node 1"),
+        ("remove .\n", "names the root itself"),
+        ("remove ./.\n", "names the root itself"),
+        ("file . x\n", "names the root itself"),
     ] {
         let error = MachineDescription::parse("bad", &format!("node 0 cpus 0 mem_kb 1\n{text}")).unwrap_err();
         assert!(error.to_string().contains(wanted), "{text:?}: {error}");
     }
+}
+
+#[test]
+fn memory_sizes_must_fit_64_bits_in_bytes_alone_and_together() {
+    let max = u64::MAX / 1024;
+    let error = MachineDescription::parse("bad", &format!("node 0 cpus 0 mem_kb {}\n", max + 1)).unwrap_err();
+    assert!(error.to_string().contains("line 1: mem_kb 18014398509481984: the size in bytes"), "{error}");
+    let text = format!("node 0 cpus 0 mem_kb {max}\nnode 1 cpus 1 mem_kb 1\n");
+    let error = MachineDescription::parse("bad", &text).unwrap_err();
+    assert!(error.to_string().contains("line 2: mem_kb 1: the nodes' total"), "{error}");
+    // The largest total there may be is written and read back.
+    let text = format!("node 0 cpus 0 mem_kb {}\nnode 1 cpus 1 mem_kb 1\n", max - 1);
+    let root = tempfile::tempdir().unwrap();
+    MachineDescription::parse("big", &text).unwrap().write_tree(root.path()).unwrap();
+    let topo = crate::SysfsTopology::new(root.path()).unwrap();
+    assert_eq!(crate::Topology::node_mem_total_kb(&topo, 0), Some(max - 1));
 }

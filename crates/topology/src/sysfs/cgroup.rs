@@ -14,9 +14,9 @@
 //! list (v2 writes one for "inherit") is read as no restriction too.
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use procfs_core::{FromBufRead, MountEntry, ProcessCGroups};
+use procfs_core::{FromBufRead, ProcessCGroups};
 
 use super::read;
 use crate::diagnostic::Notes;
@@ -82,28 +82,89 @@ fn candidates(root: &Path, notes: &mut Notes) -> Result<Vec<Candidate>> {
     let Some((cgroup_path, hierarchy)) = process_cgroup(root, notes)? else { return Ok(Vec::new()) };
     let mounts_path = root.join("proc/mounts");
     let Some(mounts_text) = read::text(&mounts_path, "mount table")? else { return Ok(Vec::new()) };
-    let mounts = Vec::<MountEntry>::from_buf_read(Cursor::new(mounts_text.as_bytes()))
-        .map_err(|error| read::malformed(&mounts_path, "mount table", &mounts_text, error.to_string()))?;
+    let mounts = mount_table(&mounts_path, &mounts_text)?;
 
     let relative = cgroup_path.trim_start_matches('/');
     let mut candidates = Vec::new();
     let v1 = matches!(hierarchy, Hierarchy::Any | Hierarchy::V1);
     let v2 = matches!(hierarchy, Hierarchy::Any | Hierarchy::V2);
     for mount in &mounts {
-        let folder = under_root(root, &mount.fs_file).join(relative);
-        match mount.fs_vfstype.as_str() {
+        let folder = under_root(root, &mount.point).join(relative);
+        match mount.fstype {
             "cpuset" if v1 => candidates.push(Candidate { folder, names: ("cpus", "mems") }),
-            "cgroup" if v1 && mount.fs_mntops.contains_key("cpuset") => {
+            "cgroup" if v1 && mount.options.split(',').any(|option| option == "cpuset") => {
                 candidates.push(Candidate { folder, names: ("cpuset.cpus", "cpuset.mems") })
             }
             _ => {}
         }
     }
-    for mount in mounts.iter().filter(|m| v2 && m.fs_vfstype == "cgroup2") {
-        let folder = under_root(root, &mount.fs_file).join(relative);
+    for mount in mounts.iter().filter(|m| v2 && m.fstype == "cgroup2") {
+        let folder = under_root(root, &mount.point).join(relative);
         candidates.push(Candidate { folder, names: ("cpuset.cpus.effective", "cpuset.mems.effective") });
     }
     Ok(candidates)
+}
+
+/// One line of `proc/mounts`, as far as finding a cgroup needs it.
+struct Mount<'a> {
+    /// The mount point, its octal escapes (`\040` for a space) undone.
+    point: String,
+    fstype: &'a str,
+    /// The comma-separated mount options (`rw,nosuid,cpuset`).
+    options: &'a str,
+}
+
+/// `proc/mounts`: `device mount-point type options dump pass` on each line. A line with
+/// fewer than the first four fields, or a mount point that climbs out with `..`, is
+/// malformed (the kernel writes neither), naming the line.
+fn mount_table<'a>(path: &Path, text: &'a str) -> Result<Vec<Mount<'a>>> {
+    let mut mounts = Vec::new();
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(point), Some(fstype), Some(options)) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(read::malformed(
+                path,
+                "mount table",
+                line,
+                "expected a device, a mount point, a type and options",
+            ));
+        };
+        let point = unescape_octal(point);
+        refuse_parent_dirs(path, "mount table", line, &point)?;
+        mounts.push(Mount { point, fstype, options });
+    }
+    Ok(mounts)
+}
+
+/// Undoes the kernel's `\ooo` escapes in a `proc/mounts` field (space, tab, newline and
+/// backslash are written so).
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let digits = bytes.get(at + 1..at + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[at], digits) {
+            (b'\\', Some(d)) if d[0] <= b'3' => {
+                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
+                at += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Refuses a path read from `file` that has a `..` in it: joined under the root, it could
+/// name a file outside the tree (the kernel writes none).
+fn refuse_parent_dirs(file: &Path, what: &'static str, text: &str, path: &str) -> Result<()> {
+    if Path::new(path).components().any(|component| component == Component::ParentDir) {
+        return Err(read::malformed(file, what, text, format!("{path:?} climbs out of the tree with `..`")));
+    }
+    Ok(())
 }
 
 /// The live process's memory nodes: `Mems_allowed_list` in `proc/self/status` (its
@@ -131,6 +192,7 @@ fn process_cgroup(root: &Path, notes: &mut Notes) -> Result<Option<(String, Hier
         } else if !path.starts_with('/') {
             return Err(read::malformed(&cpuset_path, "cpuset path", &text, "expected an absolute path"));
         } else {
+            refuse_parent_dirs(&cpuset_path, "cpuset path", &text, path)?;
             return Ok(Some((path.to_owned(), Hierarchy::Any)));
         }
     }
@@ -138,14 +200,18 @@ fn process_cgroup(root: &Path, notes: &mut Notes) -> Result<Option<(String, Hier
     let Some(text) = read::text(&cgroup_path, "cgroup list")? else { return Ok(None) };
     let groups = ProcessCGroups::from_buf_read(Cursor::new(text.as_bytes()))
         .map_err(|error| read::malformed(&cgroup_path, "cgroup list", &text, error.to_string()))?;
-    if let Some(group) = groups.0.iter().find(|g| g.controllers.iter().any(|c| c == "cpuset")) {
-        return Ok(Some((group.pathname.clone(), Hierarchy::V1)));
+    let found = match groups.0.iter().find(|g| g.controllers.iter().any(|c| c == "cpuset")) {
+        Some(group) => Some((group.pathname.clone(), Hierarchy::V1)),
+        None => groups
+            .0
+            .iter()
+            .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
+            .map(|g| (g.pathname.clone(), Hierarchy::V2)),
+    };
+    if let Some((path, _)) = &found {
+        refuse_parent_dirs(&cgroup_path, "cgroup list", &text, path)?;
     }
-    Ok(groups
-        .0
-        .iter()
-        .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
-        .map(|g| (g.pathname.clone(), Hierarchy::V2)))
+    Ok(found)
 }
 
 /// A mount point of the described machine, as a path under `root`.

@@ -1,7 +1,8 @@
 //! Reading one sysfs or procfs file, with errors that name the file and its text.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::idset::trim_kernel_text;
@@ -48,11 +49,42 @@ pub(crate) fn refuse_outside(
     }
 }
 
-/// Reads a text file: `Ok(None)` if it does not exist, [`Error::Io`] if it cannot be read,
-/// [`Error::Malformed`] if it is not UTF-8 text or is absurdly large.
+/// Opens a sysfs or procfs attribute for reading, refusing anything but a regular file.
+///
+/// Attributes are regular files. A FIFO in their place (a damaged capture, a test's
+/// tree) would block `open` until some writer came, and a device such as `/dev/zero`
+/// would never end, so the file is opened with `O_NONBLOCK` (which regular files
+/// ignore) and its type checked on the open descriptor (no race with a rename): a
+/// reader, or a watcher's poll, never blocks on one. A missing file is
+/// [`io::ErrorKind::NotFound`]; another type is [`io::ErrorKind::InvalidInput`], naming
+/// the type. Bound what is read from the file as well ([`Read::take`]).
+pub fn open_attribute(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let kind = file.metadata()?.file_type();
+    let other = if kind.is_file() {
+        return Ok(file);
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{other}, not a regular file")))
+}
+
+/// Reads a text file: `Ok(None)` if it does not exist, [`Error::Io`] if it cannot be read
+/// or is not a regular file ([`open_attribute`]), [`Error::Malformed`] if it is not UTF-8
+/// text or is absurdly large.
 pub(crate) fn text(path: &Path, what: &'static str) -> Result<Option<String>> {
     let io_error = |source: io::Error| Error::Io { path: path.to_path_buf(), source };
-    let file = match File::open(path) {
+    let file = match open_attribute(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(io_error(error)),
