@@ -189,7 +189,9 @@ pub enum Error {
         last: Rank,
     },
     /// A state id that is not (or no longer) registered.
-    #[error("no state is registered at rank {rank}")]
+    #[error(
+        "the state at rank {rank} this handle names is not registered (removed, or never registered here)"
+    )]
     UnknownState {
         /// The rank given.
         rank: Rank,

@@ -8,6 +8,7 @@
 //! not update.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use topology::{CpuId, CpuState, OnlineChange};
@@ -50,7 +51,7 @@ impl OnlineFiles {
 
     /// Reads every file once.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let summary = fs::read_to_string(&self.summary).ok();
+        let summary = read_small(&self.summary);
         let per_cpu = self.per_cpu.iter().map(|(cpu, file)| (*cpu, read_state(file))).collect();
         Snapshot { summary, per_cpu }
     }
@@ -64,8 +65,20 @@ pub(crate) fn cpu_folder_id(name: &str) -> Option<CpuId> {
         .and_then(|digits| digits.parse().ok())
 }
 
+/// The most a poll reads of one file: a CPU list of every possible id is far shorter. A
+/// longer file reads as unreadable (`None`), as one that is not a regular file does.
+const MAX_POLL_BYTES: u64 = 64 * 1024;
+
+/// One `online` file's text, read as [`topology::open_attribute`] opens it (never
+/// blocking on a FIFO) and at most [`MAX_POLL_BYTES`]; `None` if it cannot be read.
+fn read_small(file: &Path) -> Option<String> {
+    let mut text = String::new();
+    topology::open_attribute(file).ok()?.take(MAX_POLL_BYTES + 1).read_to_string(&mut text).ok()?;
+    (text.len() as u64 <= MAX_POLL_BYTES).then_some(text)
+}
+
 fn read_state(file: &Path) -> Option<CpuState> {
-    match fs::read_to_string(file).ok()?.trim() {
+    match read_small(file)?.trim() {
         "1" => Some(CpuState::Online),
         "0" => Some(CpuState::Offline),
         _ => None,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use topology::CpuId;
 
 use crate::error::CallbackError;
+use crate::sync::{AtomicU64, Ordering};
 
 /// A startup callback: brings one state up on one CPU, or says why it cannot.
 pub type StartupFn = dyn Fn(CpuId) -> Result<(), CallbackError> + Send + Sync;
@@ -100,16 +101,26 @@ pub enum Slot {
     OnlineDynamic,
 }
 
-/// The handle of a registered state: its rank.
+/// The handle of a registered state: its rank, and which registration at that rank.
+///
+/// A removed state's rank is handed to the next registration in its slot, so the rank
+/// alone would let an old handle remove or fault the new state; the registration number
+/// (unique in the process) makes an old handle [`crate::Error::UnknownState`] instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StateId(pub(crate) Rank);
+pub struct StateId {
+    pub(crate) rank: Rank,
+    pub(crate) registration: u64,
+}
 
 impl StateId {
     /// The state's rank.
     pub fn rank(self) -> Rank {
-        self.0
+        self.rank
     }
 }
+
+/// Numbers the registrations of every machine in the process, for [`StateId`].
+static REGISTRATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Startup and teardown as a trait object, for callers that keep state in a struct.
 pub trait Callbacks: Send + Sync {
@@ -177,5 +188,19 @@ impl fmt::Debug for State {
 #[derive(Debug)]
 pub(crate) struct Step {
     pub(crate) rank: Rank,
+    /// Which registration at `rank` this is (see [`StateId`]).
+    pub(crate) registration: u64,
     pub(crate) state: State,
+}
+
+impl Step {
+    /// A new registration of `state` at `rank`.
+    pub(crate) fn new(rank: Rank, state: State) -> Step {
+        Step { rank, registration: REGISTRATIONS.fetch_add(1, Ordering::Relaxed), state }
+    }
+
+    /// The handle of this registration.
+    pub(crate) fn id(&self) -> StateId {
+        StateId { rank: self.rank, registration: self.registration }
+    }
 }

@@ -62,8 +62,8 @@ struct Shared {
     /// Each CPU's record, indexed by CPU id; written only with the transition lock held,
     /// read without it.
     cpus: Mutex<Vec<CpuRecord>>,
-    /// Armed one-shot faults: (rank, cpu).
-    faults: Mutex<Vec<(Rank, CpuId)>>,
+    /// Armed one-shot faults: (state, cpu).
+    faults: Mutex<Vec<(StateId, CpuId)>>,
     observers: Observers,
 }
 
@@ -192,7 +192,7 @@ impl Hotplug {
             .steps
             .iter()
             .map(|step| StateInfo {
-                id: StateId(step.rank),
+                id: step.id(),
                 name: Arc::clone(&step.state.name),
                 section: step.rank.section(),
                 has_startup: step.state.startup.is_some(),
@@ -204,9 +204,10 @@ impl Hotplug {
     /// Makes the next startup of state `id` on `cpu` fail with [`CallbackError::Injected`],
     /// once, like writing the state's number to the kernel's `cpuN/hotplug/fail`. Only
     /// startups can be made to fail, since teardowns cannot. Callable from anywhere,
-    /// callbacks included.
+    /// callbacks included. A fault for a state removed since never fires: it names that
+    /// registration, not whichever state now holds its rank.
     pub fn inject_fault(&self, id: StateId, cpu: CpuId) {
-        lock(&self.shared.faults).push((id.0, cpu));
+        lock(&self.shared.faults).push((id, cpu));
     }
 
     /// A CPU's current rank (`cpuN/hotplug/state`): [`Rank::ONLINE`] when every state is
@@ -292,12 +293,12 @@ impl Hotplug {
         if let Some(step) = steps.iter().find(|step| step.state.name == state.name) {
             return Err(Error::DuplicateName { name: state.name.to_string(), rank: step.rank });
         }
-        let step = Step { rank: free_rank(steps, slot)?, state };
+        let step = Step::new(free_rank(steps, slot)?, state);
         if calls == Calls::Invoke {
             shared.install_on_cpus(&step)?;
         }
         let at = transition.inner.steps.partition_point(|other| other.rank < step.rank);
-        let id = StateId(step.rank);
+        let id = step.id();
         transition.inner.steps.insert(at, step);
         Ok(id)
     }
@@ -309,15 +310,15 @@ impl Hotplug {
             .inner
             .steps
             .iter()
-            .position(|step| step.rank == id.0)
-            .ok_or(Error::UnknownState { rank: id.0 })?;
+            .position(|step| step.id() == id)
+            .ok_or(Error::UnknownState { rank: id.rank })?;
         let step = transition.inner.steps.remove(at);
         if calls == Calls::Invoke {
             for cpu in shared.cpus_at_or_above(step.rank).iter() {
                 shared.teardown(&step, cpu, Source::Registration);
             }
         }
-        lock(&shared.faults).retain(|&(rank, _)| rank != id.0);
+        lock(&shared.faults).retain(|&(fault, _)| fault != id);
         Ok(())
     }
 }
@@ -402,7 +403,7 @@ impl Shared {
     fn startup(&self, step: &Step, cpu: CpuId, source: Source) -> Result<(), CallbackError> {
         let injected = {
             let mut faults = lock(&self.faults);
-            let at = faults.iter().position(|&fault| fault == (step.rank, cpu));
+            let at = faults.iter().position(|&fault| fault == (step.id(), cpu));
             at.map(|at| faults.remove(at)).is_some()
         };
         let started = Instant::now();

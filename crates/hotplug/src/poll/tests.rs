@@ -68,3 +68,27 @@ fn only_cpu_and_decimal_digits_name_a_cpu_folder() {
         assert_eq!(cpu_folder_id(name), None, "{name}");
     }
 }
+
+#[test]
+fn a_fifo_or_an_endless_device_is_no_state_and_never_blocks_a_poll() {
+    use rustix::fs::{FileType, Mode, CWD};
+    let root = tree(4);
+    let files = OnlineFiles::new(root.path()).unwrap();
+    let before = files.snapshot();
+    let dir = root.path().join(CPU_DIR);
+    fs::remove_file(dir.join("cpu1/online")).unwrap();
+    rustix::fs::mknodat(CWD, dir.join("cpu1/online"), FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+    fs::remove_file(dir.join("cpu2/online")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("cpu2/online")).unwrap();
+    // A regular file longer than any CPU list.
+    fs::write(dir.join("cpu3/online"), "1".repeat(1 << 20)).unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The receiver is gone only if the test timed out already.
+        let _ = tx.send(files.snapshot());
+    });
+    let after = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the poll blocked");
+    assert_eq!(after.per_cpu, [(1, None), (2, None), (3, None)]);
+    assert!(after.changes_since(&before).is_empty());
+}

@@ -134,6 +134,28 @@ fn removing_runs_teardown_on_every_online_cpu_and_nocalls_does_not() {
 }
 
 #[test]
+fn a_removed_states_handle_does_not_reach_the_state_given_its_rank_since() {
+    let (_fake, hotplug) = machine("4x2");
+    let log = Log::default();
+    let old = hotplug.setup_state_nocalls(Slot::OnlineDynamic, log.state("old")).unwrap();
+    hotplug.remove_state(old).unwrap();
+    let new = hotplug.setup_state_nocalls(Slot::OnlineDynamic, log.state("new")).unwrap();
+    assert_eq!(new.rank(), old.rank(), "the slot hands the freed rank to the next registration");
+    assert_ne!(new, old);
+
+    // A fault armed through the old handle does not fire for the new state.
+    hotplug.inject_fault(old, 1);
+    hotplug.cpu_down(1).unwrap();
+    hotplug.cpu_up(1).unwrap();
+    assert!(matches!(hotplug.remove_state(old), Err(Error::UnknownState { .. })));
+    assert!(matches!(hotplug.remove_state_nocalls(old), Err(Error::UnknownState { .. })));
+    let names: Vec<_> = hotplug.states().unwrap().iter().map(|info| info.name.to_string()).collect();
+    assert_eq!(names, ["new"]);
+    assert_eq!(hotplug.states().unwrap()[0].id, new);
+    hotplug.remove_state(new).unwrap();
+}
+
+#[test]
 fn a_failed_prepare_startup_leaves_the_cpu_offline_and_untouched() {
     let (fake, hotplug) = machine("4x2");
     let log = Log::default();
