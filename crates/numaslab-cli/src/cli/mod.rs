@@ -69,8 +69,26 @@ pub(crate) fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(3),
         Err(error) => {
-            eprintln!("numaslab: error: {error:#}");
+            eprintln!("numaslab: error: {}", message(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, joined with `: `, each cause said once: many errors already
+/// end with their cause's text (`cannot read PATH: Is a directory`), and repeating it
+/// would only lengthen the line.
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }

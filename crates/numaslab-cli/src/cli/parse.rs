@@ -42,7 +42,11 @@ pub(crate) fn duration_in(text: &str, plain: PlainUnit, zero: Zero) -> Result<Du
                 PlainUnit::Seconds => number,
                 PlainUnit::Milliseconds => number / 1000.0,
             };
-            Duration::try_from_secs_f64(seconds).map_err(|_| too_long())?
+            let duration = Duration::try_from_secs_f64(seconds).map_err(|_| too_long())?;
+            if number > 0.0 && duration.is_zero() {
+                return Err("shorter than a nanosecond, the finest duration there is".into());
+            }
+            duration
         }
         Err(_) => humantime::parse_duration(trimmed).map_err(|error| {
             format!("{error}; give a number of seconds or a duration such as 500ms, 3s or 2m")

@@ -53,9 +53,10 @@ pub(crate) struct TortureArgs {
     /// (`20ms`, `1s`); 0 turns hotplug off.
     #[arg(long, value_name = "DURATION", default_value = "20", value_parser = interval, allow_hyphen_values = true)]
     pub(crate) interval_ms: Duration,
-    /// Object sizes in bytes (1 to 2097152), one cache each.
-    #[arg(long, value_delimiter = ',', default_value = "32,192,1024,4096", value_parser = object_size, allow_hyphen_values = true)]
-    pub(crate) sizes: Vec<usize>,
+    /// Object sizes in bytes (1 to 2097152), one cache each: rounded up to a multiple of
+    /// 8, so no two may round to the same size.
+    #[arg(long, value_name = "SIZES", default_value = "32,192,1024,4096", value_parser = object_sizes, allow_hyphen_values = true)]
+    pub(crate) sizes: Sizes,
     /// Create the caches in debug mode (red zones, poison, misuse detection).
     #[arg(long)]
     pub(crate) debug: bool,
@@ -92,8 +93,29 @@ fn max_live(text: &str) -> Result<usize, String> {
     parse::whole_number(text, 1, MAX_LIVE)
 }
 
-fn object_size(text: &str) -> Result<usize, String> {
-    parse::whole_number(text, 1, MAX_OBJECT_SIZE)
+/// The `--sizes` list, parsed whole so that two sizes of one cache are a usage error.
+#[derive(Debug, Clone)]
+pub(crate) struct Sizes(Vec<usize>);
+
+fn object_sizes(text: &str) -> Result<Sizes, String> {
+    let sizes = text
+        .split(',')
+        .map(|word| {
+            // clap quotes the whole list; an error in one of several sizes names it.
+            parse::whole_number(word, 1, MAX_OBJECT_SIZE).map_err(|reason| {
+                if word.len() < text.len() {
+                    format!("{word:?}: {reason}")
+                } else {
+                    reason
+                }
+            })
+        })
+        .collect::<Result<Vec<usize>, String>>()?;
+    torture::check_sizes(&sizes).map_err(|error| match error {
+        numaslab::Error::Config(reason) => reason,
+        other => other.to_string(),
+    })?;
+    Ok(Sizes(sizes))
 }
 
 fn seed(text: &str) -> Result<u64, String> {
@@ -153,12 +175,15 @@ pub(crate) fn run(args: &TortureArgs) -> Result<bool> {
         }
         report
     })?;
+    // Written, not printed: a closed or full stdout is an error to report, not a panic.
+    let mut stdout = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)
     } else {
-        print!("{report}");
+        write!(stdout, "{report}")
     }
-    std::io::stdout().flush()?;
+    .and_then(|()| stdout.flush())
+    .context("cannot write the report to stdout")?;
     Ok(report.checks_passed)
 }
 
@@ -186,7 +211,7 @@ fn open_machine(args: &TortureArgs) -> Result<Arc<dyn Topology>> {
 
 /// Refuses a configuration whose workers could hold more than `MAX_HELD_BYTES` at once.
 fn check_held_bytes(args: &TortureArgs) -> Result<()> {
-    let largest = args.sizes.iter().copied().max().unwrap_or(0);
+    let largest = args.sizes.0.iter().copied().max().unwrap_or(0);
     let held = args.workers as u128 * args.max_live as u128 * largest as u128;
     if held > MAX_HELD_BYTES {
         bail!(
@@ -207,7 +232,7 @@ impl TortureArgs {
             duration: self.duration,
             workers: self.workers,
             interval: self.interval_ms,
-            sizes: self.sizes.clone(),
+            sizes: self.sizes.0.clone(),
             debug: self.debug,
             seed: self.seed,
             max_live: self.max_live,

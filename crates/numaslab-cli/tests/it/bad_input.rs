@@ -43,6 +43,7 @@ const DURATION: &[Case] = &[
     case("--duration", "0", 2, "more than zero"),
     case("--duration", "3 parsecs", 2, "such as 500ms"),
     case("--duration", "99999999999999999999999s", 2, "such as 500ms"),
+    case("--duration", "1e-12", 2, "shorter than a nanosecond"),
 ];
 
 const TORTURE: &[Case] = &[
@@ -59,6 +60,11 @@ const TORTURE: &[Case] = &[
     case("--sizes", "-8", 2, "negative"),
     case("--sizes", "99999999999", 2, "too large"),
     case("--sizes", "abc", 2, "not a whole number"),
+    case("--sizes", "32,32", 2, "sizes 32 and 32 are both served by one cache of 32 bytes"),
+    case("--sizes", "1,2", 2, "sizes 1 and 2 are both served by one cache of 8 bytes"),
+    case("--sizes", "64,33,40", 2, "sizes 33 and 40 are both served by one cache of 40 bytes"),
+    case("--sizes", "32,x", 2, "\"x\": not a whole number"),
+    case("--interval-ms", "1e-9", 2, "shorter than a nanosecond"),
     case("--seed", "-1", 2, "negative"),
     case("--seed", "18446744073709551616", 2, "too large"),
     case("--seed", "0x5eed", 2, "not a whole number"),
@@ -179,4 +185,40 @@ fn durations_take_units() {
     }
     let output = numaslab(&["watch", "--fake", "4x2", "--duration", "300ms", "--json"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn a_report_that_cannot_be_written_is_an_error_not_a_panic() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipped: this machine has no /dev/full to write to");
+        return;
+    };
+    for json in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_numaslab"));
+        command.args(["torture", "--duration", "100ms"]).stdout(full.try_clone().unwrap());
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "json {json}: {stderr}");
+        assert!(stderr.contains("cannot write the report to stdout: No space left on device"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_error_says_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let seed_box = topology::machine_file::MachineDescription::builtin("seed-box").unwrap().unwrap();
+    seed_box.write_tree(root).unwrap();
+    // A folder where cpu/present should be: the io error's text ends the message once.
+    let present = root.join("sys/devices/system/cpu/present");
+    std::fs::remove_file(&present).unwrap();
+    std::fs::create_dir(&present).unwrap();
+    let output = numaslab(&["topology", "--root", root.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("not a regular file").count(), 1, "{stderr}");
 }

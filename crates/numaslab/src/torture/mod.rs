@@ -131,6 +131,7 @@ pub fn run(
     if config.workers == 0 || config.sizes.is_empty() {
         return Err(Error::Config("the torture needs at least one worker and one object size".into()));
     }
+    check_sizes(&config.sizes)?;
     let topology = slab.topology().clone();
     if let Some(cpus) = &config.hotplug_cpus {
         check_hotplug_cpus(&*topology, cpus)?;
@@ -329,13 +330,34 @@ pub(crate) fn inbox_capacity(config: &TortureConfig) -> usize {
 }
 
 /// Creates one cache per object size.
+/// The object size of the cache that serves `size`-byte objects: rounded up to a multiple
+/// of 8 bytes (at least 8), and named `torture-<that size>`.
+pub fn cache_size(size: usize) -> usize {
+    size.max(8).next_multiple_of(8)
+}
+
+/// Refuses two sizes served by one cache ([`cache_size`]): each size is one cache of its
+/// own, so `32,32` or `33,40` would name one cache twice.
+pub fn check_sizes(sizes: &[usize]) -> Result<()> {
+    for (at, &size) in sizes.iter().enumerate() {
+        if let Some(&earlier) = sizes[..at].iter().find(|&&earlier| cache_size(earlier) == cache_size(size)) {
+            return Err(Error::Config(format!(
+                "object sizes {earlier} and {size} are both served by one cache of {} bytes \
+                 (sizes are rounded up to a multiple of 8); give each size once",
+                cache_size(size)
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn create_caches(slab: &NumaSlab, config: &TortureConfig) -> Result<Vec<Arc<Cache>>> {
     let flags = if config.debug { CacheFlags::DEBUG } else { CacheFlags::NONE };
     config
         .sizes
         .iter()
         .map(|&size| {
-            let size = size.max(8).next_multiple_of(8);
+            let size = cache_size(size);
             let layout = Layout::from_size_align(size, 8)
                 .map_err(|_| Error::Config(format!("object size {size} is too large")))?;
             Ok(slab.allocator().create_cache(&format!("torture-{size}"), layout, flags)?)
