@@ -290,7 +290,18 @@ impl NumaSlabAlloc {
         // SAFETY: the caller's pointer is live and came from this allocator.
         match unsafe { kmalloc::realloc_of(kmalloc, ptr, new_layout) } {
             Ok(fresh) => fresh.as_ptr(),
-            Err(_) => std::ptr::null_mut(),
+            Err(error) => {
+                // A bad pointer (debug mode finds them) is said, as a bad free is; no
+                // memory is quietly a null pointer, as malloc's callers expect.
+                if error.is_bad_pointer() {
+                    eprintln!(
+                        "numaslab: realloc({ptr:p}, {} bytes): {error}; {}",
+                        new_layout.size(),
+                        consequence(&error)
+                    );
+                }
+                std::ptr::null_mut()
+            }
         }
     }
 
@@ -329,15 +340,26 @@ impl NumaSlabAlloc {
         kmalloc::unlock_after_fork();
         let old = self.machinery.swap(std::ptr::null_mut(), Ordering::AcqRel);
         if !old.is_null() {
-            match self.retired.iter().find(|slot| slot.load(Ordering::Relaxed).is_null()) {
-                Some(slot) => slot.store(old, Ordering::Release),
-                None => self.retired[MAX_RETIRED - 1].store(old, Ordering::Release),
-            }
+            self.retire(old);
         }
         self.state.store(UNINIT, Ordering::Release);
         // The parent's watcher thread did not come along: it is left (leaked) as it is.
         self.watch_state.store(NOT_WATCHING, Ordering::Release);
         self.watcher.store(std::ptr::null_mut(), Ordering::Release);
+    }
+
+    /// Keeps a parent's machinery for its objects, after those of earlier generations;
+    /// with [`MAX_RETIRED`] kept already, the oldest is forgotten. In a forked child's
+    /// only thread, so nothing reads the slots while they shift.
+    fn retire(&self, machinery: *mut Machinery) {
+        if let Some(slot) = self.retired.iter().find(|slot| slot.load(Ordering::Relaxed).is_null()) {
+            slot.store(machinery, Ordering::Release);
+            return;
+        }
+        for at in 1..MAX_RETIRED {
+            self.retired[at - 1].store(self.retired[at].load(Ordering::Relaxed), Ordering::Release);
+        }
+        self.retired[MAX_RETIRED - 1].store(machinery, Ordering::Release);
     }
 
     /// Returns `ptr`, whatever its size, reporting (not acting on) a pointer it does not
@@ -365,9 +387,18 @@ impl NumaSlabAlloc {
         let result = unsafe { kmalloc::free_of(self.machinery().map(|m| &m.kmalloc), ptr, None) };
         if let Err(error) = result {
             if self.retired_owner(ptr).is_none() {
-                eprintln!("numaslab: free({ptr:p}): {error}; the pointer is left alone");
+                eprintln!("numaslab: free({ptr:p}): {error}; {}", consequence(&error));
             }
         }
+    }
+}
+
+/// What became of the pointer a free or realloc reported `error` for.
+fn consequence(error: &slab_core::Error) -> &'static str {
+    if error.object_freed() {
+        "the object was freed"
+    } else {
+        "the pointer is left alone"
     }
 }
 
@@ -470,8 +501,9 @@ impl NumaSlabAlloc {
         if let Err(error) = result {
             if self.retired_owner(ptr).is_none() {
                 eprintln!(
-                    "numaslab: dealloc({ptr:p}, {} bytes): {error}; the pointer is left alone",
-                    layout.size()
+                    "numaslab: dealloc({ptr:p}, {} bytes): {error}; {}",
+                    layout.size(),
+                    consequence(&error)
                 );
             }
         }

@@ -219,3 +219,35 @@ pub enum Error {
         reason: String,
     },
 }
+
+impl Error {
+    /// Whether a debug cache found an object's memory overwritten: a red zone, or the
+    /// poison of a free object. An allocation that finds it has repainted the object and
+    /// put it back, so the allocation may be retried (the kernel's SLAB reports such an
+    /// object and goes on); a free that finds it says by [`Error::object_freed`] whether
+    /// it freed the object.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Error::RedZone { .. } | Error::Poisoned { .. })
+    }
+
+    /// Whether a free that returned this error freed the object all the same: when the
+    /// red zone after it was overwritten (an overflow) while the one before it said the
+    /// object was out. Every other error of a free leaves the pointer alone.
+    pub fn object_freed(&self) -> bool {
+        matches!(self, Error::RedZone { side: RedZoneSide::After, .. })
+    }
+
+    /// Whether the error is about the pointer a caller gave (unknown, not an object's
+    /// start, of another cache, freed already, or its red zones overwritten), not about
+    /// memory or the machine.
+    pub fn is_bad_pointer(&self) -> bool {
+        matches!(
+            self,
+            Error::DoubleFree { .. }
+                | Error::WrongCache { .. }
+                | Error::ForeignPointer { .. }
+                | Error::NotAnObject { .. }
+                | Error::RedZone { .. }
+        )
+    }
+}

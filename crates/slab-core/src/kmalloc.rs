@@ -97,6 +97,10 @@ const fn class_align(index: usize) -> usize {
     size & size.wrapping_neg()
 }
 
+/// How many damaged objects in a row (see [`Kmalloc::alloc`]) an allocation takes and
+/// reports before it gives up with the last one's error.
+const MAX_DAMAGED_RETRIES: usize = 64;
+
 /// The least alignment of any class ([`class_align`]): every class is a multiple of 8
 /// bytes (checked below, at compile time).
 const MIN_CLASS_ALIGN: usize = 8;
@@ -266,9 +270,37 @@ impl Kmalloc {
     #[inline(always)]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         match class_of(layout) {
-            Some(index) => self.class(index).alloc_here(),
+            Some(index) => match self.class(index).alloc_here() {
+                Ok(ptr) => Ok(ptr),
+                Err(error) => self.alloc_after(error, || self.class(index).alloc_here()),
+            },
             None => large::map(layout, None),
         }
+    }
+
+    /// What `kmalloc` does when a class's allocation failed with `error`: damage a debug
+    /// cache found ([`Error::is_damage`]: the object repainted and put back) is reported
+    /// on stderr, as the kernel's SLAB reports it, and the allocation tried again, so
+    /// that a caller such as `malloc` gets memory, not a false out-of-memory. At most
+    /// [`MAX_DAMAGED_RETRIES`] times; any other error is the caller's.
+    #[cold]
+    #[inline(never)]
+    fn alloc_after(
+        &self,
+        mut error: Error,
+        mut retry: impl FnMut() -> Result<NonNull<u8>>,
+    ) -> Result<NonNull<u8>> {
+        for _ in 0..MAX_DAMAGED_RETRIES {
+            if !error.is_damage() {
+                break;
+            }
+            eprintln!("slab-core: {error}; the object was repainted, and another is taken");
+            match retry() {
+                Ok(ptr) => return Ok(ptr),
+                Err(next) => error = next,
+            }
+        }
+        Err(error)
     }
 
     /// The per-CPU fast path alone: memory for `layout` if one restartable sequence pops
@@ -329,7 +361,10 @@ impl Kmalloc {
     /// `kmalloc_node`: memory for `layout` on `node` (or the nearest node with memory).
     pub fn alloc_node(&self, layout: Layout, node: NodeId) -> Result<NonNull<u8>> {
         match class_of(layout) {
-            Some(index) => self.caches[index].alloc_node(node),
+            Some(index) => {
+                let class = &self.caches[index];
+                class.alloc_node(node).or_else(|error| self.alloc_after(error, || class.alloc_node(node)))
+            }
             None => {
                 let target = self.allocator.machine.fallback_of(node)?;
                 let bind = self.allocator.machine.numa_binding.then_some(target);
@@ -535,8 +570,20 @@ pub unsafe fn realloc_of(
     // SAFETY: both blocks are live, distinct, and hold at least the bytes copied.
     unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), usable.min(new_layout.size())) };
     // SAFETY: ptr is the caller's live allocation, no longer needed.
-    unsafe { free_of(kmalloc, ptr, None) }?;
-    Ok(fresh)
+    match unsafe { free_of(kmalloc, ptr, None) } {
+        Ok(()) => Ok(fresh),
+        // Freed all the same (an overflow, reported): the bytes have moved.
+        Err(error) if error.object_freed() => {
+            eprintln!("slab-core: {error}; the object was freed, its bytes moved to {fresh:p}");
+            Ok(fresh)
+        }
+        // The pointer is left alone, and so the caller's; the copy goes.
+        Err(error) => {
+            // SAFETY: fresh came from this module a moment ago and nothing else has it.
+            unsafe { free_of(kmalloc, fresh, Some(new_layout)) }?;
+            Err(error)
+        }
+    }
 }
 
 /// Reads who owns `ptr` from its block's header; in debug mode, the header's page is

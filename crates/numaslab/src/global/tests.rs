@@ -61,3 +61,44 @@ fn an_impossible_request_is_null_not_a_panic() {
     // SAFETY: a non-zero layout.
     assert!(unsafe { ALLOC.alloc(layout) }.is_null());
 }
+
+#[test]
+fn a_deep_fork_chain_forgets_only_the_oldest_generations_objects() {
+    // Each generation's child handler retires its parent's machinery, as a fork does
+    // (prepare, then the child's handler, in this one thread).
+    static DEEP: NumaSlabAlloc = NumaSlabAlloc::new();
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    let generations = MAX_RETIRED + 2;
+    let mut objects = Vec::new();
+    for generation in 0..generations {
+        if generation > 0 {
+            DEEP.fork_prepare();
+            DEEP.fork_child();
+        }
+        DEEP.bring_up();
+        // SAFETY: a non-zero layout.
+        let ptr = NonNull::new(unsafe { DEEP.alloc(layout) }).unwrap();
+        // SAFETY: the object holds 100 bytes.
+        unsafe { ptr.as_ptr().write(generation as u8) };
+        objects.push(ptr);
+    }
+    // The newest generation's objects are its own; the MAX_RETIRED before them are
+    // retired parents'; only the oldest is forgotten.
+    for (generation, &ptr) in objects.iter().enumerate() {
+        // SAFETY: every object is live (or a forgotten generation's, which is only read
+        // through its header).
+        let usable = unsafe { DEEP.usable_size(ptr) };
+        if generation == 0 {
+            assert_eq!(usable, 0, "generation 0 is forgotten");
+            continue;
+        }
+        assert!(usable >= 100, "generation {generation}: usable {usable}");
+        // SAFETY: live, 100 bytes; realloc copies a retired object out.
+        let moved = unsafe { DEEP.realloc(ptr.as_ptr(), layout, 300) };
+        assert!(!moved.is_null(), "generation {generation}");
+        // SAFETY: moved is live and holds the first byte copied.
+        assert_eq!(unsafe { moved.read() }, generation as u8);
+        // SAFETY: moved is live with 300 bytes.
+        unsafe { DEEP.dealloc(moved, Layout::from_size_align(300, 8).unwrap()) };
+    }
+}

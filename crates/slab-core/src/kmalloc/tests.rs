@@ -184,6 +184,58 @@ fn debug_mode_reports_unknown_and_double_frees_without_writing() {
     assert!(unsafe { kmalloc.free_unsized(inside) }.is_err(), "a pointer into an object");
 }
 
+/// Objects handed out and not freed, over every class.
+fn in_use(kmalloc: &Kmalloc) -> usize {
+    kmalloc.caches().iter().map(|cache| cache.stats().in_use).sum()
+}
+
+#[test]
+fn a_debug_allocation_that_finds_a_write_after_free_reports_it_and_gives_memory() {
+    let kmalloc = kmalloc(Checking::Debug);
+    let ptr = kmalloc.alloc(layout(100, 8)).unwrap();
+    // SAFETY: ptr is live.
+    unsafe { kmalloc.free_unsized(ptr) }.unwrap();
+    // A write after free: the class's next allocation takes this object and finds its
+    // poison changed.
+    // SAFETY: the freed object's memory stays mapped in its slab (a use-after-free the
+    // debug cache is there to catch).
+    unsafe { ptr.as_ptr().add(5).write(1) };
+    let again = kmalloc.alloc(layout(100, 8)).expect("memory, not a false out-of-memory");
+    assert_eq!(in_use(&kmalloc), 1);
+    // SAFETY: again is live.
+    unsafe { kmalloc.free_unsized(again) }.unwrap();
+    assert_eq!(in_use(&kmalloc), 0);
+    kmalloc.caches().iter().for_each(|cache| cache.validate().unwrap());
+}
+
+#[test]
+fn a_debug_realloc_moves_an_overflowed_object_and_leaves_a_bad_pointer_alone() {
+    let kmalloc = kmalloc(Checking::Debug);
+    let ptr = kmalloc.alloc(layout(100, 8)).unwrap();
+    // SAFETY: ptr is live.
+    let usable = unsafe { kmalloc.usable_size(ptr) }.unwrap();
+    // An overflow over the trailing red zone.
+    // SAFETY: the red zone follows the object inside its slot.
+    unsafe { ptr.as_ptr().write_bytes(7, usable + 8) };
+    // SAFETY: ptr is live; the free inside realloc reports the overflow and frees it.
+    let moved = unsafe { kmalloc.realloc(ptr, layout(1000, 8)) }.expect("the bytes move");
+    // SAFETY: moved holds at least `usable` bytes, copied.
+    assert!(unsafe { std::slice::from_raw_parts(moved.as_ptr(), usable) }.iter().all(|&b| b == 7));
+    assert_eq!(in_use(&kmalloc), 1, "the overflowed object was freed, the new one is out");
+
+    // A pointer freed already: realloc fails, and neither its copy nor the pointer stays.
+    let freed = kmalloc.alloc(layout(100, 8)).unwrap();
+    // SAFETY: freed is live.
+    unsafe { kmalloc.free_unsized(freed) }.unwrap();
+    // SAFETY: debug mode checks the pointer realloc frees.
+    let error = unsafe { kmalloc.realloc(freed, layout(1000, 8)) }.unwrap_err();
+    assert!(matches!(error, Error::DoubleFree { .. }) && error.is_bad_pointer(), "{error}");
+    assert_eq!(in_use(&kmalloc), 1, "the copy realloc made is freed again");
+    // SAFETY: moved is live.
+    unsafe { kmalloc.free_unsized(moved) }.unwrap();
+    assert_eq!(in_use(&kmalloc), 0);
+}
+
 #[test]
 fn bootstrap_memory_is_freed_through_kmalloc() {
     let kmalloc = kmalloc(Checking::Debug);
