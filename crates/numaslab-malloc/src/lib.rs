@@ -13,10 +13,10 @@
 //! arena: see `numaslab::NumaSlabAlloc`). Every pointer handed out is aligned to 16
 //! bytes, as glibc's are.
 //!
-//! A constructor, run once the C library is up, registers `pthread_atfork` handlers
-//! (the child of a fork retires the parent's caches and brings up its own: see
-//! `NumaSlabAlloc::fork_child`), starts a `hotplug::Watcher` thread that follows CPU
-//! hotplug on the live machine (uevents, else polling; a forked child starts its own at
+//! The allocator follows `fork` (`NumaSlabAlloc::follow_fork`: the child of a fork
+//! retires the parent's caches and brings up its own). A constructor, run once the C
+//! library is up, registers the watcher's own `pthread_atfork` child handler, starts a
+//! `hotplug::Watcher` thread that follows CPU hotplug on the live machine (uevents, else polling; a forked child starts its own at
 //! its first allocation, and the thread blocks every signal; a program that closes the
 //! watcher's descriptors and reuses their numbers keeps its own files intact, and the
 //! watcher opens new ones: see `watch.rs`), and reads the environment:
@@ -244,16 +244,8 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     }
 }
 
-extern "C" fn fork_prepare() {
-    ALLOC.fork_prepare();
-}
-
-extern "C" fn fork_parent() {
-    ALLOC.fork_parent();
-}
-
+/// The watcher's part of a fork's child (the allocator's is `NumaSlabAlloc`'s own).
 extern "C" fn fork_child() {
-    ALLOC.fork_child();
     watch::fork_child();
 }
 
@@ -279,8 +271,11 @@ pub(crate) fn env_is(name: &str, value: &str) -> bool {
 /// The library's constructor (`.init_array`): runs after the C library is up, before
 /// the program's `main`.
 extern "C" fn start() {
-    // SAFETY: the handlers are plain functions that stay loaded with the library.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    // Bring-up made the allocator follow fork already (it is a static); saying so again
+    // costs nothing and does not rest on how bring-up tells a static.
+    ALLOC.follow_fork();
+    // SAFETY: the handler is a plain function that stays loaded with the library.
+    unsafe { libc::pthread_atfork(None, None, Some(fork_child)) };
     ALLOC.bring_up();
     if env_is("NUMASLAB_SHOW_STATS", "1") {
         // SAFETY: show_stats is a plain function that stays loaded with the library.

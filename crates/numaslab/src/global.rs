@@ -22,6 +22,10 @@
 //! (red zones, poison, every free checked; an unknown pointer is reported on stderr and
 //! left alone).
 //!
+//! `fork` is followed by itself (the `fork` module): bring-up registers an allocator in
+//! static storage with the process's `pthread_atfork` handlers, and a forked child
+//! retires its parent's caches and brings up its own.
+//!
 //! Bring-up starts no thread. [`NumaSlabAlloc::follow_hotplug`], called once from the
 //! program (the `LD_PRELOAD` library calls it from its constructor), starts the
 //! process's `hotplug::Watcher`, so that a CPU another program takes offline has its
@@ -240,6 +244,13 @@ impl NumaSlabAlloc {
             return self.machinery();
         }
         let machinery = Box::new(build());
+        if fork::is_static(self) {
+            // SAFETY: in a loaded object's static storage, which outlives every use the
+            // fork handlers make of it (a library holding an allocator it brought up is
+            // never unloaded while the process runs on that allocator).
+            let this: &'static Self = unsafe { &*std::ptr::from_ref(self) };
+            fork::follow(this);
+        }
         self.machinery.store(Box::into_raw(machinery), Ordering::Release);
         self.state.store(READY, Ordering::Release);
         self.machinery()
@@ -319,25 +330,22 @@ impl NumaSlabAlloc {
         })
     }
 
-    /// `pthread_atfork`'s prepare handler: holds the bootstrap arena's lock across the
-    /// fork (the caches' locks are not taken: the child does not use them, see
-    /// [`NumaSlabAlloc::fork_child`]).
-    pub fn fork_prepare(&self) {
-        kmalloc::lock_for_fork();
+    /// Makes `fork` safe for this allocator from now on (see the `fork` module): the
+    /// process's `pthread_atfork` handlers, registered once, take it across every fork.
+    /// Bring-up does this by itself for an allocator in static storage (a
+    /// `#[global_allocator]`, or any `static`); calling it again does nothing. False if
+    /// the process has as many allocators following `fork` as it can (8).
+    pub fn follow_fork(&'static self) -> bool {
+        fork::follow(self)
     }
 
-    /// `pthread_atfork`'s parent handler.
-    pub fn fork_parent(&self) {
-        kmalloc::unlock_after_fork();
-    }
-
-    /// `pthread_atfork`'s child handler: the child's only thread may find any of the
-    /// parent's locks held by a thread that did not come along, so the parent's machinery
-    /// is retired (its objects stay valid and readable, their frees are ignored) and the
-    /// child's next allocation brings up a fresh one. A child that goes on to `exec`, as
-    /// most do, loses nothing; one that runs long keeps the parent's objects it frees.
-    pub fn fork_child(&self) {
-        kmalloc::unlock_after_fork();
+    /// The child's step of `fork` (from the handler [`NumaSlabAlloc::follow_fork`]
+    /// registers): the child's only thread may find any of the parent's locks held by a
+    /// thread that did not come along, so the parent's machinery is retired (its objects
+    /// stay valid and readable, their frees are ignored) and the child's next allocation
+    /// brings up a fresh one. A child that goes on to `exec`, as most do, loses nothing;
+    /// one that runs long keeps the parent's objects it frees.
+    fn after_fork_in_child(&self) {
         let old = self.machinery.swap(std::ptr::null_mut(), Ordering::AcqRel);
         if !old.is_null() {
             self.retire(old);
@@ -553,5 +561,6 @@ unsafe impl GlobalAlloc for NumaSlabAlloc {
     }
 }
 
+mod fork;
 #[cfg(test)]
 mod tests;

@@ -64,16 +64,18 @@ fn an_impossible_request_is_null_not_a_panic() {
 
 #[test]
 fn a_deep_fork_chain_forgets_only_the_oldest_generations_objects() {
-    // Each generation's child handler retires its parent's machinery, as a fork does
-    // (prepare, then the child's handler, in this one thread).
+    // Each generation retires its parent's machinery as a fork's child does, with the
+    // arena's lock held across it (its release is the parent's handler's: the child's
+    // would retire every follower of the process, this test binary's `ALLOC` too).
     static DEEP: NumaSlabAlloc = NumaSlabAlloc::new();
     let layout = Layout::from_size_align(100, 8).unwrap();
     let generations = MAX_RETIRED + 2;
     let mut objects = Vec::new();
     for generation in 0..generations {
         if generation > 0 {
-            DEEP.fork_prepare();
-            DEEP.fork_child();
+            fork::prepare();
+            DEEP.after_fork_in_child();
+            fork::parent();
         }
         DEEP.bring_up();
         // SAFETY: a non-zero layout.

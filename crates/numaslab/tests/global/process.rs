@@ -243,3 +243,59 @@ fn real_hotplug_of_the_cpu_the_allocator_runs_on() {
     assert!(ops > 0);
     assert!(machinery().numaslab.topology().online_cpus().is_ok_and(|online| online.contains(1)));
 }
+
+#[test]
+fn a_forked_child_of_a_busy_program_allocates_and_exits() {
+    // Bring-up registered the fork handlers (GLOBAL is a static): a child whose parent had
+    // threads inside the allocator at the fork retires the parent's caches, whose locks
+    // they may have held, and brings up its own.
+    let stop = Arc::new(AtomicBool::new(false));
+    // Batches large enough to take the slow paths (refills, flushes, the node lists and
+    // their locks) all the time, so that a fork often finds one of those locks held.
+    let workers: Vec<_> = (0..2u8)
+        .map(|seed| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<Vec<u8>> = (0..500).map(|i| vec![seed; i * 61 % 40_000 + 1]).collect();
+                    assert!(batch.iter().all(|block| block.iter().all(|&b| b == seed)));
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let inherited: Vec<Vec<u8>> = (0..500).map(|i| vec![i as u8; i * 37 % 5000 + 1]).collect();
+    const ROUNDS: usize = 40;
+    let mut failed = Vec::new();
+    for round in 0..ROUNDS {
+        // SAFETY: the child only allocates, frees and ends with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: alarm(2) has no preconditions; a stuck child is killed by it.
+            unsafe { libc::alarm(10) };
+            let fresh: Vec<Vec<u8>> = (0..2000).map(|i| vec![7u8; i * 61 % 40_000 + 1]).collect();
+            let intact = inherited.iter().enumerate().all(|(i, block)| block.iter().all(|&b| b == i as u8))
+                && fresh.iter().all(|block| block.iter().all(|&b| b == 7));
+            drop(fresh);
+            drop(inherited);
+            // SAFETY: ends the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(if intact { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failed.push(format!("round {round}: status {status:#x}"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    workers.into_iter().for_each(|worker| assert!(worker.join().unwrap() > 0));
+    assert!(
+        failed.is_empty(),
+        "{} of {ROUNDS} children failed (status 0xe is SIGALRM: stuck): {failed:?}",
+        failed.len()
+    );
+}
