@@ -121,11 +121,13 @@ fn temp_dir(name: &str) -> Result<TempDir> {
 /// the root): the copy is written (`cpuN/online`), and a write through a link to
 /// somewhere else would change that file instead, the live machine's sysfs among them.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    copy_folder(from, 0, to)
+    let root = fs::canonicalize(from).map_err(|source| Error::Io { path: from.to_path_buf(), source })?;
+    copy_folder(&root, from, 0, to)
 }
 
-/// [`copy_tree`] of the folder `from`, `depth` folders below the tree's root.
-fn copy_folder(from: &Path, depth: usize, to: &Path) -> Result<()> {
+/// [`copy_tree`] of the folder `from`, `depth` folders below the tree's root, whose
+/// canonical path is `root`.
+fn copy_folder(root: &Path, from: &Path, depth: usize, to: &Path) -> Result<()> {
     fn io(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
         move |source| Error::Io { path: path.to_path_buf(), source }
     }
@@ -135,9 +137,12 @@ fn copy_folder(from: &Path, depth: usize, to: &Path) -> Result<()> {
         let kind = entry.file_type().map_err(io(&source))?;
         if kind.is_symlink() {
             let link = fs::read_link(&source).map_err(io(&source))?;
-            if !link_stays_inside(&link, depth) {
+            // Read as text, then resolved: a link through another link (`up -> ../..`,
+            // then `x -> up/../../..`) can climb out though its text does not.
+            let resolved = fs::canonicalize(&source).ok();
+            if !link_stays_inside(&link, depth) || !resolved.is_some_and(|target| target.starts_with(root)) {
                 let reason = format!(
-                    "a symbolic link to {} leaves the fixture's tree, so its copy cannot hold it",
+                    "a symbolic link to {} leaves the fixture's tree (or leads nowhere), so its copy cannot hold it",
                     link.display()
                 );
                 return Err(io(&source)(io::Error::new(io::ErrorKind::InvalidInput, reason)));
@@ -145,7 +150,7 @@ fn copy_folder(from: &Path, depth: usize, to: &Path) -> Result<()> {
             std::os::unix::fs::symlink(link, &target).map_err(io(&target))?;
         } else if kind.is_dir() {
             fs::create_dir(&target).map_err(io(&target))?;
-            copy_folder(&source, depth + 1, &target)?;
+            copy_folder(root, &source, depth + 1, &target)?;
         } else if kind.is_file() {
             fs::copy(&source, &target).map_err(io(&source))?;
             let mut permissions = fs::metadata(&target).map_err(io(&target))?.permissions();
@@ -158,8 +163,9 @@ fn copy_folder(from: &Path, depth: usize, to: &Path) -> Result<()> {
 }
 
 /// Whether a link's target, read from a folder `depth` folders below the tree's root,
-/// names something inside the tree: relative, and no `..` climbs above the root. Read
-/// from the text alone; a link it passes through is checked where it is copied.
+/// names something inside the tree by its text: relative (so that the copy's link names
+/// the copy, not the original), and no `..` climbs above the root. The caller also
+/// resolves it, for links through links.
 fn link_stays_inside(link: &Path, depth: usize) -> bool {
     use std::path::Component;
     let mut depth = depth;

@@ -357,6 +357,9 @@ impl Statements {
             return Err("expected `node N cpus LIST mem_kb KB`".into());
         }
         let mem_kb = number(words.next())?;
+        if self.nodes.contains_key(&id) {
+            return Err(format!("node {id} is described twice"));
+        }
         if mem_kb > MAX_TOTAL_KB {
             return Err(format!("mem_kb {mem_kb}: the size in bytes does not fit 64 bits"));
         }
@@ -364,9 +367,7 @@ impl Statements {
         if total > MAX_TOTAL_KB {
             return Err(format!("mem_kb {mem_kb}: the nodes' total in bytes does not fit 64 bits"));
         }
-        if self.nodes.insert(id, NodeDescription { cpus, mem_kb }).is_some() {
-            return Err(format!("node {id} is described twice"));
-        }
+        self.nodes.insert(id, NodeDescription { cpus, mem_kb });
         Ok(())
     }
 

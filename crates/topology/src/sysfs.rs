@@ -293,9 +293,17 @@ impl SysfsTopology {
     fn read_online_noting(&self, notes: &mut Notes) -> Result<CpuSet> {
         let summary_path = self.cpu_dir.join("online");
         let summary = read::list(&summary_path, "cpu list", self.cpu_limit)?;
+        if self.kind == RootKind::Live {
+            // The kernel's answer, now: a CPU hot-added since this topology was read is
+            // present and online, though not in `self.present`.
+            if let Some(summary) = summary {
+                return Ok(summary);
+            }
+        }
         if let Some(summary) = &summary {
             // The kernel's online mask is a subset of its present mask (a CPU must be
-            // present to come up), so a summary naming another CPU is not the kernel's.
+            // present to come up), so a described tree's summary naming another CPU is
+            // not what a kernel wrote.
             read::refuse_outside(
                 &summary_path,
                 "cpu list",
@@ -303,11 +311,6 @@ impl SysfsTopology {
                 summary.difference(&self.present),
                 |cpu| format!("cpu{cpu} is online but not present ({})", self.present),
             )?;
-        }
-        if self.kind == RootKind::Live {
-            if let Some(summary) = summary {
-                return Ok(summary);
-            }
         }
         let mut online = CpuSet::new();
         for cpu in &self.possible {

@@ -82,7 +82,7 @@ fn message(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let cause = cause.to_string();
-        if text.ends_with(&cause) {
+        if text == cause || text.ends_with(&format!(": {cause}")) {
             continue;
         }
         if !text.is_empty() {

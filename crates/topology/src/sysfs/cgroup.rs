@@ -158,10 +158,16 @@ fn unescape_octal(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Refuses a path read from `file` that has a `..` in it: joined under the root, it could
-/// name a file outside the tree (the kernel writes none).
+/// Whether a path has a `..` in it: joined under the root, it could name a file outside
+/// the tree.
+fn climbs(path: &str) -> bool {
+    Path::new(path).components().any(|component| component == Component::ParentDir)
+}
+
+/// Refuses a mount point with a `..` in it (`proc/mounts` names none: it gives each mount
+/// point as the process sees it from its root).
 fn refuse_parent_dirs(file: &Path, what: &'static str, text: &str, path: &str) -> Result<()> {
-    if Path::new(path).components().any(|component| component == Component::ParentDir) {
+    if climbs(path) {
         return Err(read::malformed(file, what, text, format!("{path:?} climbs out of the tree with `..`")));
     }
     Ok(())
@@ -192,8 +198,7 @@ fn process_cgroup(root: &Path, notes: &mut Notes) -> Result<Option<(String, Hier
         } else if !path.starts_with('/') {
             return Err(read::malformed(&cpuset_path, "cpuset path", &text, "expected an absolute path"));
         } else {
-            refuse_parent_dirs(&cpuset_path, "cpuset path", &text, path)?;
-            return Ok(Some((path.to_owned(), Hierarchy::Any)));
+            return Ok(visible(path).map(|path| (path.to_owned(), Hierarchy::Any)));
         }
     }
     let cgroup_path = root.join("proc/self/cgroup");
@@ -208,10 +213,16 @@ fn process_cgroup(root: &Path, notes: &mut Notes) -> Result<Option<(String, Hier
             .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
             .map(|g| (g.pathname.clone(), Hierarchy::V2)),
     };
-    if let Some((path, _)) = &found {
-        refuse_parent_dirs(&cgroup_path, "cgroup list", &text, path)?;
-    }
-    Ok(found)
+    Ok(found.filter(|(path, _)| visible(path).is_some()))
+}
+
+/// The process's cgroup path where this process can see its cgroup; `None` for a path
+/// with `..` in it, which the kernel writes for a process outside its cgroup namespace's
+/// root (`nsenter` into a container, say): its cpuset is not below any mount this
+/// process sees, so no restriction is known, as where the files are absent. (Joined
+/// under the root, the path would name files outside the tree.)
+fn visible(path: &str) -> Option<&str> {
+    (!climbs(path)).then_some(path)
 }
 
 /// A mount point of the described machine, as a path under `root`.

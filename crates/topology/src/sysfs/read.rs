@@ -53,16 +53,23 @@ pub(crate) fn refuse_outside(
 ///
 /// Attributes are regular files. A FIFO in their place (a damaged capture, a test's
 /// tree) would block `open` until some writer came, and a device such as `/dev/zero`
-/// would never end, so the file is opened with `O_NONBLOCK` (which regular files
-/// ignore) and its type checked on the open descriptor (no race with a rename): a
+/// would never end, so the type is checked before the file is opened (opening a device
+/// can have effects of its own) and again on the open descriptor (a rename in between),
+/// which is opened with `O_NONBLOCK` (which regular files ignore) and `O_NOCTTY`: a
 /// reader, or a watcher's poll, never blocks on one. A missing file is
 /// [`io::ErrorKind::NotFound`]; another type is [`io::ErrorKind::InvalidInput`], naming
 /// the type. Bound what is read from the file as well ([`Read::take`]).
 pub fn open_attribute(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    let kind = file.metadata()?.file_type();
+    regular(std::fs::metadata(path)?.file_type())?;
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    regular(file.metadata()?.file_type())?;
+    Ok(file)
+}
+
+/// `Ok` for a regular file; otherwise an [`io::ErrorKind::InvalidInput`] naming the type.
+fn regular(kind: std::fs::FileType) -> io::Result<()> {
     let other = if kind.is_file() {
-        return Ok(file);
+        return Ok(());
     } else if kind.is_dir() {
         "a directory"
     } else if kind.is_fifo() {
