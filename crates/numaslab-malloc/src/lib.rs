@@ -13,8 +13,8 @@
 //! arena: see `numaslab::NumaSlabAlloc`). Every pointer handed out is aligned to 16
 //! bytes, as glibc's are.
 //!
-//! The allocator follows `fork` (`NumaSlabAlloc::follow_fork`: the child of a fork
-//! retires the parent's caches and brings up its own). A constructor, run once the C
+//! The allocator follows `fork` by itself (the child of a fork retires the parent's
+//! caches and brings up its own: see `NumaSlabAlloc`). A constructor, run once the C
 //! library is up, registers the watcher's own `pthread_atfork` child handler, starts a
 //! `hotplug::Watcher` thread that follows CPU hotplug on the live machine (uevents, else polling; a forked child starts its own at
 //! its first allocation, and the thread blocks every signal; a program that closes the
@@ -271,9 +271,6 @@ pub(crate) fn env_is(name: &str, value: &str) -> bool {
 /// The library's constructor (`.init_array`): runs after the C library is up, before
 /// the program's `main`.
 extern "C" fn start() {
-    // Bring-up made the allocator follow fork already (it is a static); saying so again
-    // costs nothing and does not rest on how bring-up tells a static.
-    ALLOC.follow_fork();
     // SAFETY: the handler is a plain function that stays loaded with the library.
     unsafe { libc::pthread_atfork(None, None, Some(fork_child)) };
     ALLOC.bring_up();

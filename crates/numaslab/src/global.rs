@@ -22,9 +22,10 @@
 //! (red zones, poison, every free checked; an unknown pointer is reported on stderr and
 //! left alone).
 //!
-//! `fork` is followed by itself (the `fork` module): bring-up registers an allocator in
-//! static storage with the process's `pthread_atfork` handlers, and a forked child
-//! retires its parent's caches and brings up its own.
+//! There is one such allocator per process (every `NumaSlabAlloc` value is a handle to
+//! it). It follows `fork` by itself (the `fork` module): bring-up registers the
+//! process's `pthread_atfork` handlers, and a forked child retires its parent's caches
+//! and brings up its own.
 //!
 //! Bring-up starts no thread. [`NumaSlabAlloc::follow_hotplug`], called once from the
 //! program (the `LD_PRELOAD` library calls it from its constructor), starts the
@@ -75,8 +76,18 @@ pub struct Machinery {
 
 /// numaslab's kmalloc as a [`GlobalAlloc`]: declare it as the `#[global_allocator]`;
 /// it brings itself up on first use.
-#[derive(Debug)]
+///
+/// There is one numaslab allocator per process, as there is one kmalloc in a kernel:
+/// every value of this type is a handle to it (its state is the process's, not the
+/// value's), so a program may name it in as many places as it likes, and the `fork`
+/// handlers reach it without a pointer to any value.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct NumaSlabAlloc {
+    _process: (),
+}
+
+/// The process's allocator, whichever [`NumaSlabAlloc`] value is used.
+struct Process {
     state: AtomicU8,
     machinery: AtomicPtr<Machinery>,
     /// Machinery of the parent processes, in a forked child: their objects are left
@@ -88,16 +99,18 @@ pub struct NumaSlabAlloc {
     watcher: AtomicPtr<Watcher>,
 }
 
+static PROCESS: Process = Process {
+    state: AtomicU8::new(UNINIT),
+    machinery: AtomicPtr::new(std::ptr::null_mut()),
+    retired: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_RETIRED],
+    watch_state: AtomicU8::new(NOT_WATCHING),
+    watcher: AtomicPtr::new(std::ptr::null_mut()),
+};
+
 /// How many generations of forked children tell their ancestors' objects apart; a
 /// deeper child forgets the oldest, whose objects' frees it then refuses as unknown
 /// pointers (never writing them).
 const MAX_RETIRED: usize = 8;
-
-impl Default for NumaSlabAlloc {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Marks the calling thread one level deeper for the life of the guard.
 struct Nested(u32);
@@ -119,15 +132,9 @@ impl Drop for Nested {
 }
 
 impl NumaSlabAlloc {
-    /// An allocator not brought up yet (it will be by its first allocation).
+    /// A handle to the process's allocator, which its first allocation brings up.
     pub const fn new() -> Self {
-        Self {
-            state: AtomicU8::new(UNINIT),
-            machinery: AtomicPtr::new(std::ptr::null_mut()),
-            retired: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_RETIRED],
-            watch_state: AtomicU8::new(NOT_WATCHING),
-            watcher: AtomicPtr::new(std::ptr::null_mut()),
-        }
+        Self { _process: () }
     }
 
     /// Follows CPU hotplug on this machine: brings the allocator up if need be and starts,
@@ -142,7 +149,7 @@ impl NumaSlabAlloc {
     pub fn follow_hotplug(&self) -> crate::Result<&'static Watcher> {
         let machinery = self.bring_up();
         loop {
-            match self.watch_state.compare_exchange(
+            match PROCESS.watch_state.compare_exchange(
                 NOT_WATCHING,
                 WATCHER_STARTING,
                 Ordering::AcqRel,
@@ -161,12 +168,12 @@ impl NumaSlabAlloc {
         match with_signals_blocked(|| Watcher::start(machinery.numaslab.hotplug())) {
             Ok(watcher) => {
                 let watcher: &'static Watcher = Box::leak(Box::new(watcher));
-                self.watcher.store(std::ptr::from_ref(watcher).cast_mut(), Ordering::Release);
-                self.watch_state.store(WATCHING, Ordering::Release);
+                PROCESS.watcher.store(std::ptr::from_ref(watcher).cast_mut(), Ordering::Release);
+                PROCESS.watch_state.store(WATCHING, Ordering::Release);
                 Ok(watcher)
             }
             Err(error) => {
-                self.watch_state.store(NOT_WATCHING, Ordering::Release);
+                PROCESS.watch_state.store(NOT_WATCHING, Ordering::Release);
                 Err(error.into())
             }
         }
@@ -174,13 +181,13 @@ impl NumaSlabAlloc {
 
     /// The watcher [`NumaSlabAlloc::follow_hotplug`] started in this process, if any.
     pub fn watcher(&self) -> Option<&'static Watcher> {
-        if self.watch_state.load(Ordering::Acquire) != WATCHING {
+        if PROCESS.watch_state.load(Ordering::Acquire) != WATCHING {
             return None;
         }
         // SAFETY: WATCHING is published after the pointer, which is never freed (the
         // watcher is leaked) and only ever replaced by null in a forked child, before
         // the state goes back to NOT_WATCHING.
-        unsafe { self.watcher.load(Ordering::Acquire).as_ref() }
+        unsafe { PROCESS.watcher.load(Ordering::Acquire).as_ref() }
     }
 
     /// The allocator's parts, once it is up (`None` before its first allocation, and
@@ -192,7 +199,7 @@ impl NumaSlabAlloc {
     #[inline(always)]
     pub fn machinery(&self) -> Option<&'static Machinery> {
         // SAFETY: a non-null pointer is to built machinery, which is never freed.
-        unsafe { self.machinery.load(Ordering::Acquire).as_ref() }
+        unsafe { PROCESS.machinery.load(Ordering::Acquire).as_ref() }
     }
 
     /// Brings the allocator up now if no allocation did yet, or waits for the thread
@@ -240,19 +247,14 @@ impl NumaSlabAlloc {
     /// `kmem_cache_init`: one thread builds the machinery; every allocation it (or anyone
     /// else) makes meanwhile is served by the bootstrap arena.
     fn init(&self) -> Option<&'static Machinery> {
-        if self.state.compare_exchange(UNINIT, INITIALIZING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if PROCESS.state.compare_exchange(UNINIT, INITIALIZING, Ordering::AcqRel, Ordering::Acquire).is_err()
+        {
             return self.machinery();
         }
         let machinery = Box::new(build());
-        if fork::is_static(self) {
-            // SAFETY: in a loaded object's static storage, which outlives every use the
-            // fork handlers make of it (a library holding an allocator it brought up is
-            // never unloaded while the process runs on that allocator).
-            let this: &'static Self = unsafe { &*std::ptr::from_ref(self) };
-            fork::follow(this);
-        }
-        self.machinery.store(Box::into_raw(machinery), Ordering::Release);
-        self.state.store(READY, Ordering::Release);
+        fork::follow();
+        PROCESS.machinery.store(Box::into_raw(machinery), Ordering::Release);
+        PROCESS.state.store(READY, Ordering::Release);
         self.machinery()
     }
 
@@ -318,7 +320,7 @@ impl NumaSlabAlloc {
 
     /// The parent's kmalloc that owns `ptr`, in a forked child.
     fn retired_owner(&self, ptr: NonNull<u8>) -> Option<&'static Kmalloc> {
-        self.retired.iter().find_map(|slot| {
+        PROCESS.retired.iter().find_map(|slot| {
             let machinery = slot.load(Ordering::Acquire);
             if machinery.is_null() {
                 return None;
@@ -330,44 +332,35 @@ impl NumaSlabAlloc {
         })
     }
 
-    /// Makes `fork` safe for this allocator from now on (see the `fork` module): the
-    /// process's `pthread_atfork` handlers, registered once, take it across every fork.
-    /// Bring-up does this by itself for an allocator in static storage (a
-    /// `#[global_allocator]`, or any `static`); calling it again does nothing. False if
-    /// the process has as many allocators following `fork` as it can (8).
-    pub fn follow_fork(&'static self) -> bool {
-        fork::follow(self)
-    }
-
-    /// The child's step of `fork` (from the handler [`NumaSlabAlloc::follow_fork`]
-    /// registers): the child's only thread may find any of the parent's locks held by a
+    /// The child's step of `fork` (from the handler the `fork` module registers at
+    /// bring-up): the child's only thread may find any of the parent's locks held by a
     /// thread that did not come along, so the parent's machinery is retired (its objects
     /// stay valid and readable, their frees are ignored) and the child's next allocation
     /// brings up a fresh one. A child that goes on to `exec`, as most do, loses nothing;
     /// one that runs long keeps the parent's objects it frees.
-    fn after_fork_in_child(&self) {
-        let old = self.machinery.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    fn after_fork_in_child() {
+        let old = PROCESS.machinery.swap(std::ptr::null_mut(), Ordering::AcqRel);
         if !old.is_null() {
-            self.retire(old);
+            Self::retire(old);
         }
-        self.state.store(UNINIT, Ordering::Release);
+        PROCESS.state.store(UNINIT, Ordering::Release);
         // The parent's watcher thread did not come along: it is left (leaked) as it is.
-        self.watch_state.store(NOT_WATCHING, Ordering::Release);
-        self.watcher.store(std::ptr::null_mut(), Ordering::Release);
+        PROCESS.watch_state.store(NOT_WATCHING, Ordering::Release);
+        PROCESS.watcher.store(std::ptr::null_mut(), Ordering::Release);
     }
 
     /// Keeps a parent's machinery for its objects, after those of earlier generations;
     /// with [`MAX_RETIRED`] kept already, the oldest is forgotten. In a forked child's
     /// only thread, so nothing reads the slots while they shift.
-    fn retire(&self, machinery: *mut Machinery) {
-        if let Some(slot) = self.retired.iter().find(|slot| slot.load(Ordering::Relaxed).is_null()) {
+    fn retire(machinery: *mut Machinery) {
+        if let Some(slot) = PROCESS.retired.iter().find(|slot| slot.load(Ordering::Relaxed).is_null()) {
             slot.store(machinery, Ordering::Release);
             return;
         }
         for at in 1..MAX_RETIRED {
-            self.retired[at - 1].store(self.retired[at].load(Ordering::Relaxed), Ordering::Release);
+            PROCESS.retired[at - 1].store(PROCESS.retired[at].load(Ordering::Relaxed), Ordering::Release);
         }
-        self.retired[MAX_RETIRED - 1].store(machinery, Ordering::Release);
+        PROCESS.retired[MAX_RETIRED - 1].store(machinery, Ordering::Release);
     }
 
     /// Returns `ptr`, whatever its size, reporting (not acting on) a pointer it does not

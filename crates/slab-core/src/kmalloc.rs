@@ -294,7 +294,7 @@ impl Kmalloc {
             if !error.is_damage() {
                 break;
             }
-            eprintln!("slab-core: {error}; the object was repainted, and another is taken");
+            eprintln!("slab-core: {error}; the object was repainted and put back, and the allocation is tried again");
             match retry() {
                 Ok(ptr) => return Ok(ptr),
                 Err(next) => error = next,
@@ -420,7 +420,10 @@ impl Kmalloc {
     /// `krealloc`: memory for `new_layout` holding the first bytes of `ptr` (as many as
     /// both hold). Stays in place when the new layout's class is the object's class, or
     /// when a direct mapping has room and is not more than twice too large; else
-    /// allocates, copies and frees. On error `ptr` is untouched and still allocated.
+    /// allocates, copies and frees. On error this call has not freed `ptr` (a live
+    /// allocation stays allocated and untouched; a bad pointer, which debug mode finds,
+    /// is left alone); a free that reports an overflow has freed it, and the move is
+    /// done (reported on stderr).
     ///
     /// # Safety
     /// As for [`Kmalloc::usable_size`].
@@ -577,10 +580,12 @@ pub unsafe fn realloc_of(
             eprintln!("slab-core: {error}; the object was freed, its bytes moved to {fresh:p}");
             Ok(fresh)
         }
-        // The pointer is left alone, and so the caller's; the copy goes.
+        // The pointer is left alone; the copy goes, and the caller hears of the pointer.
         Err(error) => {
             // SAFETY: fresh came from this module a moment ago and nothing else has it.
-            unsafe { free_of(kmalloc, fresh, Some(new_layout)) }?;
+            if let Err(also) = unsafe { free_of(kmalloc, fresh, Some(new_layout)) } {
+                eprintln!("slab-core: realloc: the copy {fresh:p} cannot be freed: {also}");
+            }
             Err(error)
         }
     }

@@ -1,63 +1,41 @@
-//! Following `fork`: `pthread_atfork` handlers, registered once per process, that take
-//! every registered [`NumaSlabAlloc`] across it.
+//! Following `fork`: `pthread_atfork` handlers, registered once per process at the
+//! allocator's first bring-up, that take the process's allocator across every fork.
 //!
 //! The child of a multi-threaded program has only the thread that forked: a lock any
 //! other thread held stays held in the child for ever. So the prepare handler takes the
 //! bootstrap arena's lock (one for the process), and the child's handler releases it and
-//! retires each allocator's machinery ([`NumaSlabAlloc::after_fork_in_child`]: the
+//! retires the allocator's machinery ([`NumaSlabAlloc::after_fork_in_child`]: the
 //! parent's caches, whose locks may be held, are left alone, and the child brings up its
 //! own). Without this, a child that allocates can wait for ever on a lock of a thread
-//! it does not have.
-//!
-//! The handlers find the allocators in a fixed table of `'static` references, filled by
-//! [`NumaSlabAlloc::follow_fork`] and, for an allocator in static storage (every
-//! `#[global_allocator]`), by its bring-up.
+//! it does not have. The handlers need no pointer to any value: the allocator's state
+//! is the process's.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use slab_core::kmalloc;
 
 use super::NumaSlabAlloc;
 
-/// How many allocators a process can have follow `fork`.
-const MAX_FOLLOWERS: usize = 8;
+const UNREGISTERED: u8 = 0;
+const REGISTERING: u8 = 1;
+const REGISTERED: u8 = 2;
 
-/// The allocators that follow `fork`; null slots are free.
-static FOLLOWERS: [AtomicPtr<NumaSlabAlloc>; MAX_FOLLOWERS] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_FOLLOWERS];
+/// Whether the handlers are registered. Never waited on: a forked child may inherit it
+/// mid-registration (then its parent's registration, which the child inherits whole or
+/// not at all, decides), and a bring-up must not block on another thread.
+static HANDLERS: AtomicU8 = AtomicU8::new(UNREGISTERED);
 
-/// Registers the handlers, once.
-static HANDLERS: Once = Once::new();
-
-/// Makes `alloc` follow `fork` from now on; false if the table is full. Idempotent.
-pub(super) fn follow(alloc: &'static NumaSlabAlloc) -> bool {
-    let wanted = std::ptr::from_ref(alloc).cast_mut();
-    let known = FOLLOWERS.iter().any(|slot| slot.load(Ordering::Acquire) == wanted);
-    let added = known
-        || FOLLOWERS.iter().any(|slot| {
-            slot.compare_exchange(std::ptr::null_mut(), wanted, Ordering::AcqRel, Ordering::Acquire).is_ok()
-        });
-    if added {
-        // Before returning, so that a fork after this call is followed. (Two threads
-        // adding one allocator at once may give it two slots; its child's step is
-        // idempotent.)
-        // SAFETY: plain functions of this library, which stays loaded with the program.
-        HANDLERS.call_once(|| unsafe {
-            libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
-        });
+/// Registers the handlers, once per process; later calls (every bring-up, a forked
+/// child's included: it inherits its parent's handlers) do nothing.
+pub(super) fn follow() {
+    if HANDLERS.compare_exchange(UNREGISTERED, REGISTERING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return;
     }
-    added
-}
-
-/// Whether `alloc` lies in a loaded object's static storage (a `static` of the program or
-/// of a shared library), as `dladdr` tells: such an allocator lives as long as its
-/// object stays loaded, so bring-up may register it.
-pub(super) fn is_static(alloc: &NumaSlabAlloc) -> bool {
-    // SAFETY: Dl_info is plain data, valid zeroed.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr only reads the loader's tables; any address may be asked about.
-    unsafe { libc::dladdr(std::ptr::from_ref(alloc).cast(), &mut info) != 0 }
+    // SAFETY: plain functions of this library, which stays loaded as long as the
+    // process allocates through it.
+    let failed = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    // Without memory for the registration, a later bring-up tries again.
+    HANDLERS.store(if failed == 0 { REGISTERED } else { UNREGISTERED }, Ordering::Release);
 }
 
 /// The prepare handler: the arena's lock, held across the fork.
@@ -70,13 +48,8 @@ pub(super) extern "C" fn parent() {
     kmalloc::unlock_after_fork();
 }
 
-/// The child's handler: the arena's lock released, every follower's machinery retired.
+/// The child's handler: the arena's lock released, the parent's machinery retired.
 extern "C" fn child() {
     kmalloc::unlock_after_fork();
-    for slot in &FOLLOWERS {
-        // SAFETY: a non-null slot holds a `'static` allocator (`follow`).
-        if let Some(alloc) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
-            alloc.after_fork_in_child();
-        }
-    }
+    NumaSlabAlloc::after_fork_in_child();
 }

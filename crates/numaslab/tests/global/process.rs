@@ -299,3 +299,60 @@ fn a_forked_child_of_a_busy_program_allocates_and_exits() {
         failed.len()
     );
 }
+
+#[test]
+fn a_deep_fork_chain_forgets_only_the_oldest_generations_objects() {
+    // Generation g allocates an object holding g and forks generation g + 1, which waits
+    // for nothing but its own child; the last one checks every ancestor's object.
+    const GENERATIONS: usize = 11;
+    // SAFETY: every process of the chain only allocates, forks, waits and ends with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: alarm(2) has no preconditions; a stuck chain is killed by it.
+        unsafe { libc::alarm(60) };
+        let mut objects: Vec<*mut u8> = Vec::new();
+        for generation in 0..GENERATIONS {
+            let block = Box::into_raw(Box::new([generation as u8; 100])).cast::<u8>();
+            objects.push(block);
+            if generation + 1 == GENERATIONS {
+                break;
+            }
+            // SAFETY: as above.
+            let child = unsafe { libc::fork() };
+            if child != 0 {
+                let mut status = 0;
+                // SAFETY: waits for our own child, then ends with its status.
+                unsafe {
+                    libc::waitpid(child, &mut status, 0);
+                    libc::_exit(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 100 });
+                }
+            }
+        }
+        // The oldest generations beyond the retired parents the allocator keeps (8) and
+        // this process's own are forgotten; every other object reads and moves.
+        let forgotten = GENERATIONS - 1 - 8;
+        let mut wrong = 0;
+        for (generation, &block) in objects.iter().enumerate() {
+            // SAFETY: block is live (or a forgotten generation's, only its header read).
+            let usable = unsafe { GLOBAL.usable_size(NonNull::new(block).unwrap()) };
+            let layout = std::alloc::Layout::new::<[u8; 100]>();
+            if generation < forgotten {
+                wrong += usize::from(usable != 0);
+                continue;
+            }
+            // SAFETY: live, 100 bytes; realloc copies a retired object out.
+            let moved = unsafe { std::alloc::GlobalAlloc::realloc(&GLOBAL, block, layout, 300) };
+            // SAFETY: moved holds the first byte copied.
+            wrong +=
+                usize::from(usable < 100 || moved.is_null() || unsafe { moved.read() } != generation as u8);
+        }
+        // SAFETY: ends the chain's last process at once.
+        unsafe { libc::_exit(wrong as i32) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "the chain was killed: status {status:#x}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "objects handled wrongly at the chain's end");
+}
