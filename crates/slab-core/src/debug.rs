@@ -198,6 +198,59 @@ impl KmemCache {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn debug_free(&self, cpu: CpuId, ptr: NonNull<u8>) -> Result<()> {
+        let (obj, nodeid, overflow) = self.with_checked_slot(ptr, |slab, obj| {
+            // SAFETY: obj is a slot start of a slab the lock keeps mapped, so both red
+            // zones are inside the slot.
+            unsafe {
+                self.check_out(ptr, compare_exchange_word(self.redzone1(obj), RED_ACTIVE, RED_INACTIVE))
+            }?;
+            // SAFETY: the trailing red zone and the body lie inside the slot, which the
+            // compare-and-swap just made ours; the descriptor is mapped under the lock.
+            Ok(unsafe {
+                let found = self.redzone2(obj).read();
+                self.paint_free_body(obj);
+                (obj, slab.nodeid(), (found != RED_ACTIVE).then_some(found))
+            })
+        })?;
+        self.cache_free(cpu, obj, nodeid);
+        match overflow {
+            // The object was out and is now freed; its trailing zone had been overwritten.
+            Some(found) => Err(Error::RedZone {
+                cache: self.name.clone(),
+                ptr: ptr.as_ptr() as usize,
+                side: RedZoneSide::After,
+                found,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The checks of [`KmemCache::debug_free`] without the free: `Ok` if `ptr` is an
+    /// object of this cache that is out with a caller (for a `realloc` that keeps the
+    /// object where it is); its errors are the free's.
+    ///
+    /// # Safety
+    /// None beyond the cache's: any pointer is accepted and checked.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn debug_check_out(&self, ptr: NonNull<u8>) -> Result<()> {
+        self.with_checked_slot(ptr, |_, obj| {
+            // SAFETY: as in debug_free. A compare-and-swap that writes what it finds: an
+            // atomic read of a word a racing free may be flipping.
+            unsafe { self.check_out(ptr, compare_exchange_word(self.redzone1(obj), RED_ACTIVE, RED_ACTIVE)) }
+        })
+    }
+
+    /// Runs `check` on the slot of `ptr` under the registry's read lock (which keeps the
+    /// slab mapped: slabs leave the registry under the write lock before they are
+    /// unmapped), once the pointer is known to be an object's start in one of this
+    /// cache's slabs: checked against the registry before any of its memory is read,
+    /// then as a slot of its slab.
+    fn with_checked_slot<T>(
+        &self,
+        ptr: NonNull<u8>,
+        check: impl FnOnce(SlabPtr, *mut u8) -> Result<T>,
+    ) -> Result<T> {
         let user = ptr.as_ptr() as usize;
         let registry = self.registry.slabs.read();
         let base = user & !(self.geometry.slab_bytes - 1);
@@ -208,8 +261,6 @@ impl KmemCache {
             drop(registry);
             return Err(self.unowned_pointer_error(user));
         }
-        // The read lock keeps the slab mapped: slabs leave the registry under the write
-        // lock before they are unmapped.
         let slab =
             SlabPtr::of(ptr.as_ptr(), self.geometry.slab_bytes).expect("a registered slab is not at 0");
         let obj = ptr.as_ptr().wrapping_sub(self.geometry.obj_offset);
@@ -217,36 +268,21 @@ impl KmemCache {
         if let Err(reason) = unsafe { slab.obj_to_index(&self.geometry, obj) } {
             return Err(Error::NotAnObject { cache: self.name.clone(), ptr: user, reason });
         }
-        // SAFETY: as above; obj is a slot start, so both red zones are inside the slot.
-        match unsafe { compare_exchange_word(self.redzone1(obj), RED_ACTIVE, RED_INACTIVE) } {
-            Ok(_) => {}
-            Err(RED_INACTIVE) => return Err(Error::DoubleFree { cache: self.name.clone(), ptr: user }),
-            // Neither state: the word was overwritten. Whether the object is out or free
-            // cannot be told, so it is left alone (out) and reported.
+        check(slab, obj)
+    }
+
+    /// What the leading red zone of `ptr`'s slot says, as a compare-and-swap from
+    /// `RED_ACTIVE` found it: `Ok` for an object out with a caller; a double free for a
+    /// free one; an overwritten zone otherwise (whether the object is out or free cannot
+    /// be told, so it is left alone, and reported).
+    fn check_out(&self, ptr: NonNull<u8>, zone: std::result::Result<u64, u64>) -> Result<()> {
+        let user = ptr.as_ptr() as usize;
+        match zone {
+            Ok(_) => Ok(()),
+            Err(RED_INACTIVE) => Err(Error::DoubleFree { cache: self.name.clone(), ptr: user }),
             Err(found) => {
-                return Err(Error::RedZone {
-                    cache: self.name.clone(),
-                    ptr: user,
-                    side: RedZoneSide::Before,
-                    found,
-                })
+                Err(Error::RedZone { cache: self.name.clone(), ptr: user, side: RedZoneSide::Before, found })
             }
-        }
-        // SAFETY: as above: the trailing red zone and the body lie inside the slot, which
-        // the compare-and-swap just made ours; the descriptor is mapped under the lock.
-        let (nodeid, overflow) = unsafe {
-            let found = self.redzone2(obj).read();
-            self.paint_free_body(obj);
-            (slab.nodeid(), (found != RED_ACTIVE).then_some(found))
-        };
-        drop(registry);
-        self.cache_free(cpu, obj, nodeid);
-        match overflow {
-            // The object was out and is now freed; its trailing zone had been overwritten.
-            Some(found) => {
-                Err(Error::RedZone { cache: self.name.clone(), ptr: user, side: RedZoneSide::After, found })
-            }
-            None => Ok(()),
         }
     }
 

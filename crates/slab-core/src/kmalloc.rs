@@ -547,6 +547,12 @@ pub unsafe fn realloc_of(
     let usable = match owner {
         Owner::Slab(index) => {
             if aligned && class_of(new_layout) == Some(index) {
+                // In place; a debug cache still checks that the object is out (a freed
+                // one is a use after free, reported as the free would report it).
+                if let Some(kmalloc) = kmalloc.filter(|kmalloc| kmalloc.checking == Checking::Debug) {
+                    // SAFETY: a debug cache checks any pointer before it reads it.
+                    unsafe { kmalloc.class(index).debug_check_out(ptr) }?;
+                }
                 return Ok(ptr);
             }
             kmalloc.map_or(0, |kmalloc| kmalloc.caches[index].object_size())

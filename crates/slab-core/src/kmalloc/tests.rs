@@ -223,6 +223,21 @@ fn a_debug_realloc_moves_an_overflowed_object_and_leaves_a_bad_pointer_alone() {
     assert!(unsafe { std::slice::from_raw_parts(moved.as_ptr(), usable) }.iter().all(|&b| b == 7));
     assert_eq!(in_use(&kmalloc), 1, "the overflowed object was freed, the new one is out");
 
+    // A pointer freed already, realloc'd within its class: nothing moves, and it is
+    // reported as a free would report it.
+    let stale = kmalloc.alloc(layout(100, 8)).unwrap();
+    // SAFETY: stale is live.
+    unsafe { kmalloc.free_unsized(stale) }.unwrap();
+    // SAFETY: debug mode checks the pointer.
+    let error = unsafe { kmalloc.realloc(stale, layout(120, 8)) }.unwrap_err();
+    assert!(matches!(error, Error::DoubleFree { .. }), "{error}");
+    // A live one stays where it is.
+    let live = kmalloc.alloc(layout(100, 8)).unwrap();
+    // SAFETY: live is live.
+    assert_eq!(unsafe { kmalloc.realloc(live, layout(120, 8)) }.unwrap(), live);
+    // SAFETY: live is live.
+    unsafe { kmalloc.free_unsized(live) }.unwrap();
+
     // A pointer freed already: realloc fails, and neither its copy nor the pointer stays.
     let freed = kmalloc.alloc(layout(100, 8)).unwrap();
     // SAFETY: freed is live.
