@@ -231,6 +231,8 @@ impl KmemCache {
     ///
     /// # Safety
     /// None beyond the cache's: any pointer is accepted and checked.
+    // kmalloc's, which the loom build leaves out.
+    #[cfg(not(slab_core_loom))]
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn debug_check_out(&self, ptr: NonNull<u8>) -> Result<()> {
