@@ -424,13 +424,28 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
     result
 }
 
+/// Whether `NUMASLAB_DEBUG` asks for debug caches (set, not empty, not `0`). Read with the
+/// C library's `getenv`, not `std::env`: std's reads take a process-wide lock, which a
+/// forked child bringing up its own caches may have inherited held by a thread it does
+/// not have (a parent thread inside `set_var` at the fork), and would wait on for ever.
+fn debug_requested() -> bool {
+    // SAFETY: a NUL-terminated name; getenv returns null or a NUL-terminated string,
+    // read at once. Bring-up runs at a process's first allocation, before it has threads
+    // as a rule, or in a forked child's only thread; a thread changing the environment
+    // at that moment is the race std's lock exists for, and C's setenv never took it.
+    let value = unsafe { libc::getenv(c"NUMASLAB_DEBUG".as_ptr()) };
+    if value.is_null() {
+        return false;
+    }
+    // SAFETY: as above: a live NUL-terminated string.
+    let value = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes();
+    !value.is_empty() && value != b"0"
+}
+
 /// Builds the allocator on the live machine (a one-CPU fake if sysfs cannot be read,
 /// said on stderr) and its kmalloc caches.
 fn build() -> Machinery {
-    let checking = match std::env::var_os("NUMASLAB_DEBUG") {
-        Some(value) if value != "0" && !value.is_empty() => Checking::Debug,
-        _ => Checking::Trusting,
-    };
+    let checking = if debug_requested() { Checking::Debug } else { Checking::Trusting };
     let topology: Arc<dyn Topology> = match SysfsTopology::detect() {
         Ok(live) => Arc::new(live),
         Err(error) => {
