@@ -266,23 +266,65 @@ fn a_forked_child_of_a_busy_program_allocates_and_exits() {
             })
         })
         .collect();
-    let inherited: Vec<Vec<u8>> = (0..500).map(|i| vec![i as u8; i * 37 % 5000 + 1]).collect();
-    const ROUNDS: usize = 40;
+    let mut inherited: Vec<Vec<u8>> = (0..500).map(|i| vec![i as u8; i * 37 % 5000 + 1]).collect();
+    let failed = fork_children(40, || {
+        let fresh: Vec<Vec<u8>> = (0..2000).map(|i| vec![7u8; i * 61 % 40_000 + 1]).collect();
+        // The parent's blocks are freed too, into the caches the child retired.
+        let inherited = std::mem::take(&mut inherited);
+        inherited.iter().enumerate().all(|(i, block)| block.iter().all(|&b| b == i as u8))
+            && fresh.iter().all(|block| block.iter().all(|&b| b == 7))
+    });
+    stop.store(true, Ordering::Relaxed);
+    workers.into_iter().for_each(|worker| assert!(worker.join().unwrap() > 0));
+    assert!(failed.is_empty(), "children failed (status 0xe is SIGALRM: stuck): {failed:?}");
+}
+
+/// A child's bring-up reads `NUMASLAB_DEBUG`. Read through `std::env`, it would wait on
+/// std's environment lock, which a parent thread inside `set_var` at the fork leaves held
+/// in the child for ever (with std's reads: nearly every child stuck).
+#[test]
+fn a_forked_child_of_a_program_changing_its_environment_allocates_and_exits() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|writer| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let name = format!("NUMASLAB_TEST_ENVIRONMENT_WRITER_{writer}");
+                let mut writes = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    std::env::set_var(&name, writes.to_string());
+                    writes += 1;
+                }
+                std::env::remove_var(&name);
+                writes
+            })
+        })
+        .collect();
+    let failed = fork_children(40, || {
+        let fresh: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        fresh.iter().enumerate().all(|(i, text)| *text == i.to_string())
+    });
+    stop.store(true, Ordering::Relaxed);
+    writers.into_iter().for_each(|writer| assert!(writer.join().unwrap() > 0));
+    assert!(failed.is_empty(), "children failed (status 0xe is SIGALRM: stuck): {failed:?}");
+}
+
+/// Forks `rounds` children one after another; each runs `child` (killed by SIGALRM if it
+/// takes 10 s) and exits 0 if it returned true. Returns a line for each child that did not.
+/// `child` runs only in children, so what it takes from the parent's state each child
+/// takes from its own copy.
+fn fork_children(rounds: usize, mut child: impl FnMut() -> bool) -> Vec<String> {
     let mut failed = Vec::new();
-    for round in 0..ROUNDS {
-        // SAFETY: the child only allocates, frees and ends with _exit.
+    for round in 0..rounds {
+        // SAFETY: the child only runs `child` (which allocates and frees) and ends with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
             // SAFETY: alarm(2) has no preconditions; a stuck child is killed by it.
             unsafe { libc::alarm(10) };
-            let fresh: Vec<Vec<u8>> = (0..2000).map(|i| vec![7u8; i * 61 % 40_000 + 1]).collect();
-            let intact = inherited.iter().enumerate().all(|(i, block)| block.iter().all(|&b| b == i as u8))
-                && fresh.iter().all(|block| block.iter().all(|&b| b == 7));
-            drop(fresh);
-            drop(inherited);
+            let passed = child();
             // SAFETY: ends the child at once, running nothing of the parent's.
-            unsafe { libc::_exit(if intact { 0 } else { 1 }) };
+            unsafe { libc::_exit(if passed { 0 } else { 1 }) };
         }
         let mut status = 0;
         // SAFETY: waits for our own child.
@@ -291,13 +333,7 @@ fn a_forked_child_of_a_busy_program_allocates_and_exits() {
             failed.push(format!("round {round}: status {status:#x}"));
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    workers.into_iter().for_each(|worker| assert!(worker.join().unwrap() > 0));
-    assert!(
-        failed.is_empty(),
-        "{} of {ROUNDS} children failed (status 0xe is SIGALRM: stuck): {failed:?}",
-        failed.len()
-    );
+    failed
 }
 
 #[test]
