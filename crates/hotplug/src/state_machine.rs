@@ -62,8 +62,9 @@ struct Shared {
     /// Each CPU's record, indexed by CPU id; written only with the transition lock held,
     /// read without it.
     cpus: Mutex<Vec<CpuRecord>>,
-    /// Armed one-shot faults: (state, cpu).
-    faults: Mutex<Vec<(StateId, CpuId)>>,
+    /// The registered states' handles and the faults armed for them, under one lock so
+    /// that a fault is never armed for a state removed meanwhile.
+    faults: Mutex<Faults>,
     observers: Observers,
 }
 
@@ -75,6 +76,15 @@ impl fmt::Debug for Hotplug {
             .field("observers", &self.shared.observers)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Hotplug::inject_fault`] reads and writes without the transition lock.
+#[derive(Default)]
+struct Faults {
+    /// Every registered state's handle, kept with the transition lock held.
+    registered: Vec<StateId>,
+    /// Armed one-shot faults: (state, cpu), each for a registered state.
+    armed: Vec<(StateId, CpuId)>,
 }
 
 /// A registered state, as [`Hotplug::states`] lists it.
@@ -148,7 +158,7 @@ impl Hotplug {
                 inner: Mutex::new(Inner { steps: Vec::new() }),
                 owner: Mutex::new(None),
                 cpus: Mutex::new(cpus),
-                faults: Mutex::new(Vec::new()),
+                faults: Mutex::new(Faults::default()),
                 observers: Observers::default(),
             }),
         })
@@ -204,10 +214,17 @@ impl Hotplug {
     /// Makes the next startup of state `id` on `cpu` fail with [`CallbackError::Injected`],
     /// once, like writing the state's number to the kernel's `cpuN/hotplug/fail`. Only
     /// startups can be made to fail, since teardowns cannot. Callable from anywhere,
-    /// callbacks included. A fault for a state removed since never fires: it names that
-    /// registration, not whichever state now holds its rank.
-    pub fn inject_fault(&self, id: StateId, cpu: CpuId) {
-        lock(&self.shared.faults).push((id, cpu));
+    /// callbacks included. [`Error::UnknownState`] for a handle whose state was removed
+    /// (a handle names one registration, not whichever state now holds its rank), and
+    /// [`Error::UnknownCpu`] for a CPU the machine cannot have; nothing is armed then.
+    pub fn inject_fault(&self, id: StateId, cpu: CpuId) -> Result<()> {
+        self.shared.check_possible(cpu)?;
+        let mut faults = lock(&self.shared.faults);
+        if !faults.registered.contains(&id) {
+            return Err(Error::UnknownState { rank: id.rank });
+        }
+        faults.armed.push((id, cpu));
+        Ok(())
     }
 
     /// A CPU's current rank (`cpuN/hotplug/state`): [`Rank::ONLINE`] when every state is
@@ -300,6 +317,7 @@ impl Hotplug {
         let at = transition.inner.steps.partition_point(|other| other.rank < step.rank);
         let id = step.id();
         transition.inner.steps.insert(at, step);
+        lock(&shared.faults).registered.push(id);
         Ok(id)
     }
 
@@ -318,7 +336,9 @@ impl Hotplug {
                 shared.teardown(&step, cpu, Source::Registration);
             }
         }
-        lock(&shared.faults).retain(|&(fault, _)| fault != id);
+        let mut faults = lock(&shared.faults);
+        faults.registered.retain(|&registered| registered != id);
+        faults.armed.retain(|&(fault, _)| fault != id);
         Ok(())
     }
 }
@@ -403,8 +423,8 @@ impl Shared {
     fn startup(&self, step: &Step, cpu: CpuId, source: Source) -> Result<(), CallbackError> {
         let injected = {
             let mut faults = lock(&self.faults);
-            let at = faults.iter().position(|&fault| fault == (step.id(), cpu));
-            at.map(|at| faults.remove(at)).is_some()
+            let at = faults.armed.iter().position(|&fault| fault == (step.id(), cpu));
+            at.map(|at| faults.armed.remove(at)).is_some()
         };
         let started = Instant::now();
         let result = if injected {

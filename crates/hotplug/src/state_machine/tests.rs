@@ -143,8 +143,10 @@ fn a_removed_states_handle_does_not_reach_the_state_given_its_rank_since() {
     assert_eq!(new.rank(), old.rank(), "the slot hands the freed rank to the next registration");
     assert_ne!(new, old);
 
-    // A fault armed through the old handle does not fire for the new state.
-    hotplug.inject_fault(old, 1);
+    // A fault cannot be armed through the old handle, for the new state or any other.
+    assert!(matches!(hotplug.inject_fault(old, 1), Err(Error::UnknownState { .. })));
+    let absurd = hotplug.inject_fault(new, 4096).unwrap_err();
+    assert!(matches!(absurd, Error::UnknownCpu { cpu: 4096, .. }), "{absurd}");
     hotplug.cpu_down(1).unwrap();
     hotplug.cpu_up(1).unwrap();
     assert!(matches!(hotplug.remove_state(old), Err(Error::UnknownState { .. })));
@@ -162,7 +164,7 @@ fn a_failed_prepare_startup_leaves_the_cpu_offline_and_untouched() {
     let [_, b, _] = three_states(&hotplug, &log);
     hotplug.cpu_down(1).unwrap();
     log.take();
-    hotplug.inject_fault(b, 1);
+    hotplug.inject_fault(b, 1).unwrap();
     let error = hotplug.cpu_up(1).unwrap_err();
     assert!(
         matches!(&error, Error::Startup { cpu: 1, source: CallbackError::Injected { .. }, .. }),
@@ -183,7 +185,7 @@ fn a_failed_online_startup_switches_the_cpu_back_off() {
     let [_, _, c] = three_states(&hotplug, &log);
     hotplug.cpu_down(2).unwrap();
     log.take();
-    hotplug.inject_fault(c, 2);
+    hotplug.inject_fault(c, 2).unwrap();
     let events = hotplug.events();
     hotplug.cpu_up(2).unwrap_err();
     assert_eq!(log.take(), [("up", "a", 2), ("up", "b", 2), ("down", "b", 2), ("down", "a", 2)]);
@@ -202,7 +204,7 @@ fn a_fault_on_a_state_without_callbacks_still_fires() {
     let (_fake, hotplug) = machine("2x1");
     let bare = hotplug.setup_state(Slot::OnlineDynamic, State::new("bare")).unwrap();
     hotplug.cpu_down(1).unwrap();
-    hotplug.inject_fault(bare, 1);
+    hotplug.inject_fault(bare, 1).unwrap();
     assert!(hotplug.cpu_up(1).is_err());
     hotplug.cpu_up(1).unwrap();
 }
@@ -295,7 +297,7 @@ fn a_failed_bringup_seen_after_the_fact_is_not_retried_until_asked() {
     fake.set_online(1, CpuState::Offline).unwrap();
     hotplug.reconcile(Source::Manual).unwrap();
     log.take();
-    hotplug.inject_fault(a, 1);
+    hotplug.inject_fault(a, 1).unwrap();
     fake.set_online(1, CpuState::Online).unwrap();
     let report = hotplug.reconcile(Source::Manual).unwrap();
     assert_eq!(report.failed.len(), 1);

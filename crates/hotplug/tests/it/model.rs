@@ -235,7 +235,8 @@ impl Harness {
             }
             Op::Inject(index, cpu) => {
                 if let Some(id) = self.installed[index] {
-                    self.hotplug.inject_fault(id, cpu);
+                    let armed = self.hotplug.inject_fault(id, cpu);
+                    prop_assert!(armed.is_ok(), "arming a fault for an installed state: {armed:?}");
                 }
             }
             Op::Toggle(index) => {
