@@ -13,7 +13,6 @@
 //! A free flips the first red zone from `RED_ACTIVE` to `RED_INACTIVE` with one
 //! compare-and-swap, so that of two racing frees of one object exactly one passes.
 
-use std::collections::HashMap;
 use std::ptr::NonNull;
 
 use topology::{CpuId, NodeId};
@@ -21,9 +20,8 @@ use topology::{CpuId, NodeId};
 use crate::array_cache::SlotGuard;
 use crate::cache::KmemCache;
 use crate::error::{Error, RedZoneSide, Result};
-use crate::node::NodeState;
-use crate::slab::{ListKind, SlabPtr, SLAB_MAGIC};
-use crate::sync::{compare_exchange_word, LockGuard};
+use crate::slab::SlabPtr;
+use crate::sync::compare_exchange_word;
 
 /// The kernel's `RED_INACTIVE`: the red-zone word of a free object.
 pub(crate) const RED_INACTIVE: u64 = 0x09F9_1102_9D74_E35B;
@@ -36,14 +34,11 @@ pub(crate) const POISON_FREE: u8 = 0x6b;
 /// The kernel's `POISON_END`: the last byte of a free object's body.
 pub(crate) const POISON_END: u8 = 0xa5;
 
-/// Every lock of a cache, held for one consistent picture of it.
-struct AllLocks<'a> {
-    /// Each CPU's slot, by CPU.
-    cpus: Vec<(usize, SlotGuard<'a>)>,
-    /// Each alien slot, by the node that holds it.
-    aliens: Vec<(usize, SlotGuard<'a>)>,
-    /// Each node's `list_lock`, by node.
-    nodes: Vec<LockGuard<'a, NodeState>>,
+/// A free object's red zone or poison found changed.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    RedZone { side: RedZoneSide, found: u64 },
+    Poison { offset: usize, found: u8, expected: u8 },
 }
 
 impl KmemCache {
@@ -103,26 +98,46 @@ impl KmemCache {
     /// # Safety
     /// `obj` is a free slot of this cache owned by the caller (popped under a lock).
     unsafe fn check_free_slot(&self, obj: *mut u8) -> Result<()> {
-        let user = self.body(obj) as usize;
+        // SAFETY: forwarded to the caller.
+        match unsafe { self.free_slot_damage(obj) } {
+            Some(damage) => Err(self.damage_error(self.body(obj) as usize, damage)),
+            None => Ok(()),
+        }
+    }
+
+    /// What [`KmemCache::check_free_slot`] finds wrong, as plain data (for `validate`,
+    /// which may not allocate under its locks).
+    ///
+    /// # Safety
+    /// As for [`KmemCache::check_free_slot`].
+    unsafe fn free_slot_damage(&self, obj: *mut u8) -> Option<Damage> {
         for (side, zone) in
             [(RedZoneSide::Before, self.redzone1(obj)), (RedZoneSide::After, self.redzone2(obj))]
         {
             // SAFETY: the slot is ours and both red zones lie inside it.
             let found = unsafe { zone.read() };
             if found != RED_INACTIVE {
-                return Err(Error::RedZone { cache: self.name.clone(), ptr: user, side, found });
+                return Some(Damage::RedZone { side, found });
             }
         }
         let size = self.geometry.object_size;
         // SAFETY: the slot is ours; its body is `object_size` bytes from `body(obj)`.
         let body = unsafe { std::slice::from_raw_parts(self.body(obj), size) };
-        for (offset, &found) in body.iter().enumerate() {
+        body.iter().enumerate().find_map(|(offset, &found)| {
             let expected = if offset == size - 1 { POISON_END } else { POISON_FREE };
-            if found != expected {
-                return Err(Error::Poisoned { cache: self.name.clone(), ptr: user, offset, found, expected });
+            (found != expected).then_some(Damage::Poison { offset, found, expected })
+        })
+    }
+
+    /// The error for `damage` found in the free object at `ptr` (its body's address).
+    fn damage_error(&self, ptr: usize, damage: Damage) -> Error {
+        let cache = self.name.clone();
+        match damage {
+            Damage::RedZone { side, found } => Error::RedZone { cache, ptr, side, found },
+            Damage::Poison { offset, found, expected } => {
+                Error::Poisoned { cache, ptr, offset, found, expected }
             }
         }
-        Ok(())
     }
 
     /// `cache_alloc_debugcheck_after`: red zones active, body `POISON_INUSE`.
@@ -268,7 +283,11 @@ impl KmemCache {
         let obj = ptr.as_ptr().wrapping_sub(self.geometry.obj_offset);
         // SAFETY: the slab is registered to this cache and mapped while we hold the lock.
         if let Err(reason) = unsafe { slab.obj_to_index(&self.geometry, obj) } {
-            return Err(Error::NotAnObject { cache: self.name.clone(), ptr: user, reason });
+            return Err(Error::NotAnObject {
+                cache: self.name.clone(),
+                ptr: user,
+                reason: reason.to_string(),
+            });
         }
         check(slab, obj)
     }
@@ -297,268 +316,6 @@ impl KmemCache {
             _ => Error::ForeignPointer { cache: self.name.clone(), ptr },
         }
     }
-
-    /// `Cache::validate`, serialized against hotplug and tuning by the cache_chain mutex.
-    pub(crate) fn validate(&self) -> Result<()> {
-        let allocator = self.allocator.upgrade();
-        let _chain = allocator.as_ref().map(|allocator| allocator.chain.lock());
-        self.validate_locked()
-    }
-
-    /// Checks every object is accounted for exactly once and every slab is on its own
-    /// node's right list. Takes every lock of the cache (CPU slots, then alien slots,
-    /// then node lists, then each barn's in turn: the lock order of the fast paths), so
-    /// the picture is consistent even while other threads allocate and free: a barn
-    /// changes only under a CPU slot lock or the cache_chain mutex, and a remote-free
-    /// queue grows only under an alien slot lock and shrinks only under its node's lock.
-    pub(crate) fn validate_locked(&self) -> Result<()> {
-        let refused = self.refused.load(crate::sync::Ordering::Relaxed);
-        if refused > 0 {
-            return Err(self.corrupted(format!(
-                "{refused} objects were refused by free_block (double free or corruption)"
-            )));
-        }
-        let mut locks = self.lock_all();
-        let mut cached = HashMap::new();
-        let outstanding = self.account_cached(&mut locks, &mut cached)?;
-        let in_use = self.account_slabs(&locks.nodes)?;
-        if outstanding < 0 {
-            return Err(self.corrupted(format!("more objects freed than allocated ({outstanding})")));
-        }
-        if in_use != cached.len() + outstanding as usize {
-            return Err(self.corrupted(format!(
-                "{in_use} objects handed out of the slabs, but {} cached + {outstanding} out with callers",
-                cached.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// The cache's corruption error for `reason`.
-    fn corrupted(&self, reason: String) -> Error {
-        Error::Corrupted { cache: self.name.clone(), reason }
-    }
-
-    /// Takes every lock of the cache in the fast paths' order: CPU slots, alien slots,
-    /// node lists.
-    fn lock_all(&self) -> AllLocks<'_> {
-        let cpus = self.array.iter().enumerate().map(|(cpu, slot)| (cpu, slot.lock())).collect();
-        let aliens = self
-            .nodelists
-            .iter()
-            .enumerate()
-            .flat_map(|(node, l3)| l3.alien.iter().map(move |slot| (node, slot.lock())))
-            .collect();
-        let nodes = self.nodelists.iter().map(|l3| l3.list_lock.lock()).collect();
-        AllLocks { cpus, aliens, nodes }
-    }
-
-    /// Records every cached object (CPU arrays, alien caches, barns, remote frees) in
-    /// `cached` by where it sits, each checked as a handed-out slot of the right node and
-    /// found once; returns how many objects are out with callers.
-    fn account_cached(&self, locks: &mut AllLocks<'_>, cached: &mut HashMap<usize, String>) -> Result<i64> {
-        // The slots' counts wrap at 32 bits; their sum is exact below 2^31 objects out.
-        let mut slots_net: u32 = 0;
-        for (cpu, guard) in locks.cpus.iter_mut() {
-            let place = format!("cpu {cpu}'s array");
-            slots_net = slots_net.wrapping_add(self.account_slot(guard, cached, &place)?);
-        }
-        for (holder, guard) in locks.aliens.iter_mut() {
-            let place = format!("node {holder}'s alien cache for node {}", guard.node());
-            slots_net = slots_net.wrapping_add(self.account_slot(guard, cached, &place)?);
-        }
-        let mut outstanding = i64::from(slots_net as i32);
-        for (node, state) in locks.nodes.iter().enumerate() {
-            outstanding += state.direct_net_out();
-            self.account_node_caches(node, state, cached)?;
-        }
-        Ok(outstanding)
-    }
-
-    /// Records the objects of one CPU or alien slot; returns the slot's net count out.
-    fn account_slot(
-        &self,
-        guard: &mut SlotGuard<'_>,
-        cached: &mut HashMap<usize, String>,
-        place: &str,
-    ) -> Result<u32> {
-        let node = guard.node();
-        guard.with(|data| -> Result<u32> {
-            for &obj in data.array_mut().map_or(&[][..], |ac| ac.objects()) {
-                self.record_cached(cached, obj, node, place.to_owned())?;
-            }
-            Ok(data.net_out())
-        })
-    }
-
-    /// Records the objects of `node`'s barn and remote-free queue.
-    fn account_node_caches(
-        &self,
-        node: usize,
-        state: &NodeState,
-        cached: &mut HashMap<usize, String>,
-    ) -> Result<()> {
-        let l3 = &self.nodelists[node];
-        let mut result = Ok(());
-        l3.barn.for_each_full(|objects| {
-            for &obj in objects {
-                if result.is_ok() {
-                    result = self.record_cached(cached, obj, node as NodeId, format!("node {node}'s barn"));
-                }
-            }
-        });
-        result?;
-        let mut result = Ok(());
-        let complete = l3.walk_remote(state, &self.geometry, |obj| {
-            result = self.record_cached(cached, obj, node as NodeId, format!("node {node}'s remote frees"));
-            result.is_ok()
-        });
-        result?;
-        if !complete {
-            return Err(self.corrupted(format!(
-                "node {node}'s remote frees hold more objects than the node handed out (a double free)"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Checks one cached object and records where it sits; an object found twice is
-    /// corruption.
-    fn record_cached(
-        &self,
-        cached: &mut HashMap<usize, String>,
-        obj: *mut u8,
-        node: NodeId,
-        place: String,
-    ) -> Result<()> {
-        self.check_cached_object(obj, node, &place)?;
-        if let Some(first) = cached.insert(obj as usize, place.clone()) {
-            return Err(self.corrupted(format!("object {obj:p} is cached twice: in {first} and in {place}")));
-        }
-        Ok(())
-    }
-
-    /// Checks every slab: on its own node's lists, on the list its use calls for, free
-    /// list sound, free objects intact in debug mode; each node's counters agree with its
-    /// lists and the registry with all of them. Returns the objects handed out of slabs.
-    fn account_slabs(&self, nodes: &[LockGuard<'_, NodeState>]) -> Result<usize> {
-        let mut in_use = 0usize;
-        let mut slabs = 0usize;
-        for (node, state) in nodes.iter().enumerate() {
-            let (node_slabs, used) = self.account_node_slabs(node as NodeId, state)?;
-            slabs += node_slabs;
-            in_use += used;
-        }
-        let registered =
-            self.registry.slabs.read().values().filter(|owner| owner.cache_id == self.id).count();
-        if registered != slabs {
-            return Err(
-                self.corrupted(format!("{slabs} slabs on the lists but {registered} in the registry"))
-            );
-        }
-        Ok(in_use)
-    }
-
-    /// Checks one node's slabs against its counters; returns its slab count and the
-    /// objects handed out of them.
-    fn account_node_slabs(&self, node: NodeId, state: &NodeState) -> Result<(usize, usize)> {
-        let (mut slabs, mut in_use, mut free_objects) = (0usize, 0usize, 0usize);
-        for (kind, list) in [
-            (ListKind::Partial, &state.slabs_partial),
-            (ListKind::Full, &state.slabs_full),
-            (ListKind::Free, &state.slabs_free),
-        ] {
-            // SAFETY: we hold this node's lock.
-            for slab in unsafe { list.iter() } {
-                slabs += 1;
-                let (used, free) = self.check_slab(slab, node, kind)?;
-                in_use += used;
-                free_objects += free;
-            }
-        }
-        if free_objects != state.free_objects {
-            return Err(self.corrupted(format!(
-                "node {node}: free_objects is {} but its slabs hold {free_objects} free objects",
-                state.free_objects
-            )));
-        }
-        if state.grown.wrapping_sub(state.released) != slabs as u64 {
-            return Err(self.corrupted(format!(
-                "node {node}: grown {} - released {} != {slabs} slabs on its lists",
-                state.grown, state.released
-            )));
-        }
-        Ok((slabs, in_use))
-    }
-
-    /// Checks one cached object: in a live slab of this cache on `node`, a slot start,
-    /// marked handed out, and in debug mode painted free.
-    fn check_cached_object(&self, obj: *mut u8, node: NodeId, place: &str) -> Result<()> {
-        let Some(slab) = SlabPtr::of(obj, self.geometry.slab_bytes) else {
-            return Err(self.corrupted(format!("{place} holds a null object")));
-        };
-        let registered = self.registry.slabs.read().get(&(slab.base() as usize)).map(|owner| owner.cache_id);
-        if registered != Some(self.id) {
-            return Err(self.corrupted(format!("{place} holds {obj:p}, which is in no slab of this cache")));
-        }
-        // SAFETY: the slab is registered to this cache, so mapped; the caller holds every
-        // lock of the cache.
-        unsafe {
-            if slab.nodeid() != node {
-                return Err(self.corrupted(format!("{place} holds {obj:p} of node {}", slab.nodeid())));
-            }
-            let index = slab
-                .obj_to_index(&self.geometry, obj)
-                .map_err(|reason| self.corrupted(format!("{place}: {obj:p}: {reason}")))?;
-            if !slab.is_handed_out(index) {
-                return Err(
-                    self.corrupted(format!("{place} holds {obj:p}, which is also on its slab's free list"))
-                );
-            }
-            if self.debug {
-                self.check_free_slot(obj)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks one slab on `node`'s `kind` list; returns (objects handed out, free).
-    fn check_slab(&self, slab: SlabPtr, node: NodeId, kind: ListKind) -> Result<(usize, usize)> {
-        let base = slab.base();
-        // SAFETY: the slab is on a list of this cache whose lock the caller holds, so its
-        // descriptor is mapped and nobody changes it (the reads below rely on the same).
-        if unsafe { slab.magic() != SLAB_MAGIC || slab.cache_id() != self.id } {
-            return Err(self.corrupted(format!("slab {base:p} on node {node} has a foreign descriptor")));
-        }
-        // SAFETY: as above; the descriptor is this cache's.
-        let (nodeid, list, used) = unsafe { (slab.nodeid(), slab.list(), slab.inuse() as usize) };
-        if nodeid != node {
-            return Err(self.corrupted(format!("slab {base:p} of node {nodeid} sits on node {node}'s lists")));
-        }
-        if list != kind {
-            return Err(self.corrupted(format!("slab {base:p} on the {kind:?} list says {list:?}")));
-        }
-        // SAFETY: as above.
-        let free = unsafe { slab.free_indices(&self.geometry) }
-            .map_err(|reason| self.corrupted(format!("slab {base:p}: {reason}")))?;
-        let expected = match kind {
-            ListKind::Full => used == self.geometry.num as usize,
-            ListKind::Partial => used > 0 && used < self.geometry.num as usize,
-            ListKind::Free => used == 0,
-            ListKind::Detached => false,
-        };
-        if !expected {
-            return Err(
-                self.corrupted(format!("slab {base:p} with {used} objects in use sits on the {kind:?} list"))
-            );
-        }
-        if self.debug {
-            for &index in &free {
-                // SAFETY: `index` is a free slot of this slab, which the caller's lock
-                // keeps free while it checks.
-                unsafe { self.check_free_slot(slab.index_to_obj(&self.geometry, index)) }?;
-            }
-        }
-        Ok((used, free.len()))
-    }
 }
+
+mod validate;

@@ -459,20 +459,20 @@ impl SlabPtr {
     ///
     /// # Safety
     /// A slab descriptor must be mapped at this address.
-    pub(crate) unsafe fn obj_to_index(self, geometry: &Geometry, obj: *const u8) -> Result<u32, String> {
+    pub(crate) unsafe fn obj_to_index(self, geometry: &Geometry, obj: *const u8) -> Result<u32, Misfit> {
         // SAFETY: forwarded.
         let s_mem = unsafe { self.s_mem() } as usize;
         let address = obj as usize;
         if address < s_mem {
-            return Err(format!("it lies in the slab header, before the first object at {s_mem:#x}"));
+            return Err(Misfit::InHeader { first_object: s_mem });
         }
         let offset = address - s_mem;
         let index = offset / geometry.buffer_size;
         if index >= geometry.num as usize {
-            return Err(format!("it lies after the last object of the slab at {:#x}", self.base() as usize));
+            return Err(Misfit::PastLast { slab: self.base() as usize });
         }
         if offset % geometry.buffer_size != 0 {
-            return Err(format!("it is {} bytes into an object", offset % geometry.buffer_size));
+            return Err(Misfit::Inside { bytes: offset % geometry.buffer_size });
         }
         Ok(index as u32)
     }
@@ -562,41 +562,50 @@ impl SlabPtr {
         unsafe { Self::bufctl_base(self.0.as_ptr()).add(index as usize).read() == BUFCTL_FREE }
     }
 
-    /// Walks the free list and returns the free indices, or what is wrong with the list
-    /// (an index out of range, a loop, a count that disagrees with `inuse`). For `validate`.
+    /// Walks the free list into `free` (the free indices) or says what is wrong with it
+    /// (an index out of range, a loop, a count that disagrees with `inuse`). For
+    /// `validate`, which holds locks an allocation may need: `seen` and `free` are the
+    /// caller's, with room for `num` entries each, so nothing is allocated here.
     ///
     /// # Safety
     /// The caller holds the list_lock of the slab's node.
-    pub(crate) unsafe fn free_indices(self, geometry: &Geometry) -> Result<Vec<u32>, String> {
+    pub(crate) unsafe fn free_indices_into(
+        self,
+        geometry: &Geometry,
+        seen: &mut Vec<bool>,
+        free: &mut Vec<u32>,
+    ) -> Result<(), FreeListFault> {
         let slab = self.0.as_ptr();
         // SAFETY: lock held, so the bufctl array is stable; every index read is below
         // `num` (checked before each read below), inside the array.
         let entry = |index: u32| unsafe { Self::bufctl_base(slab).add(index as usize).read() };
         // SAFETY: lock held; `slab` points to a descriptor (the caller's guarantee).
         let (first, inuse) = unsafe { ((*slab).free, (*slab).inuse) };
-        let mut seen = vec![false; geometry.num as usize];
-        let mut indices = Vec::new();
+        let num = geometry.num;
+        seen.clear();
+        seen.resize(num as usize, false);
+        free.clear();
         let mut index = first;
         while index != BUFCTL_END {
-            if index >= geometry.num {
-                return Err(format!("free list holds index {index} beyond {} objects", geometry.num));
+            if index >= num {
+                return Err(FreeListFault::OutOfRange { index, num });
             }
             if std::mem::replace(&mut seen[index as usize], true) {
-                return Err(format!("free list loops at index {index}"));
+                return Err(FreeListFault::Loop { index });
             }
-            indices.push(index);
+            free.push(index);
             index = entry(index);
         }
-        if inuse as usize + indices.len() != geometry.num as usize {
-            return Err(format!("inuse {inuse} + {} free != {} objects", indices.len(), geometry.num));
+        if inuse as usize + free.len() != num as usize {
+            return Err(FreeListFault::Count { inuse, free: free.len(), num });
         }
-        for index in 0..geometry.num {
+        for index in 0..num {
             let entry = entry(index);
             if !seen[index as usize] && entry != BUFCTL_FREE {
-                return Err(format!("object {index} is neither free nor marked handed out (bufctl {entry})"));
+                return Err(FreeListFault::Unmarked { index, entry });
             }
         }
-        Ok(indices)
+        Ok(())
     }
 }
 
@@ -763,6 +772,57 @@ impl SlabChain {
         self.head = NonNull::new(unsafe { addr_of!((*slab.0.as_ptr()).next).read() }).map(SlabPtr);
         self.len -= 1;
         Some(slab)
+    }
+}
+
+/// Why an address is not the start of one of a slab's object slots
+/// ([`SlabPtr::obj_to_index`]); plain data, so that it can be had under a lock where
+/// nothing may be allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Misfit {
+    /// Before the first object, in the slab's header.
+    InHeader { first_object: usize },
+    /// After the last object.
+    PastLast { slab: usize },
+    /// Inside an object, `bytes` past its start.
+    Inside { bytes: usize },
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Misfit::InHeader { first_object } => {
+                write!(f, "it lies in the slab header, before the first object at {first_object:#x}")
+            }
+            Misfit::PastLast { slab } => write!(f, "it lies after the last object of the slab at {slab:#x}"),
+            Misfit::Inside { bytes } => write!(f, "it is {bytes} bytes into an object"),
+        }
+    }
+}
+
+/// What is wrong with a slab's free list ([`SlabPtr::free_indices_into`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FreeListFault {
+    OutOfRange { index: u32, num: u32 },
+    Loop { index: u32 },
+    Count { inuse: u32, free: usize, num: u32 },
+    Unmarked { index: u32, entry: u32 },
+}
+
+impl std::fmt::Display for FreeListFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            FreeListFault::OutOfRange { index, num } => {
+                write!(f, "free list holds index {index} beyond {num} objects")
+            }
+            FreeListFault::Loop { index } => write!(f, "free list loops at index {index}"),
+            FreeListFault::Count { inuse, free, num } => {
+                write!(f, "inuse {inuse} + {free} free != {num} objects")
+            }
+            FreeListFault::Unmarked { index, entry } => {
+                write!(f, "object {index} is neither free nor marked handed out (bufctl {entry})")
+            }
+        }
     }
 }
 

@@ -392,3 +392,26 @@ fn a_deep_fork_chain_forgets_only_the_oldest_generations_objects() {
     assert!(libc::WIFEXITED(status), "the chain was killed: status {status:#x}");
     assert_eq!(libc::WEXITSTATUS(status), 0, "objects handled wrongly at the chain's end");
 }
+
+/// `validate` holds every lock of a cache while it looks; here the caches it checks are
+/// those its own allocations would come from, so it must allocate nothing under them (an
+/// allocation that misses its CPU's array waits on the node lock validate holds).
+#[test]
+fn validate_of_the_process_allocator_finishes_while_threads_allocate() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = churn(2, &stop);
+    // Live objects of every size the checks' own records would take.
+    let kept: Vec<Vec<u8>> = (0..5000).map(|i| vec![3u8; 1 + i * 7 % 3000]).collect();
+    let outcome = within("validate", || {
+        let machinery = machinery();
+        let whole = machinery.numaslab.allocator().validate();
+        let each: Vec<_> = machinery.kmalloc.caches().iter().map(|cache| cache.validate()).collect();
+        (whole, each)
+    });
+    stop.store(true, Ordering::Relaxed);
+    workers.into_iter().for_each(|worker| assert!(worker.join().unwrap() > 0));
+    assert!(kept.iter().all(|block| block.iter().all(|&b| b == 3)));
+    let (whole, each) = outcome;
+    assert!(whole.is_ok(), "{whole:?}");
+    assert!(each.iter().all(Result::is_ok), "{each:?}");
+}

@@ -716,3 +716,39 @@ fn the_reaper_trims_an_untouched_barn_and_spares_a_touched_one_once() {
     unsafe { cache.free_on(1, taken).unwrap() };
     cache.validate().unwrap();
 }
+
+#[test]
+fn validate_accounts_for_more_cached_objects_than_its_first_room() {
+    // validate reserves room for the objects it finds before it locks; with more cached
+    // than that, it counts them and looks again with room for all.
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("many", layout(64), CacheFlags::NONE).unwrap();
+    cache.tune(4000, 2000, 0).unwrap();
+    let objects: Vec<_> = (0..3000).map(|_| cache.alloc_on(0).unwrap()).collect();
+    for &obj in &objects {
+        // SAFETY: each object is ours and freed once.
+        unsafe { cache.free_on(0, obj).unwrap() };
+    }
+    // All 3000 in cpu 0's array (a limit of 4000 never flushes), three times the room.
+    cache.validate().unwrap();
+    allocator.validate().unwrap();
+}
+
+#[test]
+fn validate_names_both_places_of_an_object_cached_twice() {
+    let (_, allocator) = seed_box();
+    let cache = allocator.create_cache("twice", layout(64), CacheFlags::NONE).unwrap();
+    let obj = cache.alloc_on(0).unwrap();
+    // SAFETY: a deliberate double free outside debug mode (undefined for a user; here
+    // the object is only cached twice, in cpu 0's and cpu 1's arrays, and never used).
+    unsafe {
+        cache.free_on(0, obj).unwrap();
+        cache.free_on(1, obj).unwrap();
+    }
+    match cache.validate() {
+        Err(Error::Corrupted { reason, .. }) => {
+            assert!(reason.contains("is cached twice: in cpu 0's array and in cpu 1's array"), "{reason}")
+        }
+        other => panic!("expected the object cached twice, got {other:?}"),
+    }
+}
