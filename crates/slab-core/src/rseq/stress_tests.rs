@@ -100,6 +100,22 @@ fn install_handler_cache(live: &Arc<dyn Topology>) {
     install_handler();
 }
 
+/// The current CPU, read as a caller of `alloc_on`/`free_on` reads it. In the injection
+/// build, every 32nd read is followed by a yield, which the disturber's affinity changes
+/// turn into migrations before the sequence runs: mismatches then happen on every run, not
+/// only when a migration falls into the few instructions between the read and the call.
+fn read_cpu_then_pause() -> u32 {
+    thread_local! {
+        static READS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    let cpu = this_cpu();
+    if cfg!(numaslab_rseq_inject) && READS.with(|reads| reads.replace(reads.get().wrapping_add(1))) % 32 == 0
+    {
+        std::thread::yield_now();
+    }
+    cpu
+}
+
 /// The stress runs twice: on the live machine, and on its CPUs laid out one node per
 /// CPU, where a free after a migration or a hand-off is a remote free (the alien caches,
 /// the barn offer and the remote-free queue, all from inside rseq mode).
@@ -171,7 +187,7 @@ fn stress(topology: Arc<dyn Topology>) -> Vec<(topology::NodeId, u64)> {
                 while !stop.load(Ordering::Relaxed) {
                     round = round.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     for _ in 0..1 + (round >> 33) % 200 {
-                        let obj = if named { cache.alloc_on(this_cpu()) } else { cache.alloc() };
+                        let obj = if named { cache.alloc_on(read_cpu_then_pause()) } else { cache.alloc() };
                         let obj = obj.expect("an object");
                         if flag(obj).swap(1, Ordering::AcqRel) != 0 {
                             duplicates.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +207,7 @@ fn stress(topology: Arc<dyn Topology>) -> Vec<(topology::NodeId, u64)> {
                         // SAFETY: allocated from this cache, freed once (the flag says so).
                         let freed = unsafe {
                             if named {
-                                cache.free_on(this_cpu(), obj)
+                                cache.free_on(read_cpu_then_pause(), obj)
                             } else {
                                 cache.free(obj)
                             }
