@@ -258,6 +258,12 @@ impl KmemCache {
         })
     }
 
+    /// `Ok` when `ptr` is the start of an object of one of this cache's slabs; else the
+    /// error a debug free of it gives (another cache's, foreign, not an object's start).
+    pub(crate) fn check_object_start(&self, ptr: NonNull<u8>) -> Result<()> {
+        self.with_checked_slot(ptr, |_, _| Ok(()))
+    }
+
     /// Runs `check` on the slot of `ptr` under the registry's read lock (which keeps the
     /// slab mapped: slabs leave the registry under the write lock before they are
     /// unmapped), once the pointer is known to be an object's start in one of this

@@ -215,7 +215,8 @@ impl Kmalloc {
 
     /// Creates the caches `kmalloc-8` to `kmalloc-32k` in `allocator`
     /// (`kmem_cache_init`'s loop over `malloc_sizes`). Fails if a cache of one of those
-    /// names exists already.
+    /// names exists already, or memory for one cannot be had; the caches created before
+    /// the failure are destroyed again, so that a later call can succeed.
     pub fn new(allocator: &Arc<Allocator>, checking: Checking) -> Result<Kmalloc> {
         let flags = match checking {
             Checking::Trusting => CacheFlags::NONE,
@@ -223,20 +224,16 @@ impl Kmalloc {
         };
         let mut caches = Vec::with_capacity(KMALLOC_SIZES.len());
         for (index, &size) in KMALLOC_SIZES.iter().enumerate() {
-            let align = class_align(index).min(page_size());
-            let layout = Layout::from_size_align(size, align).map_err(|error| Error::InvalidLayout {
-                cache: class_name(size),
-                size,
-                align,
-                reason: error.to_string(),
-            })?;
-            let cache = allocator.create_cache_ordered(
-                &class_name(size),
-                layout,
-                flags,
-                SlabOrder::Fixed(KMALLOC_ORDER),
-            )?;
-            caches.push(cache);
+            match Self::create_class(allocator, index, size, flags) {
+                Ok(cache) => caches.push(cache),
+                Err(error) => {
+                    // Empty caches, just created: their destruction cannot be refused.
+                    for cache in caches.iter().rev() {
+                        let _ = allocator.destroy_cache(cache);
+                    }
+                    return Err(error);
+                }
+            }
         }
         let ids = caches.iter().map(|cache| cache.kmem().id).collect();
         let kmems = std::array::from_fn(|class| caches[class].kmem_ptr());
@@ -247,6 +244,23 @@ impl Kmalloc {
             ids,
             checking,
         })
+    }
+
+    /// The general cache of class `index`, of `size` bytes.
+    fn create_class(
+        allocator: &Arc<Allocator>,
+        index: usize,
+        size: usize,
+        flags: CacheFlags,
+    ) -> Result<Arc<Cache>> {
+        let align = class_align(index).min(page_size());
+        let layout = Layout::from_size_align(size, align).map_err(|error| Error::InvalidLayout {
+            cache: class_name(size),
+            size,
+            align,
+            reason: error.to_string(),
+        })?;
+        allocator.create_cache_ordered(&class_name(size), layout, flags, SlabOrder::Fixed(KMALLOC_ORDER))
     }
 
     /// The allocator the caches belong to.
@@ -623,10 +637,8 @@ unsafe fn owner(kmalloc: Option<&Kmalloc>, ptr: NonNull<u8>) -> Result<Owner> {
                 unsafe { SlabPtr::of(header as *const u8, page_size()).map(|slab| slab.cache_id()) };
             let index = cache_id.and_then(|id| kmalloc.class_of_id(id)).ok_or_else(unknown)?;
             if checking == Checking::Debug {
-                let owner = kmalloc.allocator.registry.find(address).ok_or_else(unknown)?;
-                if owner.cache_id != kmalloc.ids[index] {
-                    return Err(unknown());
-                }
+                // In a slab of this class (by the registry), and an object's start.
+                kmalloc.class(index).check_object_start(ptr)?;
             }
             Ok(Owner::Slab(index))
         }

@@ -434,3 +434,33 @@ fn the_cached_paths_leave_every_debug_free_to_the_checks() {
         assert!(kmalloc.free_unsized(unmapped).is_err());
     }
 }
+
+#[test]
+fn a_failed_new_leaves_no_caches_behind_and_can_be_retried() {
+    let allocator = Allocator::new(Arc::new(FakeTopology::seed_box()));
+    let clash = allocator.create_cache("kmalloc-1k", layout(64, 8), CacheFlags::NONE).unwrap();
+    let refused = Kmalloc::new(&allocator, Checking::Trusting).expect_err("a cache of that name exists");
+    assert!(refused.to_string().contains("kmalloc-1k"), "{refused}");
+    let names: Vec<_> = allocator.caches().iter().map(|cache| cache.name().to_owned()).collect();
+    assert_eq!(names, ["kmalloc-1k"], "the classes created before the clash are gone");
+    allocator.destroy_cache(&clash).unwrap();
+    let kmalloc = Kmalloc::new(&allocator, Checking::Trusting).unwrap();
+    assert_eq!(kmalloc.caches().len(), CLASSES);
+    allocator.validate().unwrap();
+}
+
+#[test]
+fn in_debug_mode_usable_size_and_node_of_refuse_a_pointer_into_an_object() {
+    let kmalloc = kmalloc(Checking::Debug);
+    let object = kmalloc.alloc(layout(64, 8)).unwrap();
+    // SAFETY: debug mode checks every pointer before it reads the object.
+    unsafe {
+        assert_eq!(kmalloc.usable_size(object).unwrap(), 64);
+        let inside = object.add(40);
+        let refused = kmalloc.usable_size(inside).unwrap_err();
+        assert!(matches!(refused, Error::NotAnObject { .. }), "{refused}");
+        assert!(matches!(kmalloc.node_of(inside), Err(Error::NotAnObject { .. })));
+        assert!(matches!(kmalloc.free_unsized(inside), Err(Error::NotAnObject { .. })));
+        kmalloc.free(object, layout(64, 8)).unwrap();
+    }
+}
