@@ -1360,6 +1360,11 @@ impl Cache {
         self.kmem().geometry.object_size
     }
 
+    /// The bytes of each of its slabs (a power of two; slabinfo's `pagesperslab` pages).
+    pub fn slab_bytes(&self) -> usize {
+        self.kmem().geometry.slab_bytes
+    }
+
     /// The flags given at creation.
     pub fn flags(&self) -> CacheFlags {
         self.kmem().flags
@@ -1390,8 +1395,11 @@ impl Cache {
     ///
     /// # Safety
     /// Outside debug mode, `ptr` must come from this cache's `alloc*` and not have been
-    /// freed since; an object of another cache of the same allocator is reported as
-    /// [`Error::WrongCache`], anything else is undefined behaviour. In debug mode
+    /// freed since. The free reads the descriptor at the base of the pointer's slab, as
+    /// this cache's slab size places it: an object of another cache of the same allocator
+    /// and the same slab size ([`Cache::slab_bytes`]) is found there and reported as
+    /// [`Error::WrongCache`]; anything else, another cache's object of another slab size
+    /// included, is undefined behaviour (it may crash, or be taken). In debug mode
     /// ([`CacheFlags::DEBUG`]) every pointer is checked before use and misuse (double
     /// free, another cache's object, a foreign pointer, a pointer into an object) is
     /// reported as an error, leaving the cache working.

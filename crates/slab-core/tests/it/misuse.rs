@@ -122,9 +122,10 @@ fn racing_double_frees_let_exactly_one_through() {
 #[test]
 fn without_debug_a_wrong_cache_free_is_still_refused() {
     let (allocator, a, b) = setup(CacheFlags::NONE);
+    assert_eq!(a.slab_bytes(), b.slab_bytes(), "what the promise of a refusal needs");
     let theirs = b.alloc().unwrap();
-    // SAFETY: theirs is a live object of a cache of this allocator; the non-debug free
-    // reads its slab descriptor and refuses it.
+    // SAFETY: theirs is a live object of a cache of this allocator with slabs of the same
+    // size; the non-debug free reads its slab descriptor and refuses it.
     unsafe {
         assert!(matches!(a.free(theirs), Err(Error::WrongCache { .. })));
         b.free(theirs).unwrap();
