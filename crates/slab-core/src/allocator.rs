@@ -196,6 +196,10 @@ impl Allocator {
     pub fn destroy_cache(&self, cache: &Arc<Cache>) -> Result<()> {
         let mut chain = self.chain.lock();
         let Some(index) = chain.caches.iter().position(|c| Arc::ptr_eq(c, cache)) else {
+            // A cache of this allocator that is not in its chain was destroyed already.
+            if std::ptr::eq(cache.kmem().allocator.as_ptr(), self) {
+                return Err(cache.kmem().destroyed_error());
+            }
             return Err(Error::NotInChain { cache: cache.name().to_owned() });
         };
         let kmem = cache.kmem();

@@ -341,7 +341,10 @@ fn destroy_refuses_while_objects_are_out_and_keeps_working() {
     allocator.destroy_cache(&cache).unwrap();
     assert!(allocator.caches().is_empty());
     assert!(matches!(cache.alloc_on(0), Err(Error::CacheDestroyed { .. })));
-    assert!(matches!(allocator.destroy_cache(&cache), Err(Error::NotInChain { .. })));
+    assert!(matches!(allocator.destroy_cache(&cache), Err(Error::CacheDestroyed { .. })));
+    let (_, other) = seed_box();
+    let theirs = other.create_cache("theirs", layout(64), CacheFlags::NONE).unwrap();
+    assert!(matches!(allocator.destroy_cache(&theirs), Err(Error::NotInChain { .. })));
 }
 
 #[test]
