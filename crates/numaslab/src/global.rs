@@ -72,6 +72,9 @@ pub struct Machinery {
     pub numaslab: Arc<NumaSlab>,
     /// The general caches.
     pub kmalloc: Kmalloc,
+    /// In a forked child, once retired: the machinery retired before it (its parent's
+    /// parent's), the next link of the chain [`NumaSlabAlloc`] keeps.
+    older: AtomicPtr<Machinery>,
 }
 
 /// numaslab's kmalloc as a [`GlobalAlloc`]: declare it as the `#[global_allocator]`;
@@ -90,9 +93,11 @@ pub struct NumaSlabAlloc {
 struct Process {
     state: AtomicU8,
     machinery: AtomicPtr<Machinery>,
-    /// Machinery of the parent processes, in a forked child: their objects are left
-    /// alone (their locks may have been held by threads the child does not have).
-    retired: [AtomicPtr<Machinery>; MAX_RETIRED],
+    /// Machinery of the parent processes, in a forked child, the parent's first, each
+    /// linked to the one before it (`Machinery::older`): their objects are left alone
+    /// (their locks may have been held by threads the child does not have). Every
+    /// generation is kept, however long the chain of forks.
+    retired: AtomicPtr<Machinery>,
     /// Whether this process follows hotplug ([`NumaSlabAlloc::follow_hotplug`]), and its
     /// watcher, leaked: it runs for the life of the process.
     watch_state: AtomicU8,
@@ -102,15 +107,10 @@ struct Process {
 static PROCESS: Process = Process {
     state: AtomicU8::new(UNINIT),
     machinery: AtomicPtr::new(std::ptr::null_mut()),
-    retired: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_RETIRED],
+    retired: AtomicPtr::new(std::ptr::null_mut()),
     watch_state: AtomicU8::new(NOT_WATCHING),
     watcher: AtomicPtr::new(std::ptr::null_mut()),
 };
-
-/// How many generations of forked children tell their ancestors' objects apart; a
-/// deeper child forgets the oldest, whose objects' frees it then refuses as unknown
-/// pointers (never writing them).
-const MAX_RETIRED: usize = 8;
 
 /// Marks the calling thread one level deeper for the life of the guard.
 struct Nested(u32);
@@ -272,12 +272,14 @@ impl NumaSlabAlloc {
     /// `ptr` must come from this allocator and be live.
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
         let _nested = Nested::enter();
-        if let Some(retired) = self.retired_owner(ptr) {
-            // SAFETY: the pointer is a live object of that (retired) kmalloc.
-            return unsafe { retired.usable_size(ptr) }.unwrap_or(0);
+        if let Some(usable) = self.retired_size(ptr) {
+            return usable;
         }
         // SAFETY: forwarded to the caller.
-        unsafe { kmalloc::usable_size_of(self.machinery().map(|m| &m.kmalloc), ptr) }.unwrap_or(0)
+        let known = unsafe { kmalloc::usable_size_of(self.machinery().map(|m| &m.kmalloc), ptr) };
+        // A fork (from a signal handler of this thread) may have retired the machinery
+        // between the look above and this one.
+        known.ok().or_else(|| self.retired_size(ptr)).unwrap_or(0)
     }
 
     /// `realloc` of C: memory for `new_layout` with the first bytes of `ptr`, which may
@@ -286,23 +288,22 @@ impl NumaSlabAlloc {
     /// # Safety
     /// `ptr` must come from this allocator and be live.
     pub unsafe fn realloc_unsized(&self, ptr: NonNull<u8>, new_layout: Layout) -> *mut u8 {
-        if let Some(retired) = self.retired_owner(ptr) {
-            // A parent's object: copied out, and left where it is.
-            // SAFETY: a live object of the retired kmalloc.
-            let usable = unsafe { retired.usable_size(ptr) }.unwrap_or(0);
-            // SAFETY: GlobalAlloc::alloc of a valid layout.
-            let fresh = unsafe { GlobalAlloc::alloc(self, new_layout) };
-            if !fresh.is_null() {
-                // SAFETY: both blocks live and distinct, the smaller size copied.
-                unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh, usable.min(new_layout.size())) };
-            }
-            return fresh;
+        if let Some(usable) = self.retired_size(ptr) {
+            // SAFETY: a live object of a retired kmalloc, of `usable` bytes.
+            return unsafe { self.move_out_of_retired(ptr, usable, new_layout) };
         }
         let kmalloc = self.caches();
         let _nested = Nested::enter();
         // SAFETY: the caller's pointer is live and came from this allocator.
         match unsafe { kmalloc::realloc_of(kmalloc, ptr, new_layout) } {
             Ok(fresh) => fresh.as_ptr(),
+            // A fork (from a signal handler of this thread) retired the machinery that
+            // owns `ptr` after the look above.
+            Err(_) if self.retired_size(ptr).is_some() => {
+                drop(_nested);
+                // SAFETY: as above.
+                unsafe { self.realloc_unsized(ptr, new_layout) }
+            }
             Err(error) => {
                 // A bad pointer (debug mode finds them) is said, as a bad free is; no
                 // memory is quietly a null pointer, as malloc's callers expect.
@@ -318,18 +319,35 @@ impl NumaSlabAlloc {
         }
     }
 
-    /// The parent's kmalloc that owns `ptr`, in a forked child.
-    fn retired_owner(&self, ptr: NonNull<u8>) -> Option<&'static Kmalloc> {
-        PROCESS.retired.iter().find_map(|slot| {
-            let machinery = slot.load(Ordering::Acquire);
-            if machinery.is_null() {
-                return None;
-            }
+    /// A parent's object copied into fresh memory for `new_layout`, and left where it
+    /// is (its caches are retired).
+    ///
+    /// # Safety
+    /// `ptr` is a live object of a retired kmalloc with `usable` bytes.
+    unsafe fn move_out_of_retired(&self, ptr: NonNull<u8>, usable: usize, new_layout: Layout) -> *mut u8 {
+        // SAFETY: GlobalAlloc::alloc of a valid layout.
+        let fresh = unsafe { GlobalAlloc::alloc(self, new_layout) };
+        if !fresh.is_null() {
+            // SAFETY: both blocks live and distinct, the smaller size copied.
+            unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh, usable.min(new_layout.size())) };
+        }
+        fresh
+    }
+
+    /// In a forked child, the usable bytes of `ptr` if it is an object of an ancestor's
+    /// retired caches (read from its slab's descriptor: no lock of theirs is taken).
+    fn retired_size(&self, ptr: NonNull<u8>) -> Option<usize> {
+        let mut machinery = PROCESS.retired.load(Ordering::Acquire);
+        while !machinery.is_null() {
             // SAFETY: retired machinery is never freed.
-            let kmalloc = unsafe { &(*machinery).kmalloc };
+            let retired = unsafe { &*machinery };
             // SAFETY: the caller's pointer came from this allocator, in some generation.
-            unsafe { kmalloc.owns(ptr) }.then_some(kmalloc)
-        })
+            if let Some(usable) = unsafe { retired.kmalloc.owned_usable_size(ptr) } {
+                return Some(usable);
+            }
+            machinery = retired.older.load(Ordering::Acquire);
+        }
+        None
     }
 
     /// The child's step of `fork` (from the handler the `fork` module registers at
@@ -349,18 +367,13 @@ impl NumaSlabAlloc {
         PROCESS.watcher.store(std::ptr::null_mut(), Ordering::Release);
     }
 
-    /// Keeps a parent's machinery for its objects, after those of earlier generations;
-    /// with [`MAX_RETIRED`] kept already, the oldest is forgotten. In a forked child's
-    /// only thread, so nothing reads the slots while they shift.
+    /// Keeps a parent's machinery for its objects, at the head of the chain of earlier
+    /// generations'. In a forked child's only thread.
     fn retire(machinery: *mut Machinery) {
-        if let Some(slot) = PROCESS.retired.iter().find(|slot| slot.load(Ordering::Relaxed).is_null()) {
-            slot.store(machinery, Ordering::Release);
-            return;
-        }
-        for at in 1..MAX_RETIRED {
-            PROCESS.retired[at - 1].store(PROCESS.retired[at].load(Ordering::Relaxed), Ordering::Release);
-        }
-        PROCESS.retired[MAX_RETIRED - 1].store(machinery, Ordering::Release);
+        // SAFETY: built machinery, never freed; retired once (the process's pointer to
+        // it was swapped out).
+        unsafe { (*machinery).older.store(PROCESS.retired.load(Ordering::Acquire), Ordering::Release) };
+        PROCESS.retired.store(machinery, Ordering::Release);
     }
 
     /// Returns `ptr`, whatever its size, reporting (not acting on) a pointer it does not
@@ -387,7 +400,7 @@ impl NumaSlabAlloc {
         // SAFETY: forwarded to the caller.
         let result = unsafe { kmalloc::free_of(self.machinery().map(|m| &m.kmalloc), ptr, None) };
         if let Err(error) = result {
-            if self.retired_owner(ptr).is_none() {
+            if self.retired_size(ptr).is_none() {
                 eprintln!("numaslab: free({ptr:p}): {error}; {}", consequence(&error));
             }
         }
@@ -466,7 +479,7 @@ fn build() -> Machinery {
         eprintln!("numaslab: cannot create the kmalloc caches: {error}");
         std::process::abort()
     });
-    Machinery { numaslab, kmalloc }
+    Machinery { numaslab, kmalloc, older: AtomicPtr::new(std::ptr::null_mut()) }
 }
 
 /// One CPU on one node: the machine assumed when the live one cannot be read.
@@ -515,7 +528,7 @@ impl NumaSlabAlloc {
         // SAFETY: the caller's pointer came from this allocator with this layout.
         let result = unsafe { kmalloc::free_of(kmalloc, ptr, Some(layout)) };
         if let Err(error) = result {
-            if self.retired_owner(ptr).is_none() {
+            if self.retired_size(ptr).is_none() {
                 eprintln!(
                     "numaslab: dealloc({ptr:p}, {} bytes): {error}; {}",
                     layout.size(),

@@ -467,13 +467,25 @@ impl Kmalloc {
     /// `ptr` must come from some kmalloc (or the bootstrap arena) and be live.
     pub unsafe fn owns(&self, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded to the caller.
+        unsafe { self.owned_usable_size(ptr) }.is_some()
+    }
+
+    /// The usable bytes of `ptr` if it is an object of one of these caches, from its
+    /// slab's descriptor alone, as [`Kmalloc::owns`] reads it: no lock is taken, in debug
+    /// mode too, so that a forked child may ask it of its parent's caches, whose locks a
+    /// thread it does not have may hold. None for anything else.
+    ///
+    /// # Safety
+    /// As for [`Kmalloc::owns`].
+    pub unsafe fn owned_usable_size(&self, ptr: NonNull<u8>) -> Option<usize> {
+        // SAFETY: forwarded to the caller.
         if unsafe { superblock_magic(ptr) } != Some(SLAB_MAGIC) {
-            return false;
+            return None;
         }
         // SAFETY: a slab descriptor is at the header address.
         let id =
             unsafe { SlabPtr::of(header_address(ptr) as *const u8, page_size()).map(|slab| slab.cache_id()) };
-        id.and_then(|id| self.class_of_id(id)).is_some()
+        id.and_then(|id| self.class_of_id(id)).map(|class| self.caches[class].object_size())
     }
 
     /// The class whose cache has id `id`.

@@ -464,3 +464,19 @@ fn in_debug_mode_usable_size_and_node_of_refuse_a_pointer_into_an_object() {
         kmalloc.free(object, layout(64, 8)).unwrap();
     }
 }
+
+#[test]
+fn owned_usable_size_takes_no_lock_in_debug_mode() {
+    // What a forked child asks of its parent's retired caches, whose registry lock a
+    // thread it does not have may hold: here this thread holds it for writing.
+    let kmalloc = kmalloc(Checking::Debug);
+    let object = kmalloc.alloc(layout(100, 8)).unwrap();
+    let class = class_of(layout(100, 8)).unwrap();
+    {
+        let _held = kmalloc.allocator.registry.slabs.write();
+        // SAFETY: a live object of this kmalloc.
+        assert_eq!(unsafe { kmalloc.owned_usable_size(object) }, Some(kmalloc.caches()[class].object_size()));
+    }
+    // SAFETY: as above, freed once.
+    unsafe { kmalloc.free(object, layout(100, 8)).unwrap() };
+}
